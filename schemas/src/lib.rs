@@ -1,0 +1,36 @@
+//! marketlake-schemas: the vocabulary every other crate shares.
+//!
+//! - [`names`]: Kafka topic and Delta table names, so no crate spells them twice.
+//! - [`raw`]: the raw envelope a connector publishes (bytes as received + source metadata) and
+//!   its dead-letter twin, with their encoding as Kafka headers.
+//! - [`l1`]: the Arrow schema of the L1 raw tables and the conversion from consumed records.
+//!
+//! This crate is deliberately light (serde, arrow-schema/array only) so connectors and tests can
+//! depend on it without pulling in Kafka or Delta.
+
+pub mod l1;
+pub mod names;
+pub mod raw;
+
+pub use raw::{DeadLetter, FeedClass, KafkaPosition, PayloadFormat, RawRecord};
+
+/// Errors raised while decoding shared record types.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("kafka header `{0}` is missing")]
+    MissingHeader(&'static str),
+    #[error("kafka header `{name}` has an invalid value: {reason}")]
+    InvalidHeader { name: &'static str, reason: String },
+    #[error("arrow error: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+}
+
+pub type Result<T, E = SchemaError> = std::result::Result<T, E>;
+
+/// Current time as UTC nanoseconds since the Unix epoch (the unit of every `*_ns` column).
+pub fn now_utc_ns() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_nanos()).unwrap_or(i64::MAX)
+}

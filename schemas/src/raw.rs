@@ -1,0 +1,338 @@
+//! The raw envelope: a record exactly as a connector received it, plus where it came from.
+//!
+//! On Kafka the payload bytes are the message value, untouched; the metadata travels in headers
+//! (`ml.*`) so that nothing re-encodes what was received. [`RawRecord::headers`] and
+//! [`RawRecord::from_kafka`] are the two directions of that mapping.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{TOPIC_RAW_NEWS, TOPIC_RAW_TRADES};
+use crate::{Result, SchemaError};
+
+/// Which raw topic (and L1 table) a record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedClass {
+    Trades,
+    News,
+}
+
+impl FeedClass {
+    pub fn raw_topic(self) -> &'static str {
+        match self {
+            FeedClass::Trades => TOPIC_RAW_TRADES,
+            FeedClass::News => TOPIC_RAW_NEWS,
+        }
+    }
+}
+
+/// How the payload bytes are to be read by enrichment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// One FIX tag=value message, delimiter as received (SOH, `|` or `^A`).
+    Fix,
+    /// One CSV line (without its line terminator).
+    TradesCsv,
+    /// One IEX-TP message (type byte first), without the IEX-TP segment header.
+    IexTops,
+    /// One RSS 2.0 `<item>` element, as it appeared in the document.
+    RssItem,
+    /// One Atom `<entry>` element, as it appeared in the document.
+    AtomEntry,
+    /// One JSON object (one line of a JSON-lines stream, or one element of a JSON array).
+    Json,
+    /// A record on a raw topic that lacks marketlake's headers (a foreign producer): kept as
+    /// received, with the reason in its `decode_error` attribute.
+    Unknown,
+}
+
+impl PayloadFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadFormat::Fix => "fix",
+            PayloadFormat::TradesCsv => "trades_csv",
+            PayloadFormat::IexTops => "iex_tops",
+            PayloadFormat::RssItem => "rss_item",
+            PayloadFormat::AtomEntry => "atom_entry",
+            PayloadFormat::Json => "json",
+            PayloadFormat::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "fix" => PayloadFormat::Fix,
+            "trades_csv" => PayloadFormat::TradesCsv,
+            "iex_tops" => PayloadFormat::IexTops,
+            "rss_item" => PayloadFormat::RssItem,
+            "atom_entry" => PayloadFormat::AtomEntry,
+            "json" => PayloadFormat::Json,
+            "unknown" => PayloadFormat::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+/// A record as received, with its provenance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    /// The configured source id (`fix-dropcopy-1`), unique in a deployment.
+    pub source_id: String,
+    /// The connector kind that produced it (`fix`, `trades_csv`, ...).
+    pub connector: String,
+    pub class: FeedClass,
+    pub format: PayloadFormat,
+    /// Where in the world the bytes came from: a file path, a URL, a TCP peer.
+    pub source_uri: String,
+    /// Byte offset in the (decompressed) source file or stream, or a sequence number where the
+    /// source has no byte positions (items of a polled feed). Unique per `(source_id, source_uri)`.
+    pub source_position: i64,
+    /// When the connector received the bytes, UTC nanoseconds.
+    pub received_at_ns: i64,
+    /// Instrument symbol when the connector could tell it without interpreting the record fully.
+    pub symbol: Option<String>,
+    /// The bytes, exactly as received.
+    pub payload: Vec<u8>,
+    /// Small source-specific facts needed to read the payload later (CSV header, pcap time, ...).
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Kafka coordinates of a consumed record: the lineage link between a topic and a table row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KafkaPosition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Broker/producer timestamp in milliseconds, when the broker supplied one.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A record that could not be framed or read, kept with its bytes and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub source_id: String,
+    pub connector: String,
+    pub source_uri: String,
+    pub source_position: i64,
+    pub received_at_ns: i64,
+    pub reason: String,
+    pub payload: Vec<u8>,
+}
+
+const H_SOURCE_ID: &str = "ml.source_id";
+const H_CONNECTOR: &str = "ml.connector";
+const H_CLASS: &str = "ml.class";
+const H_FORMAT: &str = "ml.format";
+const H_URI: &str = "ml.source_uri";
+const H_POSITION: &str = "ml.source_position";
+const H_RECEIVED: &str = "ml.received_at_ns";
+const H_SYMBOL: &str = "ml.symbol";
+const H_REASON: &str = "ml.reason";
+const H_ATTR_PREFIX: &str = "ml.attr.";
+
+/// Headers as `(name, value)` pairs, the form both rdkafka and tests can use.
+pub type Headers = Vec<(String, Vec<u8>)>;
+
+fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &'static str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_slice())
+}
+
+fn required_text(headers: &[(String, Vec<u8>)], name: &'static str) -> Result<String> {
+    let bytes = header(headers, name).ok_or(SchemaError::MissingHeader(name))?;
+    String::from_utf8(bytes.to_vec()).map_err(|e| SchemaError::InvalidHeader {
+        name,
+        reason: e.to_string(),
+    })
+}
+
+fn required_i64(headers: &[(String, Vec<u8>)], name: &'static str) -> Result<i64> {
+    let text = required_text(headers, name)?;
+    text.parse::<i64>().map_err(|e| SchemaError::InvalidHeader {
+        name,
+        reason: format!("`{text}` is not an integer: {e}"),
+    })
+}
+
+impl RawRecord {
+    /// The Kafka key: the symbol where known (so one instrument stays in one partition and in
+    /// order), else the source id.
+    pub fn kafka_key(&self) -> &str {
+        self.symbol.as_deref().unwrap_or(&self.source_id)
+    }
+
+    pub fn headers(&self) -> Headers {
+        let mut headers: Headers = vec![
+            (H_SOURCE_ID.into(), self.source_id.clone().into_bytes()),
+            (H_CONNECTOR.into(), self.connector.clone().into_bytes()),
+            (H_CLASS.into(), class_str(self.class).as_bytes().to_vec()),
+            (H_FORMAT.into(), self.format.as_str().as_bytes().to_vec()),
+            (H_URI.into(), self.source_uri.clone().into_bytes()),
+            (
+                H_POSITION.into(),
+                self.source_position.to_string().into_bytes(),
+            ),
+            (
+                H_RECEIVED.into(),
+                self.received_at_ns.to_string().into_bytes(),
+            ),
+        ];
+        if let Some(symbol) = &self.symbol {
+            headers.push((H_SYMBOL.into(), symbol.clone().into_bytes()));
+        }
+        for (key, value) in &self.attributes {
+            headers.push((format!("{H_ATTR_PREFIX}{key}"), value.clone().into_bytes()));
+        }
+        headers
+    }
+
+    /// Rebuild a record from a consumed Kafka message's value and headers.
+    pub fn from_kafka(payload: &[u8], headers: &[(String, Vec<u8>)]) -> Result<Self> {
+        let class_text = required_text(headers, H_CLASS)?;
+        let class = parse_class(&class_text).ok_or_else(|| SchemaError::InvalidHeader {
+            name: H_CLASS,
+            reason: format!("unknown class `{class_text}`"),
+        })?;
+        let format_text = required_text(headers, H_FORMAT)?;
+        let format =
+            PayloadFormat::parse(&format_text).ok_or_else(|| SchemaError::InvalidHeader {
+                name: H_FORMAT,
+                reason: format!("unknown payload format `{format_text}`"),
+            })?;
+        let symbol = match header(headers, H_SYMBOL) {
+            Some(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            None => None,
+        };
+        let attributes = headers
+            .iter()
+            .filter_map(|(key, value)| {
+                key.strip_prefix(H_ATTR_PREFIX)
+                    .map(|k| (k.to_string(), String::from_utf8_lossy(value).into_owned()))
+            })
+            .collect();
+        Ok(RawRecord {
+            source_id: required_text(headers, H_SOURCE_ID)?,
+            connector: required_text(headers, H_CONNECTOR)?,
+            class,
+            format,
+            source_uri: required_text(headers, H_URI)?,
+            source_position: required_i64(headers, H_POSITION)?,
+            received_at_ns: required_i64(headers, H_RECEIVED)?,
+            symbol,
+            payload: payload.to_vec(),
+            attributes,
+        })
+    }
+}
+
+impl DeadLetter {
+    pub fn headers(&self) -> Headers {
+        vec![
+            (H_SOURCE_ID.into(), self.source_id.clone().into_bytes()),
+            (H_CONNECTOR.into(), self.connector.clone().into_bytes()),
+            (H_URI.into(), self.source_uri.clone().into_bytes()),
+            (
+                H_POSITION.into(),
+                self.source_position.to_string().into_bytes(),
+            ),
+            (
+                H_RECEIVED.into(),
+                self.received_at_ns.to_string().into_bytes(),
+            ),
+            (H_REASON.into(), self.reason.clone().into_bytes()),
+        ]
+    }
+
+    pub fn from_kafka(payload: &[u8], headers: &[(String, Vec<u8>)]) -> Result<Self> {
+        Ok(DeadLetter {
+            source_id: required_text(headers, H_SOURCE_ID)?,
+            connector: required_text(headers, H_CONNECTOR)?,
+            source_uri: required_text(headers, H_URI)?,
+            source_position: required_i64(headers, H_POSITION)?,
+            received_at_ns: required_i64(headers, H_RECEIVED)?,
+            reason: required_text(headers, H_REASON)?,
+            payload: payload.to_vec(),
+        })
+    }
+}
+
+fn class_str(class: FeedClass) -> &'static str {
+    match class {
+        FeedClass::Trades => "trades",
+        FeedClass::News => "news",
+    }
+}
+
+fn parse_class(text: &str) -> Option<FeedClass> {
+    match text {
+        "trades" => Some(FeedClass::Trades),
+        "news" => Some(FeedClass::News),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> RawRecord {
+        RawRecord {
+            source_id: "ibm-ticks".into(),
+            connector: "trades_csv".into(),
+            class: FeedClass::Trades,
+            format: PayloadFormat::TradesCsv,
+            source_uri: "file:///data/ibm.csv".into(),
+            source_position: 42,
+            received_at_ns: 1_700_000_000_123_456_789,
+            symbol: Some("IBM".into()),
+            payload: b"14430270,1815200,283,P,20002020,0".to_vec(),
+            attributes: BTreeMap::from([("file_date".into(), "2013-10-07".into())]),
+        }
+    }
+
+    #[test]
+    fn raw_record_round_trips_through_kafka_headers() {
+        let record = sample();
+        let decoded = RawRecord::from_kafka(&record.payload, &record.headers()).unwrap();
+        assert_eq!(decoded, record);
+        assert_eq!(record.kafka_key(), "IBM");
+    }
+
+    #[test]
+    fn missing_or_bad_headers_are_named() {
+        let record = sample();
+        let mut headers = record.headers();
+        headers.retain(|(k, _)| k != H_POSITION);
+        let err = RawRecord::from_kafka(&record.payload, &headers).unwrap_err();
+        assert!(err.to_string().contains("ml.source_position"), "{err}");
+
+        let mut headers = record.headers();
+        for (k, v) in headers.iter_mut() {
+            if k == H_RECEIVED {
+                *v = b"soon".to_vec();
+            }
+        }
+        let err = RawRecord::from_kafka(&record.payload, &headers).unwrap_err();
+        assert!(err.to_string().contains("not an integer"), "{err}");
+    }
+
+    #[test]
+    fn dead_letter_round_trips() {
+        let letter = DeadLetter {
+            source_id: "fix-a".into(),
+            connector: "fix".into(),
+            source_uri: "tcp://127.0.0.1:5000".into(),
+            source_position: 7,
+            received_at_ns: 5,
+            reason: "bad checksum: computed 12, declared 13".into(),
+            payload: vec![0, 1, 2, 255],
+        };
+        let decoded = DeadLetter::from_kafka(&letter.payload, &letter.headers()).unwrap();
+        assert_eq!(decoded, letter);
+    }
+}

@@ -1,0 +1,571 @@
+//! marketlake-ingest: raw topics → L1 Delta tables, exactly once.
+//!
+//! One loop per process: poll a verified group consumer, append each record to the buffer of
+//! its table (`raw.trades` → `l1.trades_raw`, `raw.news` → `l1.news_raw`, `dlq.*` →
+//! `l1.dead_letters`), and commit a buffer with its partitions' offsets when it is big enough or
+//! old enough. Scaling out is running more processes in the same consumer group; the Delta `txn`
+//! offsets make any overlap during a rebalance harmless (see `marketlake_lake::sink`).
+
+pub mod buffer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use marketlake_kafka::{ConsumedRecord, KafkaConfig, PartitionKey, Polled, VerifiedConsumer};
+use marketlake_lake::{CommitOutcome, ExactlyOnceSink, LakeConfig, TableSpec};
+use marketlake_schemas::names::{
+    TableName, L1_DEAD_LETTERS, L1_NEWS_RAW, L1_TRADES_RAW, TOPIC_DEAD_LETTER_PREFIX,
+    TOPIC_RAW_NEWS, TOPIC_RAW_TRADES,
+};
+use marketlake_schemas::{l1, now_utc_ns, DeadLetter, FeedClass, KafkaPosition, PayloadFormat, RawRecord};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use buffer::TableBuffer;
+
+/// The `txn` app id prefix of this sink: stored offsets are per sink, per topic, per partition.
+pub const SINK_NAME: &str = "l1-ingest";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("invalid setting `{setting}`: {message}")]
+    Config { setting: String, message: String },
+    #[error(transparent)]
+    Kafka(#[from] marketlake_kafka::KafkaError),
+    #[error(transparent)]
+    Lake(#[from] marketlake_lake::LakeError),
+    #[error(transparent)]
+    Schema(#[from] marketlake_schemas::SchemaError),
+}
+
+pub type Result<T, E = IngestError> = std::result::Result<T, E>;
+
+/// `[ingest]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Consumer group shared by every ingest process.
+    pub group: String,
+    /// Commit a table's buffer when it holds this many records...
+    pub max_batch_records: usize,
+    /// ...or this many payload bytes...
+    pub max_batch_bytes: usize,
+    /// ...or when its oldest record has waited this long (freshness bound).
+    pub commit_interval_ms: u64,
+    /// Rejoin the group when this process has owned no partition for this long while records
+    /// wait unconsumed (a member can be left with an empty assignment after crashes).
+    pub rejoin_when_idle_secs: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            group: "marketlake-ingest".into(),
+            max_batch_records: 200_000,
+            max_batch_bytes: 64 * 1024 * 1024,
+            commit_interval_ms: 1_000,
+            rejoin_when_idle_secs: 20,
+        }
+    }
+}
+
+impl IngestConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |setting: &str, message: &str| IngestError::Config {
+            setting: format!("ingest.{setting}"),
+            message: message.into(),
+        };
+        if self.group.trim().is_empty() {
+            return Err(bad("group", "must not be empty"));
+        }
+        if self.max_batch_records == 0 {
+            return Err(bad("max_batch_records", "must be at least 1"));
+        }
+        if self.max_batch_bytes < 1024 {
+            return Err(bad("max_batch_bytes", "must be at least 1024"));
+        }
+        if !(10..=600_000).contains(&self.commit_interval_ms) {
+            return Err(bad(
+                "commit_interval_ms",
+                "must be between 10 and 600000 milliseconds",
+            ));
+        }
+        if self.rejoin_when_idle_secs == 0 {
+            return Err(bad("rejoin_when_idle_secs", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// The L1 table specs.
+pub fn l1_specs() -> Vec<TableSpec> {
+    vec![
+        TableSpec {
+            name: L1_TRADES_RAW,
+            schema: l1::raw_schema(),
+            partition_columns: vec![l1::PARTITION_COLUMN.into()],
+            description: "raw trade-feed records exactly as received, with source and Kafka lineage",
+        },
+        TableSpec {
+            name: L1_NEWS_RAW,
+            schema: l1::raw_schema(),
+            partition_columns: vec![l1::PARTITION_COLUMN.into()],
+            description: "raw news-feed records exactly as received, with source and Kafka lineage",
+        },
+        TableSpec {
+            name: L1_DEAD_LETTERS,
+            schema: l1::dead_letter_schema(),
+            partition_columns: vec![l1::PARTITION_COLUMN.into()],
+            description: "records connectors could not frame, with their bytes and the reason",
+        },
+    ]
+}
+
+fn table_of_topic(topic: &str) -> TableName {
+    if topic == TOPIC_RAW_NEWS {
+        L1_NEWS_RAW
+    } else if topic.starts_with(TOPIC_DEAD_LETTER_PREFIX) {
+        L1_DEAD_LETTERS
+    } else {
+        L1_TRADES_RAW
+    }
+}
+
+/// What the loop was asked to do.
+#[derive(Debug, Clone)]
+pub struct IngestJob {
+    pub kafka: KafkaConfig,
+    pub lake: LakeConfig,
+    pub ingest: IngestConfig,
+    /// Dead-letter topics to sink (one per configured source).
+    pub dead_letter_topics: Vec<String>,
+    /// Drain every partition to the end offsets seen at start, then exit.
+    pub until_caught_up: bool,
+}
+
+impl IngestJob {
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics = vec![TOPIC_RAW_TRADES.to_string(), TOPIC_RAW_NEWS.to_string()];
+        topics.extend(self.dead_letter_topics.iter().cloned());
+        topics
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct IngestReport {
+    pub records: u64,
+    pub payload_bytes: u64,
+    pub commits: u64,
+    pub conflicts: u64,
+    pub elapsed: Duration,
+    /// Receive (connector) → commit (visible in L1) latency samples, microseconds.
+    pub visibility_latency_us: Vec<i64>,
+    pub consumer: marketlake_kafka::consumer::ConsumerStats,
+}
+
+impl IngestReport {
+    /// The `q`-quantile (0..=1) of the visibility latency, in milliseconds.
+    pub fn latency_ms(&self, q: f64) -> Option<f64> {
+        if self.visibility_latency_us.is_empty() {
+            return None;
+        }
+        let mut sorted = self.visibility_latency_us.clone();
+        sorted.sort_unstable();
+        let index = ((sorted.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        sorted.get(index).map(|us| *us as f64 / 1_000.0)
+    }
+}
+
+/// Cap on latency samples kept (every record up to this, then none): bounded memory.
+const MAX_LATENCY_SAMPLES: usize = 2_000_000;
+
+enum Row {
+    Raw(RawRecord, KafkaPosition),
+    Dead(DeadLetter, KafkaPosition),
+}
+
+impl Row {
+    fn received_at_ns(&self) -> i64 {
+        match self {
+            Row::Raw(r, _) => r.received_at_ns,
+            Row::Dead(d, _) => d.received_at_ns,
+        }
+    }
+}
+
+struct Table {
+    sink: ExactlyOnceSink,
+    buffer: TableBuffer<Row>,
+}
+
+struct Ingest {
+    job: IngestJob,
+    consumer: VerifiedConsumer,
+    tables: BTreeMap<TableName, Table>,
+    /// Last committed offset per owned partition, as this process knows it.
+    stored: HashMap<PartitionKey, Option<i64>>,
+    report: IngestReport,
+}
+
+fn decode(record: ConsumedRecord) -> (TableName, Row, usize) {
+    let position = KafkaPosition {
+        topic: record.topic.clone(),
+        partition: record.partition,
+        offset: record.offset,
+        timestamp_ms: record.timestamp_ms,
+    };
+    let table = table_of_topic(&record.topic);
+    let bytes = record.payload.len();
+    if table == L1_DEAD_LETTERS {
+        let row = match DeadLetter::from_kafka(&record.payload, &record.headers) {
+            Ok(letter) => letter,
+            Err(e) => DeadLetter {
+                source_id: record
+                    .topic
+                    .strip_prefix(TOPIC_DEAD_LETTER_PREFIX)
+                    .unwrap_or(&record.topic)
+                    .to_string(),
+                connector: "unknown".into(),
+                source_uri: format!("kafka://{}/{}", record.topic, record.partition),
+                source_position: record.offset,
+                received_at_ns: now_utc_ns(),
+                reason: format!("dead letter without marketlake headers: {e}"),
+                payload: record.payload,
+            },
+        };
+        return (table, Row::Dead(row, position), bytes);
+    }
+    let row = match RawRecord::from_kafka(&record.payload, &record.headers) {
+        Ok(raw) => raw,
+        Err(e) => RawRecord {
+            source_id: "unknown".into(),
+            connector: "unknown".into(),
+            class: if table == L1_NEWS_RAW {
+                FeedClass::News
+            } else {
+                FeedClass::Trades
+            },
+            format: PayloadFormat::Unknown,
+            source_uri: format!("kafka://{}/{}", record.topic, record.partition),
+            source_position: record.offset,
+            received_at_ns: now_utc_ns(),
+            symbol: record
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: record.payload,
+            attributes: BTreeMap::from([("decode_error".to_string(), e.to_string())]),
+        },
+    };
+    (table, Row::Raw(row, position), bytes)
+}
+
+impl Ingest {
+    async fn on_assigned(&mut self, keys: Vec<PartitionKey>) -> Result<()> {
+        for key in keys {
+            let name = table_of_topic(&key.topic);
+            let Some(table) = self.tables.get_mut(&name) else {
+                continue;
+            };
+            table.buffer.drop_partitions(std::slice::from_ref(&key));
+            table.sink.refresh().await?;
+            let stored = table.sink.stored_offset(&key.topic, key.partition).await?;
+            self.stored.insert(key.clone(), stored);
+            self.consumer
+                .start_partition(&key, stored.map(|s| s + 1))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn on_revoked(&mut self, keys: &[PartitionKey]) {
+        for table in self.tables.values_mut() {
+            let dropped = table.buffer.drop_partitions(keys);
+            if dropped > 0 {
+                tracing::info!(table = %table.sink.table_name(), dropped, "revoked partitions: buffered records dropped (the new owner re-reads them)");
+            }
+        }
+        for key in keys {
+            self.stored.remove(key);
+        }
+    }
+
+    fn on_record(&mut self, record: ConsumedRecord) {
+        let key = PartitionKey {
+            topic: record.topic.clone(),
+            partition: record.partition,
+        };
+        let offset = record.offset;
+        let stored = self.stored.get(&key).copied().flatten();
+        let (name, row, bytes) = decode(record);
+        if let Some(table) = self.tables.get_mut(&name) {
+            table.buffer.push(row, key, offset, stored, bytes);
+        }
+    }
+
+    fn due(&self, name: TableName) -> bool {
+        let Some(table) = self.tables.get(&name) else {
+            return false;
+        };
+        let buffer = &table.buffer;
+        !buffer.is_empty()
+            && (buffer.len() >= self.job.ingest.max_batch_records
+                || buffer.bytes >= self.job.ingest.max_batch_bytes
+                || buffer.oldest.is_some_and(|t| {
+                    t.elapsed() >= Duration::from_millis(self.job.ingest.commit_interval_ms)
+                }))
+    }
+
+    async fn flush(&mut self, name: TableName) -> Result<()> {
+        let Some(table) = self.tables.get_mut(&name) else {
+            return Ok(());
+        };
+        if table.buffer.is_empty() {
+            return Ok(());
+        }
+        let advances = table.buffer.advances();
+        let (rows, spans) = table.buffer.take();
+        let ingested_at = now_utc_ns();
+        let batch = if name == L1_DEAD_LETTERS {
+            let letters: Vec<(DeadLetter, KafkaPosition)> = rows
+                .iter()
+                .filter_map(|(row, _, _)| match row {
+                    Row::Dead(d, p) => Some((d.clone(), p.clone())),
+                    Row::Raw(..) => None,
+                })
+                .collect();
+            l1::dead_letter_batch(&letters, ingested_at)?
+        } else {
+            let raws: Vec<(RawRecord, KafkaPosition)> = rows
+                .iter()
+                .filter_map(|(row, _, _)| match row {
+                    Row::Raw(r, p) => Some((r.clone(), p.clone())),
+                    Row::Dead(..) => None,
+                })
+                .collect();
+            l1::raw_batch(&raws, ingested_at)?
+        };
+        let payload_bytes: u64 = rows
+            .iter()
+            .map(|(row, _, _)| match row {
+                Row::Raw(r, _) => r.payload.len() as u64,
+                Row::Dead(d, _) => d.payload.len() as u64,
+            })
+            .sum();
+        match table.sink.commit(batch, &advances).await? {
+            CommitOutcome::Committed { version } => {
+                let visible_at = now_utc_ns();
+                self.report.records += rows.len() as u64;
+                self.report.payload_bytes += payload_bytes;
+                self.report.commits += 1;
+                for (row, _, _) in &rows {
+                    if self.report.visibility_latency_us.len() < MAX_LATENCY_SAMPLES {
+                        self.report
+                            .visibility_latency_us
+                            .push((visible_at - row.received_at_ns()) / 1_000);
+                    }
+                }
+                let mut advisory = Vec::with_capacity(spans.len());
+                for (key, span) in &spans {
+                    self.stored.insert(key.clone(), Some(span.to));
+                    advisory.push((key.clone(), span.to + 1));
+                }
+                self.consumer.commit_advisory(&advisory);
+                tracing::debug!(table = %name, version, records = rows.len(), "committed");
+            }
+            CommitOutcome::Conflict { .. } => {
+                self.report.conflicts += 1;
+                // Another writer owns these offsets now; restart each from what is stored.
+                let keys: Vec<PartitionKey> = spans.keys().cloned().collect();
+                let owned = self.consumer.owned();
+                for key in keys {
+                    if !owned.contains(&key) {
+                        continue;
+                    }
+                    let stored = table.sink.stored_offset(&key.topic, key.partition).await?;
+                    self.stored.insert(key.clone(), stored);
+                    self.consumer
+                        .start_partition(&key, stored.map(|s| s + 1))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_all(&mut self) -> Result<()> {
+        let names: Vec<TableName> = self.tables.keys().copied().collect();
+        for name in names {
+            self.flush(name).await?;
+        }
+        Ok(())
+    }
+
+    /// End offsets (high watermarks) of every partition of every topic, for `--until-caught-up`.
+    async fn end_offsets(&self) -> Result<Vec<(PartitionKey, i64, i64)>> {
+        let mut ends = Vec::new();
+        for topic in self.job.topics() {
+            let partitions = self.consumer.partition_count(&topic).await?;
+            for partition in 0..partitions {
+                let key = PartitionKey {
+                    topic: topic.clone(),
+                    partition: i32::try_from(partition).unwrap_or(i32::MAX),
+                };
+                let (low, high) = self.consumer.watermarks(&key).await?;
+                ends.push((key, low, high));
+            }
+        }
+        Ok(ends)
+    }
+
+    /// True when the tables hold every offset below each partition's recorded end.
+    async fn caught_up(&mut self, ends: &[(PartitionKey, i64, i64)]) -> Result<bool> {
+        for (key, low, high) in ends {
+            if high <= low {
+                continue;
+            }
+            let name = table_of_topic(&key.topic);
+            let Some(table) = self.tables.get_mut(&name) else {
+                continue;
+            };
+            let stored = table.sink.stored_offset(&key.topic, key.partition).await?;
+            if stored.is_none_or(|s| s < high - 1) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Total offsets not yet stored in the tables across all partitions.
+    async fn lag(&mut self) -> Result<i64> {
+        let ends = self.end_offsets().await?;
+        for table in self.tables.values_mut() {
+            table.sink.refresh().await?;
+        }
+        let mut lag = 0;
+        for (key, low, high) in ends {
+            let name = table_of_topic(&key.topic);
+            let Some(table) = self.tables.get(&name) else {
+                continue;
+            };
+            let next = table
+                .sink
+                .stored_offset(&key.topic, key.partition)
+                .await?
+                .map_or(low, |s| s + 1);
+            lag += (high - next).max(0);
+        }
+        Ok(lag)
+    }
+}
+
+/// Run the ingest loop until `shutdown` fires (committing what is buffered) or, with
+/// `until_caught_up`, until every partition is stored up to the end offsets seen at start.
+pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestReport> {
+    job.ingest.validate()?;
+    job.lake.validate()?;
+    let started = Instant::now();
+    let topics = job.topics();
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let consumer = VerifiedConsumer::subscribe(&job.kafka, &job.ingest.group, &topic_refs)?;
+    let mut tables = BTreeMap::new();
+    for spec in l1_specs() {
+        let name = spec.name;
+        let sink = ExactlyOnceSink::open(&job.lake, spec, SINK_NAME).await?;
+        tables.insert(
+            name,
+            Table {
+                sink,
+                buffer: TableBuffer::default(),
+            },
+        );
+    }
+    let mut ingest = Ingest {
+        job,
+        consumer,
+        tables,
+        stored: HashMap::new(),
+        report: IngestReport::default(),
+    };
+    let ends = if ingest.job.until_caught_up {
+        let ends = ingest.end_offsets().await?;
+        tracing::info!(partitions = ends.len(), "draining to the end offsets seen at start");
+        Some(ends)
+    } else {
+        None
+    };
+    let mut last_caught_up_check = Instant::now();
+    let mut owned_nothing_since: Option<Instant> = None;
+    let mut last_lag: Option<i64> = None;
+    let rejoin_after = Duration::from_secs(ingest.job.ingest.rejoin_when_idle_secs);
+    loop {
+        if shutdown.is_cancelled() {
+            ingest.flush_all().await?;
+            tracing::info!("ingest stopped on request; buffers committed");
+            break;
+        }
+        let polled = tokio::select! {
+            polled = ingest.consumer.poll(Duration::from_millis(100)) => polled?,
+            _ = shutdown.cancelled() => continue,
+        };
+        match polled {
+            Polled::Record(record) => ingest.on_record(record),
+            Polled::Assigned(keys) => {
+                tracing::info!(partitions = ?keys, "partitions assigned");
+                ingest.on_assigned(keys).await?;
+            }
+            Polled::Revoked(keys) => {
+                tracing::info!(partitions = ?keys, "partitions revoked");
+                ingest.on_revoked(&keys);
+            }
+            Polled::Idle => {}
+        }
+        let names: Vec<TableName> = ingest.tables.keys().copied().collect();
+        for name in names {
+            if ingest.due(name) {
+                ingest.flush(name).await?;
+            }
+        }
+        if let Some(ends) = &ends {
+            if last_caught_up_check.elapsed() >= Duration::from_millis(250) {
+                last_caught_up_check = Instant::now();
+                let buffered = ingest.tables.values().any(|t| !t.buffer.is_empty());
+                if buffered {
+                    // Commit what we have: the end may be inside the buffer.
+                    ingest.flush_all().await?;
+                }
+                for table in ingest.tables.values_mut() {
+                    table.sink.refresh().await?;
+                }
+                if ingest.caught_up(ends).await? {
+                    tracing::info!("caught up with the end offsets seen at start");
+                    break;
+                }
+            }
+        }
+        // A member left owning nothing while records wait: rejoin the group.
+        if ingest.consumer.owned().is_empty() {
+            let since = *owned_nothing_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= rejoin_after {
+                let lag = ingest.lag().await?;
+                if lag > 0 && last_lag == Some(lag) {
+                    tracing::warn!(lag, "no partitions assigned while records wait; rejoining the consumer group");
+                    ingest.consumer =
+                        VerifiedConsumer::subscribe(&ingest.job.kafka, &ingest.job.ingest.group, &topic_refs)?;
+                    ingest.stored.clear();
+                    last_lag = None;
+                } else {
+                    last_lag = Some(lag);
+                }
+                owned_nothing_since = Some(Instant::now());
+            }
+        } else {
+            owned_nothing_since = None;
+            last_lag = None;
+        }
+    }
+    ingest.report.elapsed = started.elapsed();
+    ingest.report.consumer = ingest.consumer.stats();
+    Ok(ingest.report)
+}

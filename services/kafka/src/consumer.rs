@@ -1,0 +1,458 @@
+//! A group consumer that trusts no fetch position it did not verify.
+//!
+//! Each owned partition has an *expected* next offset (set by the sink from its Delta `txn`
+//! offsets). Every record is checked against it:
+//! - below: already written, skipped;
+//! - equal: delivered, and the expectation moves on;
+//! - above: a gap. Some brokers (tansu 0.6) answer a fetch at an offset inside a record batch
+//!   with the *next* batch, silently skipping the rest of the batch. So a gap is never taken at
+//!   face value: the consumer seeks further back (1, 2, 4, ... offsets before the expectation,
+//!   never below the low watermark) until a record at or below the expectation arrives — then
+//!   skips up to it — or the low watermark itself still yields a later record, which proves the
+//!   gap real (deleted or compacted offsets). Only then does it move past.
+//!
+//! A partition that stays silent while its high watermark is above the expectation (a fetch
+//! inside the *last* batch returns nothing at all on that broker) is probed the same way.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::{KafkaConfig, KafkaError, Result};
+
+/// A partition of a topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl std::fmt::Display for PartitionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.topic, self.partition)
+    }
+}
+
+/// One record, copied out of the client's buffers.
+#[derive(Debug, Clone)]
+pub struct ConsumedRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What one poll produced.
+#[derive(Debug)]
+pub enum Polled {
+    Record(ConsumedRecord),
+    /// These partitions are now ours: the caller must call [`VerifiedConsumer::start_partition`]
+    /// for each before their records are delivered.
+    Assigned(Vec<PartitionKey>),
+    /// These partitions are no longer ours: drop anything buffered for them.
+    Revoked(Vec<PartitionKey>),
+    /// Nothing arrived within the poll timeout.
+    Idle,
+}
+
+#[derive(Debug)]
+enum RebalanceEvent {
+    Assigned(Vec<PartitionKey>),
+    Revoked(Vec<PartitionKey>),
+}
+
+/// Records rebalances so the consuming loop handles them in order with the records.
+#[derive(Default)]
+pub struct RebalanceRecorder {
+    events: Mutex<VecDeque<RebalanceEvent>>,
+}
+
+fn keys(tpl: &TopicPartitionList) -> Vec<PartitionKey> {
+    tpl.elements()
+        .iter()
+        .map(|e| PartitionKey {
+            topic: e.topic().to_string(),
+            partition: e.partition(),
+        })
+        .collect()
+}
+
+impl ClientContext for RebalanceRecorder {}
+
+impl ConsumerContext for RebalanceRecorder {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            if let Ok(mut events) = self.events.lock() {
+                events.push_back(RebalanceEvent::Revoked(keys(tpl)));
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                if let Ok(mut events) = self.events.lock() {
+                    events.push_back(RebalanceEvent::Assigned(keys(tpl)));
+                }
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "consumer group rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// A gap investigation in progress.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    /// How far before the expectation the last seek went.
+    distance: i64,
+    /// The offset of the last seek.
+    target: i64,
+    low_watermark: i64,
+}
+
+#[derive(Debug)]
+struct Track {
+    expected: i64,
+    probe: Option<Probe>,
+    last_progress: Instant,
+}
+
+/// Counters a sink can expose as metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerStats {
+    /// Records below the expectation that were skipped (already written).
+    pub skipped: u64,
+    /// Seeks made to investigate a gap.
+    pub probe_seeks: u64,
+    /// Gaps that turned out to be broker skips and were filled by seeking back.
+    pub gaps_filled: u64,
+    /// Offsets proven not to exist (after seeking back to the low watermark).
+    pub offsets_proven_missing: u64,
+}
+
+pub struct VerifiedConsumer {
+    consumer: Arc<StreamConsumer<RebalanceRecorder>>,
+    tracks: HashMap<PartitionKey, Track>,
+    stall_after: Duration,
+    last_stall_check: Instant,
+    stats: ConsumerStats,
+}
+
+impl VerifiedConsumer {
+    /// Join `group` and subscribe to `topics`. Offsets are never auto-committed: the caller's
+    /// table is the source of truth, Kafka commits are advisory.
+    pub fn subscribe(config: &KafkaConfig, group: &str, topics: &[&str]) -> Result<Self> {
+        let mut client = config.client_config();
+        client
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout_ms / 4).max(250).to_string(),
+            )
+            .set("fetch.wait.max.ms", "100")
+            .set("enable.partition.eof", "false");
+        for (key, value) in &config.client {
+            client.set(key, value);
+        }
+        let consumer: StreamConsumer<RebalanceRecorder> =
+            client.create_with_context(RebalanceRecorder::default())?;
+        consumer.subscribe(topics)?;
+        Ok(VerifiedConsumer {
+            consumer: Arc::new(consumer),
+            tracks: HashMap::new(),
+            stall_after: Duration::from_millis(1_500),
+            last_stall_check: Instant::now(),
+            stats: ConsumerStats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> ConsumerStats {
+        self.stats
+    }
+
+    /// Partitions this consumer has started and not lost.
+    pub fn owned(&self) -> Vec<PartitionKey> {
+        let mut owned: Vec<_> = self.tracks.keys().cloned().collect();
+        owned.sort();
+        owned
+    }
+
+    /// The next offset expected from `key`, if owned.
+    pub fn expected(&self, key: &PartitionKey) -> Option<i64> {
+        self.tracks.get(key).map(|t| t.expected)
+    }
+
+    /// Low and high watermark of a partition, asked of the broker.
+    pub async fn watermarks(&self, key: &PartitionKey) -> Result<(i64, i64)> {
+        let consumer = self.consumer.clone();
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || {
+            consumer
+                .fetch_watermarks(&key.topic, key.partition, Duration::from_secs(10))
+                .map_err(KafkaError::from)
+        })
+        .await
+        .map_err(|e| KafkaError::Config {
+            setting: "kafka".into(),
+            message: format!("watermark lookup task failed: {e}"),
+        })?
+    }
+
+    /// Number of partitions of `topic`, asked of the broker.
+    pub async fn partition_count(&self, topic: &str) -> Result<usize> {
+        let consumer = self.consumer.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map(|t| t.partitions().len())
+                .unwrap_or(0))
+        })
+        .await
+        .map_err(|e| KafkaError::Config {
+            setting: "kafka".into(),
+            message: format!("metadata lookup task failed: {e}"),
+        })?
+    }
+
+    fn seek(&mut self, key: &PartitionKey, offset: i64) {
+        // A zero timeout makes the seek asynchronous; records fetched before it are discarded
+        // by the client, and whatever arrives next is checked against the expectation anyway.
+        if let Err(e) = self.consumer.seek(
+            &key.topic,
+            key.partition,
+            Offset::Offset(offset),
+            Duration::ZERO,
+        ) {
+            tracing::debug!(partition = %key, offset, error = %e, "seek not accepted yet");
+        }
+    }
+
+    /// Start delivering `key` from `next_offset` (the offset after the last one the caller has
+    /// durably written), or from the low watermark when the caller has written nothing.
+    pub async fn start_partition(&mut self, key: &PartitionKey, next_offset: Option<i64>) -> Result<()> {
+        let expected = match next_offset {
+            Some(offset) => offset,
+            None => self.watermarks(key).await?.0,
+        };
+        tracing::info!(partition = %key, expected, "partition started");
+        self.tracks.insert(
+            key.clone(),
+            Track {
+                expected,
+                probe: None,
+                last_progress: Instant::now(),
+            },
+        );
+        self.seek(key, expected);
+        Ok(())
+    }
+
+    /// Forget a partition (revoked, or its buffered records were dropped and it must restart).
+    pub fn stop_partition(&mut self, key: &PartitionKey) {
+        self.tracks.remove(key);
+    }
+
+    /// Record `next_offset`s in the group's committed offsets. Advisory only: it lets a restarted
+    /// member begin fetching near where the table already is.
+    pub fn commit_advisory(&self, offsets: &[(PartitionKey, i64)]) {
+        let mut tpl = TopicPartitionList::new();
+        for (key, next) in offsets {
+            if tpl
+                .add_partition_offset(&key.topic, key.partition, Offset::Offset(*next))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "advisory offset commit failed");
+        }
+    }
+
+    /// One step of a gap investigation on `key`; `seen` is the offset that arrived instead of the
+    /// expected one (None when the partition is silent). Returns the offset to accept when the
+    /// gap is proven real.
+    async fn probe_step(&mut self, key: &PartitionKey, seen: Option<i64>) -> Result<Option<i64>> {
+        let Some(track) = self.tracks.get(key) else {
+            return Ok(None);
+        };
+        let expected = track.expected;
+        let next = match track.probe {
+            None => {
+                let (low, _) = self.watermarks(key).await?;
+                tracing::warn!(
+                    partition = %key, expected, first_seen = ?seen,
+                    "partition did not deliver the offset asked for; seeking back to check the gap"
+                );
+                Probe {
+                    distance: 0,
+                    target: expected.max(low),
+                    low_watermark: low,
+                }
+            }
+            Some(probe) if probe.target <= probe.low_watermark => {
+                if let Some(seen) = seen {
+                    // Even the oldest retained offset leads past the expectation: the gap is real.
+                    tracing::warn!(
+                        partition = %key, expected, next = seen,
+                        "offsets before {seen} from {expected} on do not exist on the broker (deleted or compacted); continuing"
+                    );
+                    self.stats.offsets_proven_missing +=
+                        u64::try_from(seen - expected).unwrap_or(0);
+                    if let Some(track) = self.tracks.get_mut(key) {
+                        track.probe = None;
+                        track.expected = seen;
+                    }
+                    return Ok(Some(seen));
+                }
+                probe
+            }
+            Some(probe) => {
+                let distance = probe.distance.saturating_mul(2).max(1);
+                Probe {
+                    distance,
+                    target: expected
+                        .saturating_sub(distance)
+                        .max(probe.low_watermark),
+                    low_watermark: probe.low_watermark,
+                }
+            }
+        };
+        if let Some(track) = self.tracks.get_mut(key) {
+            track.probe = Some(next);
+            track.last_progress = Instant::now();
+        }
+        self.stats.probe_seeks += 1;
+        self.seek(key, next.target);
+        Ok(None)
+    }
+
+    async fn check_stalls(&mut self) -> Result<()> {
+        if self.last_stall_check.elapsed() < self.stall_after / 2 {
+            return Ok(());
+        }
+        self.last_stall_check = Instant::now();
+        let stalled: Vec<(PartitionKey, i64)> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.last_progress.elapsed() >= self.stall_after)
+            .map(|(k, t)| (k.clone(), t.expected))
+            .collect();
+        for (key, expected) in stalled {
+            let (_, high) = self.watermarks(&key).await?;
+            if high > expected {
+                self.probe_step(&key, None).await?;
+            } else if let Some(track) = self.tracks.get_mut(&key) {
+                track.last_progress = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    fn pop_event(&self) -> Option<RebalanceEvent> {
+        self.consumer
+            .context()
+            .events
+            .lock()
+            .ok()
+            .and_then(|mut events| events.pop_front())
+    }
+
+    /// The next verified record, rebalance, or `Idle` after `timeout` without either.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Polled> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.pop_event() {
+                Some(RebalanceEvent::Assigned(keys)) => return Ok(Polled::Assigned(keys)),
+                Some(RebalanceEvent::Revoked(keys)) => {
+                    for key in &keys {
+                        self.tracks.remove(key);
+                    }
+                    return Ok(Polled::Revoked(keys));
+                }
+                None => {}
+            }
+            self.check_stalls().await?;
+            let consumer = self.consumer.clone();
+            let received = tokio::select! {
+                received = consumer.recv() => received,
+                _ = tokio::time::sleep_until(deadline) => return Ok(Polled::Idle),
+            };
+            let message = match received {
+                Ok(message) => message,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error; continuing");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let key = PartitionKey {
+                topic: message.topic().to_string(),
+                partition: message.partition(),
+            };
+            let offset = message.offset();
+            let Some(track) = self.tracks.get_mut(&key) else {
+                // Not (yet) started: its records are delivered once the caller starts it.
+                continue;
+            };
+            if offset < track.expected {
+                self.stats.skipped += 1;
+                continue;
+            }
+            if offset > track.expected {
+                if self.probe_step(&key, Some(offset)).await?.is_none() {
+                    continue;
+                }
+            }
+            let Some(track) = self.tracks.get_mut(&key) else {
+                continue;
+            };
+            if track.probe.take().is_some() {
+                self.stats.gaps_filled += 1;
+                tracing::info!(partition = %key, offset, "gap filled: resumed at the expected offset");
+            }
+            track.expected = offset + 1;
+            track.last_progress = Instant::now();
+            let headers = message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|header| {
+                            (
+                                header.key.to_string(),
+                                header.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Ok(Polled::Record(ConsumedRecord {
+                topic: key.topic,
+                partition: key.partition,
+                offset,
+                timestamp_ms: message.timestamp().to_millis(),
+                key: message.key().map(<[u8]>::to_vec),
+                payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                headers,
+            }));
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The exactly-once commit.
+//!
+//! A sink buffers records from Kafka partitions and commits them in one Delta transaction that
+//! also carries, per partition, a `txn` action (`appId` = `<sink>:<topic>:<partition>`,
+//! `version` = last offset written). On start and after every rebalance the sink reads those
+//! versions back and resumes from the next offset, so the Delta log alone decides what is
+//! written.
+//!
+//! delta-rs does not refuse a second commit that carries the same `txn`, and a commit can fail
+//! after it actually landed. So every commit is guarded:
+//! 1. reload the table and check that each partition's stored offset is still the one the buffer
+//!    was built on — if not, another writer got there first: drop the buffer ([`CommitOutcome::Conflict`]);
+//! 2. commit at exactly the next table version with no automatic conflict resolution (a racing
+//!    writer makes ours fail rather than be rebased on top of theirs);
+//! 3. on error, reload and look: our offsets stored means it landed; the old offsets mean retry
+//!    (bounded, with backoff); anything else is a conflict. Files written for a commit that did
+//!    not land are deleted so nothing ever reads them.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::DeltaTable;
+use object_store::ObjectStoreExt;
+
+use crate::spec::{open_or_create, LakeConfig, TableSpec};
+use crate::{delta_error, LakeError, RecordBatch, Result};
+
+const MAX_COMMIT_ATTEMPTS: u32 = 6;
+
+/// What one commit covers for one Kafka partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetAdvance {
+    pub topic: String,
+    pub partition: i32,
+    /// The stored offset the buffer was built on (`None`: nothing stored yet).
+    pub from: Option<i64>,
+    /// The last offset in the buffer; stored as the new `txn` version.
+    pub to: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed {
+        version: i64,
+    },
+    /// Another writer advanced this partition first; nothing of ours was committed.
+    Conflict {
+        topic: String,
+        partition: i32,
+        stored: Option<i64>,
+        expected: Option<i64>,
+    },
+}
+
+pub struct ExactlyOnceSink {
+    table: DeltaTable,
+    spec: TableSpec,
+    app_prefix: String,
+    target_file_size: u64,
+    commits: u64,
+}
+
+impl ExactlyOnceSink {
+    /// Open (or create) the table; `app_prefix` names this sink in the `txn` app ids.
+    pub async fn open(config: &LakeConfig, spec: TableSpec, app_prefix: &str) -> Result<Self> {
+        let table = open_or_create(config, &spec).await?;
+        Ok(ExactlyOnceSink {
+            table,
+            spec,
+            app_prefix: app_prefix.to_string(),
+            target_file_size: config.target_file_size_mb.saturating_mul(1024 * 1024),
+            commits: 0,
+        })
+    }
+
+    pub fn table_name(&self) -> String {
+        self.spec.name.to_string()
+    }
+
+    pub fn app_id(&self, topic: &str, partition: i32) -> String {
+        format!("{}:{}:{}", self.app_prefix, topic, partition)
+    }
+
+    /// Current table version (after the last refresh or commit).
+    pub fn version(&self) -> Option<i64> {
+        self.table.version().and_then(|v| i64::try_from(v).ok())
+    }
+
+    pub fn commits(&self) -> u64 {
+        self.commits
+    }
+
+    /// Reload the table to its latest version.
+    pub async fn refresh(&mut self) -> Result<()> {
+        let name = self.table_name();
+        self.table.update_state().await.map_err(delta_error(&name))
+    }
+
+    /// The last offset stored for a partition in the loaded version.
+    pub async fn stored_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
+        let name = self.table_name();
+        let app_id = self.app_id(topic, partition);
+        let snapshot = self.table.snapshot().map_err(delta_error(&name))?;
+        snapshot
+            .transaction_version(self.table.log_store().as_ref(), app_id)
+            .await
+            .map_err(delta_error(&name))
+    }
+
+    /// Reload, then read the stored offsets of several partitions.
+    pub async fn stored_offsets(
+        &mut self,
+        partitions: &[(String, i32)],
+    ) -> Result<HashMap<(String, i32), Option<i64>>> {
+        self.refresh().await?;
+        let mut offsets = HashMap::new();
+        for (topic, partition) in partitions {
+            let stored = self.stored_offset(topic, *partition).await?;
+            offsets.insert((topic.clone(), *partition), stored);
+        }
+        Ok(offsets)
+    }
+
+    async fn write_files(&self, batch: RecordBatch) -> Result<Vec<Add>> {
+        let name = self.table_name();
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_statistics_enabled(deltalake::parquet::file::properties::EnabledStatistics::Page)
+            .build();
+        let mut writer = RecordBatchWriter::for_table(&self.table)
+            .map_err(delta_error(&name))?
+            .with_writer_properties(properties)
+            .with_target_file_size(self.target_file_size);
+        writer.write(batch).await.map_err(delta_error(&name))?;
+        writer.flush().await.map_err(delta_error(&name))
+    }
+
+    async fn delete_files(&self, adds: &[Add]) {
+        let store = self.table.object_store();
+        for add in adds {
+            let path = deltalake::Path::from(add.path.as_str());
+            if let Err(e) = store.delete(&path).await {
+                tracing::warn!(table = %self.table_name(), file = %add.path, error = %e, "could not delete a file of a commit that did not land; vacuum will");
+            }
+        }
+    }
+
+    /// `None` when every partition still has the offset the buffer was built on; otherwise the
+    /// first partition that moved, or `Some(landed)` when all already carry our offsets.
+    async fn check_offsets(&self, advances: &[OffsetAdvance]) -> Result<OffsetCheck> {
+        let mut all_landed = !advances.is_empty();
+        for advance in advances {
+            let stored = self.stored_offset(&advance.topic, advance.partition).await?;
+            if stored != Some(advance.to) {
+                all_landed = false;
+            }
+            if stored != advance.from && stored != Some(advance.to) {
+                return Ok(OffsetCheck::Moved {
+                    topic: advance.topic.clone(),
+                    partition: advance.partition,
+                    stored,
+                    expected: advance.from,
+                });
+            }
+        }
+        if all_landed {
+            return Ok(OffsetCheck::Landed);
+        }
+        // Partly ours and partly not cannot come from one commit of ours: treat as moved.
+        for advance in advances {
+            let stored = self.stored_offset(&advance.topic, advance.partition).await?;
+            if stored != advance.from {
+                return Ok(OffsetCheck::Moved {
+                    topic: advance.topic.clone(),
+                    partition: advance.partition,
+                    stored,
+                    expected: advance.from,
+                });
+            }
+        }
+        Ok(OffsetCheck::Unchanged)
+    }
+
+    /// Commit `batch` and the offsets it covers, exactly once (see the module docs).
+    pub async fn commit(
+        &mut self,
+        batch: RecordBatch,
+        advances: &[OffsetAdvance],
+    ) -> Result<CommitOutcome> {
+        let name = self.table_name();
+        let mut adds: Option<Vec<Add>> = None;
+        let mut pending = Some(batch);
+        let mut last_error = None;
+        for attempt in 0..MAX_COMMIT_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50u64 << attempt.min(6))).await;
+            }
+            self.refresh().await?;
+            let outcome = match self.check_offsets(advances).await? {
+                OffsetCheck::Unchanged => None,
+                // A failed attempt that in fact landed.
+                OffsetCheck::Landed if attempt > 0 => {
+                    self.commits += 1;
+                    return Ok(CommitOutcome::Committed {
+                        version: self.version().unwrap_or(0),
+                    });
+                }
+                // Someone else already stored exactly these offsets before our first attempt.
+                OffsetCheck::Landed => advances.first().map(|a| CommitOutcome::Conflict {
+                    topic: a.topic.clone(),
+                    partition: a.partition,
+                    stored: Some(a.to),
+                    expected: a.from,
+                }),
+                OffsetCheck::Moved {
+                    topic,
+                    partition,
+                    stored,
+                    expected,
+                } => Some(CommitOutcome::Conflict {
+                    topic,
+                    partition,
+                    stored,
+                    expected,
+                }),
+            };
+            if let Some(outcome) = outcome {
+                if let Some(adds) = &adds {
+                    self.delete_files(adds).await;
+                }
+                tracing::warn!(table = %name, ?outcome, "offsets moved under this sink; buffer dropped");
+                return Ok(outcome);
+            }
+            if adds.is_none() {
+                if let Some(batch) = pending.take() {
+                    adds = Some(self.write_files(batch).await?);
+                }
+            }
+            let actions: Vec<Action> = adds
+                .iter()
+                .flatten()
+                .cloned()
+                .map(Action::Add)
+                .collect();
+            let now_ms = i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis(),
+            )
+            .unwrap_or(i64::MAX);
+            let transactions = advances
+                .iter()
+                .map(|a| {
+                    Transaction::new_with_last_update(
+                        self.app_id(&a.topic, a.partition),
+                        a.to,
+                        Some(now_ms),
+                    )
+                })
+                .collect();
+            let properties = CommitProperties::default()
+                .with_application_transactions(transactions)
+                .with_max_retries(0);
+            let snapshot = self.table.snapshot().map_err(delta_error(&name))?;
+            let result = CommitBuilder::from(properties)
+                .with_actions(actions)
+                .build(
+                    Some(snapshot),
+                    self.table.log_store(),
+                    DeltaOperation::Write {
+                        mode: SaveMode::Append,
+                        partition_by: if self.spec.partition_columns.is_empty() {
+                            None
+                        } else {
+                            Some(self.spec.partition_columns.clone())
+                        },
+                        predicate: None,
+                    },
+                )
+                .await;
+            match result {
+                Ok(finalized) => {
+                    self.commits += 1;
+                    let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
+                    self.table.update_state().await.map_err(delta_error(&name))?;
+                    return Ok(CommitOutcome::Committed { version });
+                }
+                Err(e) => {
+                    tracing::warn!(table = %name, attempt, error = %e, "delta commit failed; reloading to see whether it landed");
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(LakeError::Delta {
+            table: name,
+            source: last_error.unwrap_or_else(|| {
+                deltalake::DeltaTableError::Generic("commit attempts exhausted".into())
+            }),
+        })
+    }
+}
+
+enum OffsetCheck {
+    Unchanged,
+    Landed,
+    Moved {
+        topic: String,
+        partition: i32,
+        stored: Option<i64>,
+        expected: Option<i64>,
+    },
+}

@@ -1,0 +1,200 @@
+//! Table locations and creation.
+//!
+//! Every table is created with the properties a regulated archive needs: append-only (rows are
+//! never rewritten; corrections are new rows), log and deleted-file retention of years (time
+//! travel keeps working for the whole retention period), and a checkpoint every
+//! `checkpoint_interval` commits so opening a long-lived table stays fast.
+
+use std::path::PathBuf;
+
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
+use deltalake::kernel::StructType;
+use deltalake::{DeltaTable, DeltaTableError};
+use marketlake_schemas::names::TableName;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::{delta_error, LakeError, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LakeConfig {
+    /// Directory holding the tables (`<root>/l1/trades_raw`, ...).
+    pub root: PathBuf,
+    /// Write a Delta checkpoint every this many commits.
+    pub checkpoint_interval: u32,
+    /// How long the Delta log is kept (time travel horizon), in days.
+    pub log_retention_days: u32,
+    /// How long files removed from the table are kept before vacuum may delete them, in days.
+    pub deleted_file_retention_days: u32,
+    /// Parquet files are rolled over at about this size.
+    pub target_file_size_mb: u64,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            root: PathBuf::from("lake"),
+            checkpoint_interval: 100,
+            // Seven years: the usual record-keeping horizon for trading records.
+            log_retention_days: 2_557,
+            deleted_file_retention_days: 2_557,
+            target_file_size_mb: 128,
+        }
+    }
+}
+
+impl LakeConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |setting: &str, message: String| LakeError::Config {
+            setting: format!("lake.{setting}"),
+            message,
+        };
+        if self.checkpoint_interval == 0 {
+            return Err(bad("checkpoint_interval", "must be at least 1".into()));
+        }
+        if self.log_retention_days == 0 || self.deleted_file_retention_days == 0 {
+            return Err(bad(
+                "log_retention_days",
+                "retention must be at least one day (regulated data usually needs years)".into(),
+            ));
+        }
+        if self.target_file_size_mb == 0 {
+            return Err(bad("target_file_size_mb", "must be at least 1".into()));
+        }
+        std::fs::create_dir_all(&self.root).map_err(|e| {
+            bad(
+                "root",
+                format!(
+                    "cannot create `{}`: {e}; point lake.root at a writable directory",
+                    self.root.display()
+                ),
+            )
+        })?;
+        let probe = self.root.join(".marketlake-write-check");
+        std::fs::write(&probe, b"ok")
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| {
+                bad(
+                    "root",
+                    format!(
+                        "`{}` is not writable: {e}; point lake.root at a writable directory",
+                        self.root.display()
+                    ),
+                )
+            })?;
+        Ok(())
+    }
+
+    /// The URL of a table under the root.
+    pub fn table_url(&self, name: TableName) -> Result<Url> {
+        let dir = self.root.join(name.relative_path());
+        std::fs::create_dir_all(&dir).map_err(|e| LakeError::Config {
+            setting: "lake.root".into(),
+            message: format!("cannot create `{}`: {e}", dir.display()),
+        })?;
+        let absolute = std::fs::canonicalize(&dir).map_err(|e| LakeError::Config {
+            setting: "lake.root".into(),
+            message: format!("cannot resolve `{}`: {e}", dir.display()),
+        })?;
+        Url::from_directory_path(&absolute).map_err(|_| LakeError::Config {
+            setting: "lake.root".into(),
+            message: format!("`{}` is not an absolute path", absolute.display()),
+        })
+    }
+}
+
+/// What a table is: name, Arrow schema, partition columns.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub name: TableName,
+    pub schema: SchemaRef,
+    pub partition_columns: Vec<String>,
+    pub description: &'static str,
+}
+
+/// Open a table, creating it with the regulated-archive properties when it does not exist.
+/// An existing table must have exactly the expected columns.
+pub async fn open_or_create(config: &LakeConfig, spec: &TableSpec) -> Result<DeltaTable> {
+    let name = spec.name.to_string();
+    let url = config.table_url(spec.name)?;
+    let table = DeltaTable::try_from_url(url.clone())
+        .await
+        .map_err(delta_error(&name))?;
+    if table.version().is_some() {
+        check_schema(&table, spec)?;
+        return Ok(table);
+    }
+    let columns = StructType::try_from_arrow(spec.schema.as_ref()).map_err(|e| {
+        LakeError::SchemaMismatch {
+            table: name.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    let years = |days: u32| format!("interval {days} days");
+    let created = table
+        .create()
+        .with_table_name(spec.name.name)
+        .with_comment(spec.description)
+        .with_columns(columns.fields().cloned())
+        .with_partition_columns(spec.partition_columns.clone())
+        .with_configuration_property(deltalake::TableProperty::AppendOnly, Some("true"))
+        .with_configuration_property(
+            deltalake::TableProperty::LogRetentionDuration,
+            Some(years(config.log_retention_days)),
+        )
+        .with_configuration_property(
+            deltalake::TableProperty::DeletedFileRetentionDuration,
+            Some(years(config.deleted_file_retention_days)),
+        )
+        .with_configuration_property(
+            deltalake::TableProperty::CheckpointInterval,
+            Some(config.checkpoint_interval.to_string()),
+        )
+        .await;
+    match created {
+        Ok(table) => {
+            tracing::info!(table = %name, %url, "delta table created");
+            Ok(table)
+        }
+        // Another process created it between our load and our create: use theirs.
+        Err(DeltaTableError::VersionAlreadyExists(_)) | Err(DeltaTableError::Generic(_)) => {
+            let table = DeltaTable::try_from_url(url)
+                .await
+                .map_err(delta_error(&name))?;
+            if table.version().is_none() {
+                return Err(LakeError::Config {
+                    setting: "lake.root".into(),
+                    message: format!("table {name} could not be created"),
+                });
+            }
+            check_schema(&table, spec)?;
+            Ok(table)
+        }
+        Err(e) => Err(delta_error(&name)(e)),
+    }
+}
+
+fn check_schema(table: &DeltaTable, spec: &TableSpec) -> Result<()> {
+    let name = spec.name.to_string();
+    let snapshot = table.snapshot().map_err(delta_error(&name))?;
+    let existing: Vec<String> = snapshot
+        .schema()
+        .fields()
+        .map(|f| f.name().to_string())
+        .collect();
+    let expected: Vec<String> = spec
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    if existing != expected {
+        return Err(LakeError::SchemaMismatch {
+            table: name,
+            message: format!("found columns {existing:?}, expected {expected:?}"),
+        });
+    }
+    Ok(())
+}

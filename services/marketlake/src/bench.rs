@@ -1,0 +1,367 @@
+//! `marketlake bench ingest`: connector replay → raw topic → L1 on this machine, beside the
+//! broker's own produce and consume rates measured in the same run, then freshness (receipt by
+//! a connector → visible in L1) at a paced rate through the FIX drop-copy listener.
+//!
+//! By default the bench starts its own tansu broker (in-memory storage) on a free loopback port
+//! and a temporary lake, so it measures nothing but itself.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use marketlake_connectors::source::{run_source, SourceStats};
+use marketlake_connectors::{ConnectorKind, SourceConfig};
+use marketlake_ingest::{IngestConfig, IngestJob};
+use marketlake_kafka::admin::{ensure_topics, TopicSpec};
+use marketlake_kafka::{KafkaConfig, RawProducer};
+use marketlake_lake::LakeConfig;
+use marketlake_schemas::names::{dead_letter_topic, TOPIC_RAW_NEWS, TOPIC_RAW_TRADES};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Connector replay → raw topic → L1, beside the broker's own produce and consume rates;
+    /// then freshness at a paced rate.
+    Ingest(IngestBenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IngestBenchArgs {
+    /// FIX execution reports to replay for the throughput phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Partitions of the raw topic.
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// Records per second for the freshness phase.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Seconds of paced traffic for the freshness phase (0 skips it).
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Use this broker instead of starting a private one (its raw topics must be empty).
+    #[arg(long)]
+    brokers: Option<String>,
+}
+
+pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Ingest(args) => ingest(config, args).await,
+    }
+}
+
+/// A FIX 4.4 execution report with correct BodyLength and CheckSum.
+fn execution_report(seq: u64) -> Vec<u8> {
+    const SYMBOLS: [&str; 8] = ["AAPL", "MSFT", "GOOG", "IBM", "TSLA", "AMZN", "NVDA", "META"];
+    let symbol = SYMBOLS[(seq % SYMBOLS.len() as u64) as usize];
+    let price = 100.0 + (seq % 5_000) as f64 / 100.0;
+    let body = format!(
+        "35=8\x0149=EXCH\x0156=DESK\x0134={seq}\x0152=20261123-12:00:00.000\x0137=O{seq}\x0117=E{seq}\x01150=F\x0139=2\x0155={symbol}\x0154={}\x0138=100\x0132=100\x0131={price:.2}\x0114=100\x016=0\x0151=0\x0160=20261123-12:00:00.000\x01",
+        1 + seq % 2
+    );
+    let head = format!("8=FIX.4.4\x019={}\x01", body.len());
+    let mut message = format!("{head}{body}").into_bytes();
+    let checksum = message.iter().map(|b| u32::from(*b)).sum::<u32>() % 256;
+    message.extend_from_slice(format!("10={checksum:03}\x01").as_bytes());
+    message
+}
+
+fn write_fix_file(path: &Path, records: u64) -> anyhow::Result<u64> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut bytes = 0u64;
+    for seq in 0..records {
+        let message = execution_report(seq);
+        bytes += message.len() as u64 + 1;
+        file.write_all(&message)?;
+        file.write_all(b"\n")?;
+    }
+    file.flush()?;
+    Ok(bytes)
+}
+
+struct PrivateBroker(Child);
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_private_broker(dir: &Path) -> anyhow::Result<(PrivateBroker, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("tansu.log"))?;
+    let child = Command::new("tansu")
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .context("starting tansu for the bench (scripts/ensure-tools installs it)")?;
+    let broker = PrivateBroker(child);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("the bench broker did not start within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((broker, format!("127.0.0.1:{port}")))
+}
+
+struct Row {
+    measure: String,
+    records: u64,
+    bytes: u64,
+    elapsed: Duration,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    fn mb_rate(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+fn print_table(rows: &[Row], reference: f64) {
+    println!();
+    println!("| measure | records | MB | seconds | records/s | MB/s | vs broker consume |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        println!(
+            "| {} | {} | {:.1} | {:.2} | {:.0} | {:.2} | {:.0} % |",
+            row.measure,
+            row.records,
+            row.bytes as f64 / 1e6,
+            row.elapsed.as_secs_f64(),
+            row.rate(),
+            row.mb_rate(),
+            100.0 * row.rate() / reference.max(1e-9)
+        );
+    }
+}
+
+async fn ingest(config: Config, args: IngestBenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_broker, brokers) = match &args.brokers {
+        Some(brokers) => (None, brokers.clone()),
+        None => {
+            let (broker, addr) = start_private_broker(dir.path())?;
+            (Some(broker), addr)
+        }
+    };
+    let kafka = KafkaConfig {
+        brokers,
+        partitions: args.partitions,
+        ..config.kafka.clone()
+    };
+    let lake = LakeConfig {
+        root: dir.path().join("lake"),
+        ..config.lake.clone()
+    };
+    let ingest_config = IngestConfig {
+        group: "marketlake-bench".into(),
+        ..config.ingest.clone()
+    };
+    let source_id = "bench-fix";
+    let baseline_topic = "bench.baseline";
+    ensure_topics(
+        &kafka,
+        &[
+            TopicSpec { name: TOPIC_RAW_TRADES.into(), partitions: args.partitions },
+            TopicSpec { name: TOPIC_RAW_NEWS.into(), partitions: args.partitions },
+            TopicSpec { name: dead_letter_topic(source_id), partitions: 1 },
+            TopicSpec { name: baseline_topic.into(), partitions: args.partitions },
+        ],
+    )
+    .await?;
+    println!(
+        "bench ingest: {} FIX execution reports, {} partitions, broker {}, lake {}",
+        args.records,
+        args.partitions,
+        kafka.brokers,
+        lake.root.display()
+    );
+    let fix_file: PathBuf = dir.path().join("executions.fix");
+    let file_bytes = write_fix_file(&fix_file, args.records)?;
+    let mut rows = Vec::new();
+
+    // 1. The broker's own produce rate: the same payloads, no connector.
+    let producer = RawProducer::new(&kafka)?;
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    for seq in 0..args.records {
+        let payload = execution_report(seq);
+        bytes += payload.len() as u64;
+        producer
+            .send(baseline_topic, &format!("k{}", seq % 64), &payload, &[])
+            .await?;
+    }
+    producer.flush_deliveries().await?;
+    rows.push(Row {
+        measure: "broker produce (plain producer)".into(),
+        records: args.records,
+        bytes,
+        elapsed: started.elapsed(),
+    });
+
+    // 2. The broker's own consume rate: a plain consumer reading that topic.
+    let (records, bytes, elapsed) = marketlake_kafka::reference::consume_all(
+        &kafka,
+        baseline_topic,
+        args.partitions,
+        args.records,
+        Duration::from_secs(1_800),
+    )
+    .await?;
+    let reference = records as f64 / elapsed.as_secs_f64().max(1e-9);
+    rows.push(Row {
+        measure: "broker consume (plain consumer)".into(),
+        records,
+        bytes,
+        elapsed,
+    });
+
+    // 3. Connector replay: frame, verify checksums, publish with metadata headers.
+    let spec = SourceConfig {
+        id: source_id.into(),
+        kind: ConnectorKind::Fix,
+        settings: serde_json::json!({ "file": fix_file }),
+    }
+    .validate("bench")?;
+    let producer = Arc::new(RawProducer::new(&kafka)?);
+    let stats = Arc::new(SourceStats::default());
+    let report = run_source(
+        spec,
+        producer.clone(),
+        dir.path().join("state"),
+        CancellationToken::new(),
+        stats,
+    )
+    .await?;
+    rows.push(Row {
+        measure: "connector replay (fix file → raw.trades)".into(),
+        records: report.records,
+        bytes: file_bytes,
+        elapsed: report.elapsed,
+    });
+
+    // 4. Ingest into L1, draining to the end offsets.
+    let job = IngestJob {
+        kafka: kafka.clone(),
+        lake: lake.clone(),
+        ingest: ingest_config.clone(),
+        dead_letter_topics: vec![dead_letter_topic(source_id)],
+        until_caught_up: true,
+    };
+    let ingest_report = marketlake_ingest::run(job, CancellationToken::new()).await?;
+    rows.push(Row {
+        measure: "ingest raw.trades → l1.trades_raw".into(),
+        records: ingest_report.records,
+        bytes: ingest_report.payload_bytes,
+        elapsed: ingest_report.elapsed,
+    });
+    print_table(&rows, reference);
+    println!(
+        "\ningest commits: {}, conflicts: {}, consumer: {:?}",
+        ingest_report.commits, ingest_report.conflicts, ingest_report.consumer
+    );
+
+    if args.seconds > 0 {
+        freshness(&kafka, &lake, &ingest_config, &args, dir.path()).await?;
+    }
+    Ok(())
+}
+
+/// Paced FIX traffic into the drop-copy listener while ingest runs; receipt → visible latency.
+async fn freshness(
+    kafka: &KafkaConfig,
+    lake: &LakeConfig,
+    ingest_config: &IngestConfig,
+    args: &IngestBenchArgs,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let source_id = "bench-dropcopy";
+    ensure_topics(
+        kafka,
+        &[TopicSpec { name: dead_letter_topic(source_id), partitions: 1 }],
+    )
+    .await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let listen = format!("127.0.0.1:{port}");
+    let spec = SourceConfig {
+        id: source_id.into(),
+        kind: ConnectorKind::Fix,
+        settings: serde_json::json!({ "listen": listen }),
+    }
+    .validate("bench")?;
+    let stop = CancellationToken::new();
+    let producer = Arc::new(RawProducer::new(kafka)?);
+    let connector = tokio::spawn(run_source(
+        spec,
+        producer,
+        dir.join("state"),
+        stop.clone(),
+        Arc::new(SourceStats::default()),
+    ));
+    let ingest = tokio::spawn(marketlake_ingest::run(
+        IngestJob {
+            kafka: kafka.clone(),
+            lake: lake.clone(),
+            ingest: ingest_config.clone(),
+            dead_letter_topics: vec![dead_letter_topic(source_id)],
+            until_caught_up: false,
+        },
+        stop.clone(),
+    ));
+    // Let the ingest join its group before traffic starts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut stream = tokio::net::TcpStream::connect(&listen).await?;
+    let total = args.rate * args.seconds;
+    let started = Instant::now();
+    let tick = Duration::from_millis(10);
+    let per_tick = (args.rate / 100).max(1);
+    let mut sent = 0u64;
+    let mut next = tokio::time::Instant::now();
+    while sent < total {
+        let mut chunk = Vec::new();
+        for _ in 0..per_tick.min(total - sent) {
+            chunk.extend_from_slice(&execution_report(10_000_000 + sent));
+            sent += 1;
+        }
+        stream.write_all(&chunk).await?;
+        next += tick;
+        tokio::time::sleep_until(next).await;
+    }
+    stream.shutdown().await?;
+    let sending = started.elapsed();
+    // Give the last commit time to land, then stop both.
+    tokio::time::sleep(Duration::from_millis(
+        ingest_config.commit_interval_ms * 3 + 2_000,
+    ))
+    .await;
+    stop.cancel();
+    let report = ingest.await??;
+    connector.await??;
+    println!(
+        "\nfreshness at {} records/s for {:.1}s ({} records sent, {} visible in l1.trades_raw): receipt → visible p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (commit interval {} ms)",
+        args.rate,
+        sending.as_secs_f64(),
+        sent,
+        report.records,
+        report.latency_ms(0.5).unwrap_or(f64::NAN),
+        report.latency_ms(0.99).unwrap_or(f64::NAN),
+        report.latency_ms(1.0).unwrap_or(f64::NAN),
+        ingest_config.commit_interval_ms
+    );
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The one typed configuration: embedded defaults → `--config FILE` → `MARKETLAKE__SECTION__KEY`
+//! environment variables. Validated as a whole at start-up; every error names the setting.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use marketlake_connectors::config::validate_sources;
+use marketlake_connectors::{SourceConfig, SourceSpec};
+use marketlake_ingest::IngestConfig;
+use marketlake_kafka::KafkaConfig;
+use marketlake_lake::LakeConfig;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where connectors keep their resume state.
+    pub state_dir: PathBuf,
+    /// Log filter (RUST_LOG syntax); the RUST_LOG variable wins when set.
+    pub log: String,
+    pub kafka: KafkaConfig,
+    pub lake: LakeConfig,
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+impl Config {
+    /// Load defaults, then the file, then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!(
+                    "configuration file `{}` (option --config) does not exist",
+                    file.display()
+                );
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("MARKETLAKE__").split("__"));
+        let config: Config = figment.extract().map_err(|e| {
+            let mut messages = Vec::new();
+            for error in e {
+                let path = error.path.join(".");
+                messages.push(if path.is_empty() {
+                    error.to_string()
+                } else {
+                    format!("setting `{path}`: {error}")
+                });
+            }
+            anyhow::anyhow!(
+                "invalid configuration: {}; see README.md (Configuration) for every setting",
+                messages.join("; ")
+            )
+        })?;
+        Ok(config)
+    }
+
+    /// Check everything that can be checked without a broker.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.kafka.validate()?;
+        self.lake.validate()?;
+        self.ingest.validate()?;
+        std::fs::create_dir_all(&self.state_dir).with_context(|| {
+            format!(
+                "setting `state_dir`: cannot create `{}`; point it at a writable directory",
+                self.state_dir.display()
+            )
+        })?;
+        Ok(())
+    }
+
+    /// The declared sources, parsed and validated (only commands that run sources need this).
+    pub fn source_specs(&self) -> anyhow::Result<Vec<SourceSpec>> {
+        Ok(validate_sources(&self.sources)?)
+    }
+
+    /// The effective configuration with secrets masked, as TOML.
+    pub fn show(&self) -> anyhow::Result<String> {
+        let mut masked = self.clone();
+        masked.kafka = self.kafka.masked();
+        Ok(toml::to_string_pretty(&masked)?)
+    }
+}

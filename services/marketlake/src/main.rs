@@ -1,0 +1,125 @@
+//! The marketlake binary: parses the command line and the configuration, then wires connectors,
+//! Kafka and the lake together. No data logic lives here.
+
+mod bench;
+mod config;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "marketlake", version, about = "A finance data lake: feeds → Kafka → Delta, exactly once")]
+struct Cli {
+    /// Configuration file (TOML) merged over the embedded defaults.
+    #[arg(long, global = true, env = "MARKETLAKE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service in one process: create topics, run every declared source, ingest into
+    /// L1. Stops cleanly on Ctrl-C.
+    Up,
+    /// Run one connector on its own, publishing to Kafka.
+    Connect(run::ConnectArgs),
+    /// Consume the raw topics into the L1 Delta tables, exactly once.
+    Ingest {
+        /// Drain every partition to the end offsets seen at start, then exit.
+        #[arg(long)]
+        until_caught_up: bool,
+    },
+    /// Create the topics the services use (they also do it at start).
+    Topics,
+    /// Show a table: version, files, rows per source.
+    Inspect {
+        /// Table name, e.g. l1.trades_raw.
+        table: String,
+        /// Table version to read (default: latest).
+        #[arg(long)]
+        version: Option<i64>,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Benchmarks (measure on this machine; never part of the tests).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (defaults, file, environment) with secrets masked.
+    Show,
+    /// Validate the configuration, including every declared source.
+    Check,
+}
+
+fn init_logging(filter: &str) {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command, config));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
+            print!("{}", config.show()?);
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            config.validate()?;
+            let specs = config.source_specs()?;
+            println!("configuration is valid ({} sources)", specs.len());
+            Ok(())
+        }
+        Command::Up => run::up(config).await,
+        Command::Connect(args) => run::connect(config, args).await,
+        Command::Ingest { until_caught_up } => run::ingest(config, until_caught_up).await,
+        Command::Topics => run::topics(&config).await,
+        Command::Inspect { table, version } => run::inspect(&config, &table, version).await,
+        Command::Bench { command } => bench::run(config, command).await,
+    }
+}

@@ -1,0 +1,341 @@
+//! Subcommand wiring: which services run, on which configuration, until when.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use marketlake_connectors::source::{run_source, SourceReport, SourceStats};
+use marketlake_connectors::{ConnectorKind, SourceConfig, SourceSpec};
+use marketlake_ingest::{IngestJob, IngestReport};
+use marketlake_kafka::admin::{check_reachable, ensure_topics, TopicSpec};
+use marketlake_kafka::RawProducer;
+use marketlake_schemas::names::{dead_letter_topic, TableName, TOPIC_RAW_NEWS, TOPIC_RAW_TRADES};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// A token cancelled by Ctrl-C or SIGTERM: every service stops at a commit boundary.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        trigger.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested; finishing the current commits");
+        trigger.cancel();
+    });
+    token
+}
+
+/// Check the broker answers and create every topic the given sources need.
+async fn prepare_topics(config: &Config, source_ids: &[String]) -> anyhow::Result<()> {
+    check_reachable(&config.kafka, Duration::from_secs(10)).await?;
+    let mut topics = vec![
+        TopicSpec {
+            name: TOPIC_RAW_TRADES.into(),
+            partitions: config.kafka.partitions,
+        },
+        TopicSpec {
+            name: TOPIC_RAW_NEWS.into(),
+            partitions: config.kafka.partitions,
+        },
+    ];
+    for id in source_ids {
+        topics.push(TopicSpec {
+            name: dead_letter_topic(id),
+            partitions: 1,
+        });
+    }
+    ensure_topics(&config.kafka, &topics).await?;
+    Ok(())
+}
+
+pub async fn topics(config: &Config) -> anyhow::Result<()> {
+    config.validate()?;
+    let ids: Vec<String> = config.sources.iter().map(|s| s.id.clone()).collect();
+    prepare_topics(config, &ids).await?;
+    println!("topics ready on {}", config.kafka.brokers);
+    Ok(())
+}
+
+fn ingest_job(config: &Config, until_caught_up: bool) -> IngestJob {
+    IngestJob {
+        kafka: config.kafka.clone(),
+        lake: config.lake.clone(),
+        ingest: config.ingest.clone(),
+        dead_letter_topics: config
+            .sources
+            .iter()
+            .map(|s| dead_letter_topic(&s.id))
+            .collect(),
+        until_caught_up,
+    }
+}
+
+pub fn print_ingest_report(report: &IngestReport) {
+    let seconds = report.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "ingested {} records ({:.1} MB payload) in {} commits over {:.1}s: {:.0} records/s, {:.2} MB/s; conflicts {}; visibility p50 {} ms, p99 {} ms; consumer {:?}",
+        report.records,
+        report.payload_bytes as f64 / 1e6,
+        report.commits,
+        seconds,
+        report.records as f64 / seconds,
+        report.payload_bytes as f64 / 1e6 / seconds,
+        report.conflicts,
+        report.latency_ms(0.5).map_or("-".into(), |v| format!("{v:.0}")),
+        report.latency_ms(0.99).map_or("-".into(), |v| format!("{v:.0}")),
+        report.consumer,
+    );
+}
+
+pub async fn ingest(config: Config, until_caught_up: bool) -> anyhow::Result<()> {
+    config.validate()?;
+    let ids: Vec<String> = config.sources.iter().map(|s| s.id.clone()).collect();
+    prepare_topics(&config, &ids).await?;
+    let shutdown = shutdown_on_signal();
+    let report = marketlake_ingest::run(ingest_job(&config, until_caught_up), shutdown).await?;
+    print_ingest_report(&report);
+    Ok(())
+}
+
+fn print_source_report(report: &SourceReport) {
+    let seconds = report.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "source {}: {} records, {} dead letters, {:.2} MB in {:.1}s ({:.0} records/s)",
+        report.source_id,
+        report.records,
+        report.dead_letters,
+        report.bytes as f64 / 1e6,
+        seconds,
+        report.records as f64 / seconds,
+    );
+}
+
+/// Run sources to completion (or shutdown) on one shared producer.
+async fn run_sources(
+    config: &Config,
+    specs: Vec<SourceSpec>,
+    producer: Arc<RawProducer>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Vec<SourceReport>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for spec in specs {
+        let producer = producer.clone();
+        let state_dir = config.state_dir.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let id = spec.id.clone();
+            let stats = Arc::new(SourceStats::default());
+            run_source(spec, producer, state_dir, shutdown, stats)
+                .await
+                .with_context(|| format!("source `{id}`"))
+        });
+    }
+    let mut reports = Vec::new();
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("source task panicked")? {
+            Ok(report) => {
+                print_source_report(&report);
+                reports.push(report);
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "source failed");
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    producer.flush_deliveries().await?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(reports),
+    }
+}
+
+pub async fn up(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    let specs = config.source_specs()?;
+    let ids: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
+    prepare_topics(&config, &ids).await?;
+    let shutdown = shutdown_on_signal();
+    let ingest = tokio::spawn(marketlake_ingest::run(
+        ingest_job(&config, false),
+        shutdown.clone(),
+    ));
+    let producer = Arc::new(RawProducer::new(&config.kafka)?);
+    let root = std::fs::canonicalize(&config.lake.root).unwrap_or(config.lake.root.clone());
+    println!(
+        "marketlake is up: broker {}, {} sources, L1 tables under {} (l1/trades_raw, l1/news_raw, l1/dead_letters). Ctrl-C stops it.",
+        config.kafka.brokers,
+        specs.len(),
+        root.display()
+    );
+    let sources = run_sources(&config, specs, producer, shutdown.clone());
+    // Sources that replay files finish; the ingest keeps running until Ctrl-C.
+    if let Err(e) = sources.await {
+        shutdown.cancel();
+        let _ = ingest.await;
+        return Err(e);
+    }
+    println!("all replays published; ingest keeps running (Ctrl-C to stop)");
+    let report = ingest.await.context("ingest task panicked")??;
+    print_ingest_report(&report);
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    /// Connector kind: fix, trades-csv, iex-tops, rss, news-jsonl. Omit with --source.
+    kind: Option<String>,
+    /// Run the source with this id from the configuration.
+    #[arg(long, conflicts_with = "kind")]
+    source: Option<String>,
+    /// Source id for an ad-hoc source (names its dead-letter topic and resume state).
+    #[arg(long)]
+    id: Option<String>,
+    /// Input file (fix, trades-csv, iex-tops, rss, news-jsonl).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Keep reading the file as it grows (tail).
+    #[arg(long)]
+    follow: bool,
+    /// TCP address to accept FIX drop-copy sessions on (fix).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Feed URL to poll (rss).
+    #[arg(long)]
+    url: Option<String>,
+    /// Any other setting of the kind, as key=value (value parsed as JSON when it is JSON).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+}
+
+fn parse_kind(name: &str) -> anyhow::Result<ConnectorKind> {
+    ConnectorKind::ALL
+        .into_iter()
+        .find(|k| k.name() == name)
+        .with_context(|| {
+            let names: Vec<&str> = ConnectorKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown connector kind `{name}`; use one of {}", names.join(", "))
+        })
+}
+
+impl ConnectArgs {
+    fn source_config(&self, config: &Config) -> anyhow::Result<SourceConfig> {
+        if let Some(id) = &self.source {
+            return config
+                .sources
+                .iter()
+                .find(|s| &s.id == id)
+                .cloned()
+                .with_context(|| format!("no source with id `{id}` in the configuration"));
+        }
+        let Some(kind) = &self.kind else {
+            bail!("name a connector kind (e.g. `connect fix --file x.log`) or --source ID");
+        };
+        let kind = parse_kind(kind)?;
+        let mut settings = BTreeMap::new();
+        let path = |p: &PathBuf| serde_json::Value::String(p.display().to_string());
+        if let Some(file) = &self.file {
+            settings.insert("file".to_string(), path(file));
+        }
+        if self.follow {
+            settings.insert("follow".to_string(), serde_json::Value::Bool(true));
+        }
+        if let Some(listen) = &self.listen {
+            settings.insert("listen".to_string(), serde_json::Value::String(listen.clone()));
+        }
+        if let Some(url) = &self.url {
+            settings.insert("url".to_string(), serde_json::Value::String(url.clone()));
+        }
+        for pair in &self.settings {
+            let Some((key, value)) = pair.split_once('=') else {
+                bail!("--set `{pair}` is not KEY=VALUE");
+            };
+            let value = serde_json::from_str(value)
+                .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+            settings.insert(key.to_string(), value);
+        }
+        let id = self
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}-adhoc", kind.name()));
+        Ok(SourceConfig {
+            id,
+            kind,
+            settings: serde_json::to_value(settings)?,
+        })
+    }
+}
+
+pub async fn connect(config: Config, args: ConnectArgs) -> anyhow::Result<()> {
+    config.validate()?;
+    let source = args.source_config(&config)?;
+    let spec = source.validate("connect")?;
+    prepare_topics(&config, std::slice::from_ref(&spec.id)).await?;
+    let producer = Arc::new(RawProducer::new(&config.kafka)?);
+    let shutdown = shutdown_on_signal();
+    run_sources(&config, vec![spec], producer, shutdown).await?;
+    Ok(())
+}
+
+fn parse_table(name: &str) -> anyhow::Result<TableName> {
+    marketlake_ingest::l1_specs()
+        .into_iter()
+        .map(|s| s.name)
+        .find(|t| t.to_string() == name)
+        .with_context(|| format!("unknown table `{name}`; known: l1.trades_raw, l1.news_raw, l1.dead_letters"))
+}
+
+pub async fn inspect(config: &Config, table: &str, version: Option<i64>) -> anyhow::Result<()> {
+    let name = parse_table(table)?;
+    let loaded = marketlake_lake::read::load_table(&config.lake, name, version).await?;
+    let files = marketlake_lake::read::data_files(&loaded).await?;
+    let batches = marketlake_lake::read::read_rows(&loaded).await?;
+    let mut per_source: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rows = 0u64;
+    for batch in &batches {
+        rows += batch.num_rows() as u64;
+        if let Some(column) = batch.column_by_name("source_id") {
+            if let Some(ids) = column
+                .as_any()
+                .downcast_ref::<marketlake_lake::read::StringArray>()
+            {
+                for id in ids.iter().flatten() {
+                    *per_source.entry(id.to_string()).or_default() += 1;
+                }
+            }
+        }
+    }
+    println!(
+        "{name}: version {}, {} files, {} bytes, {} rows",
+        loaded.version().map_or("none".to_string(), |v| v.to_string()),
+        files.len(),
+        files.iter().map(|f| f.size).sum::<i64>(),
+        rows
+    );
+    for (source, count) in per_source {
+        println!("  {source}: {count}");
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! The one integration-test binary: every test that needs a broker, a lake or a process.
+//! Each test starts its own tansu broker on a free loopback port and its own temporary lake,
+//! so tests run in parallel and clean up after themselves.
+
+mod config_errors;
+mod crash;
+mod exactly_once;
+mod samples;
+mod support;

@@ -1,0 +1,354 @@
+//! Test support: a real tansu broker on a free loopback port, a temporary lake and
+//! configuration, and the `marketlake` binary run as a child process. Every wait has a deadline.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use marketlake_lake::LakeConfig;
+use marketlake_schemas::names::TableName;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tansu_bin() -> PathBuf {
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("tansu");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/bin/tansu")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_for_port(port: u16, deadline: Duration) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listened on 127.0.0.1:{port} within {deadline:?}")
+}
+
+/// A tansu broker on loopback; killed on drop.
+pub struct Broker {
+    child: Option<Child>,
+    pub port: u16,
+    storage: String,
+    log: PathBuf,
+}
+
+impl Broker {
+    /// In-memory storage: fast, lost on restart.
+    pub fn start(dir: &Path) -> Result<Broker> {
+        Self::start_with(dir, "memory://tansu/".into())
+    }
+
+    /// SQLite storage in `dir`: survives a broker restart.
+    pub fn start_durable(dir: &Path) -> Result<Broker> {
+        Self::start_with(dir, format!("sqlite://{}/tansu.db", dir.display()))
+    }
+
+    fn start_with(dir: &Path, storage: String) -> Result<Broker> {
+        let mut broker = Broker {
+            child: None,
+            port: free_port(),
+            storage,
+            log: dir.join("tansu.log"),
+        };
+        broker.spawn()?;
+        Ok(broker)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(tansu_bin())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &self.storage])
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting tansu (install it with scripts/ensure-tools)")?;
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(20))
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kill and start again on the same port and storage.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        // The port can linger briefly in TIME_WAIT on some kernels; retry the spawn.
+        let start = Instant::now();
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                Err(e) if start.elapsed() > Duration::from_secs(20) => return Err(e),
+                Err(_) => {
+                    self.kill();
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A temporary lake: directory, broker, configuration file.
+pub struct Lake {
+    pub dir: tempfile::TempDir,
+    pub broker: Broker,
+    pub config_path: PathBuf,
+}
+
+pub struct LakeOptions {
+    pub partitions: i32,
+    pub durable_broker: bool,
+    pub sources_toml: String,
+    pub extra_toml: String,
+}
+
+impl Default for LakeOptions {
+    fn default() -> Self {
+        LakeOptions {
+            partitions: 3,
+            durable_broker: false,
+            sources_toml: "sources = []\n".into(),
+            extra_toml: String::new(),
+        }
+    }
+}
+
+impl Lake {
+    pub fn new(options: LakeOptions) -> Result<Lake> {
+        let dir = tempfile::tempdir()?;
+        let broker = if options.durable_broker {
+            Broker::start_durable(dir.path())?
+        } else {
+            Broker::start(dir.path())?
+        };
+        let config_path = dir.path().join("marketlake.toml");
+        let config = format!(
+            r#"state_dir = "{state}"
+log = "info,rdkafka=warn,deltalake=warn"
+{sources}
+[kafka]
+brokers = "{brokers}"
+partitions = {partitions}
+session_timeout_ms = 3000
+
+[lake]
+root = "{root}"
+
+[ingest]
+commit_interval_ms = 200
+rejoin_when_idle_secs = 8
+{extra}
+"#,
+            state = dir.path().join("state").display(),
+            root = dir.path().join("lake").display(),
+            brokers = broker.addr(),
+            partitions = options.partitions,
+            sources = options.sources_toml,
+            extra = options.extra_toml,
+        );
+        std::fs::write(&config_path, config)?;
+        Ok(Lake {
+            dir,
+            broker,
+            config_path,
+        })
+    }
+
+    pub fn lake_config(&self) -> LakeConfig {
+        LakeConfig {
+            root: self.dir.path().join("lake"),
+            ..LakeConfig::default()
+        }
+    }
+
+    pub fn kafka_config(&self, partitions: i32) -> marketlake_kafka::KafkaConfig {
+        marketlake_kafka::KafkaConfig {
+            brokers: self.broker.addr(),
+            partitions,
+            ..marketlake_kafka::KafkaConfig::default()
+        }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_marketlake"));
+        command
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .current_dir(repo_root())
+            .env_remove("RUST_LOG")
+            .env_remove("MARKETLAKE_CONFIG");
+        command
+    }
+
+    /// Run to completion within `deadline`; error with its output when it fails.
+    pub fn run(&self, args: &[&str], deadline: Duration) -> Result<Output> {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let output = wait_output(child, deadline)?;
+        if !output.status.success() {
+            bail!(
+                "marketlake {args:?} failed with {}:\n--- stdout\n{}\n--- stderr\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(output)
+    }
+
+    /// Spawn in the background with output to a log file in the lake directory.
+    pub fn spawn(&self, args: &[&str], log_name: &str) -> Result<Child> {
+        let log = std::fs::File::create(self.dir.path().join(log_name))?;
+        Ok(self
+            .command(args)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()?)
+    }
+
+    pub fn log(&self, log_name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(log_name)).unwrap_or_default()
+    }
+}
+
+/// Wait for a child with a deadline; kill it (and fail loudly) when the deadline passes.
+pub fn wait_output(mut child: Child, deadline: Duration) -> Result<Output> {
+    let start = Instant::now();
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(child.wait_with_output()?);
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output()?;
+            bail!(
+                "process did not finish within {deadline:?}:\n--- stdout\n{}\n--- stderr\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn sigkill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Ask a child to stop as Ctrl-C would.
+pub fn sigint(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+}
+
+/// Rows of an L1 table: `(source_id, source_position, kafka_partition, kafka_offset)`.
+pub async fn l1_rows(lake: &Lake, table: TableName) -> Result<Vec<(String, i64, i32, i64)>> {
+    use marketlake_lake::read::{load_table, read_rows};
+    let config = lake.lake_config();
+    let loaded = match load_table(&config, table, None).await {
+        Ok(t) => t,
+        Err(_) => return Ok(Vec::new()),
+    };
+    let batches = read_rows(&loaded).await?;
+    let mut rows = Vec::new();
+    for batch in batches {
+        let ids = string_column(&batch, "source_id")?;
+        let positions = i64_column(&batch, "source_position")?;
+        let partitions = batch
+            .column_by_name("kafka_partition")
+            .and_then(|c| c.as_any().downcast_ref::<marketlake_lake::read::Int32Array>())
+            .context("kafka_partition column")?;
+        let offsets = i64_column(&batch, "kafka_offset")?;
+        for i in 0..batch.num_rows() {
+            rows.push((
+                ids.value(i).to_string(),
+                positions.value(i),
+                partitions.value(i),
+                offsets.value(i),
+            ));
+        }
+    }
+    Ok(rows)
+}
+
+pub fn string_column<'a>(
+    batch: &'a marketlake_lake::RecordBatch,
+    name: &str,
+) -> Result<&'a marketlake_lake::read::StringArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<marketlake_lake::read::StringArray>())
+        .with_context(|| format!("string column {name}"))
+}
+
+pub fn i64_column<'a>(
+    batch: &'a marketlake_lake::RecordBatch,
+    name: &str,
+) -> Result<&'a marketlake_lake::read::Int64Array> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<marketlake_lake::read::Int64Array>())
+        .with_context(|| format!("i64 column {name}"))
+}
+
+/// Poll `check` until it returns true or `deadline` passes (then fail with `what`).
+pub async fn eventually<F, Fut>(deadline: Duration, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await? {
+            return Ok(());
+        }
+        if start.elapsed() > deadline {
+            bail!("timed out after {deadline:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
