@@ -132,6 +132,9 @@ async fn resuming_inside_a_record_batch_loses_nothing() -> Result<()> {
     let output = lake.run(&["ingest", "--until-caught-up"], Duration::from_secs(120))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     let rows = l1_rows(&lake, L1_TRADES_RAW).await?;
+    if rows.len() != 1000 || std::env::var_os("MARKETLAKE_TEST_VERBOSE").is_some() {
+        eprintln!("ingest stderr:\n{stderr}");
+    }
     assert_exactly_once(&rows, 1000);
     // The offsets in the table are the Kafka offsets, each once.
     let mut offsets: Vec<i64> = rows.iter().map(|r| r.3).collect();

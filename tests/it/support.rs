@@ -162,7 +162,7 @@ impl Lake {
         let config_path = dir.path().join("marketlake.toml");
         let config = format!(
             r#"state_dir = "{state}"
-log = "info,rdkafka=warn,deltalake=warn"
+log = "info,rdkafka=warn,deltalake=warn,deltalake_core=warn,buoyant_kernel=warn"
 {sources}
 [kafka]
 brokers = "{brokers}"

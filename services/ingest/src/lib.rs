@@ -206,6 +206,8 @@ struct Ingest {
     /// Last committed offset per owned partition, as this process knows it.
     stored: HashMap<PartitionKey, Option<i64>>,
     report: IngestReport,
+    /// The group assigned this process partitions at least once (the group has settled).
+    assigned_once: bool,
 }
 
 fn decode(record: ConsumedRecord) -> (TableName, Row, usize) {
@@ -419,16 +421,34 @@ impl Ingest {
         Ok(ends)
     }
 
-    /// True when the tables hold every offset below each partition's recorded end.
+    /// True when everything up to the end is stored. An owned partition must be proven caught
+    /// up by the consumer (brokers' high watermarks are not trusted: tansu 0.6 under-reports
+    /// them) with nothing left in the buffer; a partition owned by another group member must
+    /// have its stored offset at least at the high watermark seen at start.
     async fn caught_up(&mut self, ends: &[(PartitionKey, i64, i64)]) -> Result<bool> {
+        if !self.assigned_once {
+            return Ok(false);
+        }
+        let owned = self.consumer.owned();
         for (key, low, high) in ends {
-            if high <= low {
-                continue;
-            }
             let name = table_of_topic(&key.topic);
             let Some(table) = self.tables.get_mut(&name) else {
                 continue;
             };
+            if owned.contains(key) {
+                if !self.consumer.caught_up(key) || !table.buffer.is_empty() {
+                    return Ok(false);
+                }
+                let stored = table.sink.stored_offset(&key.topic, key.partition).await?;
+                let expected = self.consumer.expected(key).unwrap_or(0);
+                if stored.map_or(expected > *low, |s| s + 1 < expected) {
+                    return Ok(false);
+                }
+                continue;
+            }
+            if high <= low {
+                continue;
+            }
             let stored = table.sink.stored_offset(&key.topic, key.partition).await?;
             if stored.is_none_or(|s| s < high - 1) {
                 return Ok(false);
@@ -487,10 +507,11 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
         tables,
         stored: HashMap::new(),
         report: IngestReport::default(),
+        assigned_once: false,
     };
     let ends = if ingest.job.until_caught_up {
         let ends = ingest.end_offsets().await?;
-        tracing::info!(partitions = ends.len(), "draining to the end offsets seen at start");
+        tracing::info!(partitions = ends.len(), ?ends, "draining to the end offsets seen at start");
         Some(ends)
     } else {
         None
@@ -513,6 +534,7 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
             Polled::Record(record) => ingest.on_record(record),
             Polled::Assigned(keys) => {
                 tracing::info!(partitions = ?keys, "partitions assigned");
+                ingest.assigned_once = true;
                 ingest.on_assigned(keys).await?;
             }
             Polled::Revoked(keys) => {

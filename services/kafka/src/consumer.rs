@@ -6,13 +6,17 @@
 //! - equal: delivered, and the expectation moves on;
 //! - above: a gap. Some brokers (tansu 0.6) answer a fetch at an offset inside a record batch
 //!   with the *next* batch, silently skipping the rest of the batch. So a gap is never taken at
-//!   face value: the consumer seeks further back (1, 2, 4, ... offsets before the expectation,
+//!   face value: the consumer seeks further back (1, 4, 16, ... offsets before the expectation,
 //!   never below the low watermark) until a record at or below the expectation arrives — then
 //!   skips up to it — or the low watermark itself still yields a later record, which proves the
 //!   gap real (deleted or compacted offsets). Only then does it move past.
 //!
-//! A partition that stays silent while its high watermark is above the expectation (a fetch
-//! inside the *last* batch returns nothing at all on that broker) is probed the same way.
+//! A partition that stays silent is probed the same way, because a fetch inside the *last* batch
+//! returns nothing at all on that broker, and its high watermark cannot be trusted either (tansu
+//! 0.6 reports the last batch's base offset + 1, e.g. 1001 for records 0..=1009). When a probe
+//! brings back records just below the expectation and then silence, the partition is *confirmed
+//! caught up*: that, not the watermark, is what `--until-caught-up` relies on. Idle partitions are
+//! re-probed with exponential backoff (1.5 s doubling to 48 s) so the cost stays small.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -25,6 +29,11 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::{KafkaConfig, KafkaError, Result};
+
+/// How long a probe seek may stay unanswered before the next, further-back step.
+const PROBE_STEP_WAIT: Duration = Duration::from_millis(300);
+/// Each probe step seeks this many times further back than the last.
+const PROBE_GROWTH: i64 = 4;
 
 /// A partition of a topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -118,6 +127,8 @@ struct Probe {
     /// The offset of the last seek.
     target: i64,
     low_watermark: i64,
+    /// A record below the expectation arrived since the last seek: the seek took effect.
+    reached_below: bool,
 }
 
 #[derive(Debug)]
@@ -125,6 +136,10 @@ struct Track {
     expected: i64,
     probe: Option<Probe>,
     last_progress: Instant,
+    /// Proven to hold nothing at or after `expected` (as of the last probe).
+    caught_up: bool,
+    /// Consecutive idle probes, for backoff.
+    idle_probes: u32,
 }
 
 /// Counters a sink can expose as metrics.
@@ -259,6 +274,8 @@ impl VerifiedConsumer {
                 expected,
                 probe: None,
                 last_progress: Instant::now(),
+                caught_up: false,
+                idle_probes: 0,
             },
         );
         self.seek(key, expected);
@@ -298,14 +315,20 @@ impl VerifiedConsumer {
         let next = match track.probe {
             None => {
                 let (low, _) = self.watermarks(key).await?;
-                tracing::warn!(
-                    partition = %key, expected, first_seen = ?seen,
-                    "partition did not deliver the offset asked for; seeking back to check the gap"
-                );
+                if seen.is_some() {
+                    tracing::warn!(
+                        partition = %key, expected, first_seen = ?seen,
+                        "partition did not deliver the offset asked for; seeking back to check the gap"
+                    );
+                }
+                // A gap is first re-asked at the expectation itself; silence is asked one
+                // offset earlier, since re-asking the same position would change nothing.
+                let distance = i64::from(seen.is_none());
                 Probe {
-                    distance: 0,
-                    target: expected.max(low),
+                    distance,
+                    target: (expected - distance).max(low),
                     low_watermark: low,
+                    reached_below: false,
                 }
             }
             Some(probe) if probe.target <= probe.low_watermark => {
@@ -313,7 +336,7 @@ impl VerifiedConsumer {
                     // Even the oldest retained offset leads past the expectation: the gap is real.
                     tracing::warn!(
                         partition = %key, expected, next = seen,
-                        "offsets before {seen} from {expected} on do not exist on the broker (deleted or compacted); continuing"
+                        "offsets from {expected} up to {seen} do not exist on the broker (deleted or compacted); continuing"
                     );
                     self.stats.offsets_proven_missing +=
                         u64::try_from(seen - expected).unwrap_or(0);
@@ -323,19 +346,33 @@ impl VerifiedConsumer {
                     }
                     return Ok(Some(seen));
                 }
-                probe
+                Probe {
+                    reached_below: false,
+                    ..probe
+                }
             }
             Some(probe) => {
-                let distance = probe.distance.saturating_mul(2).max(1);
+                let distance = probe.distance.saturating_mul(PROBE_GROWTH).max(1);
                 Probe {
                     distance,
                     target: expected
                         .saturating_sub(distance)
                         .max(probe.low_watermark),
                     low_watermark: probe.low_watermark,
+                    reached_below: false,
                 }
             }
         };
+        if seen.is_none() && next.target >= expected {
+            // Nothing can precede the expectation: an empty (or fully deleted) partition.
+            if let Some(track) = self.tracks.get_mut(key) {
+                track.probe = None;
+                track.caught_up = true;
+                track.idle_probes = track.idle_probes.saturating_add(1);
+                track.last_progress = Instant::now();
+            }
+            return Ok(None);
+        }
         if let Some(track) = self.tracks.get_mut(key) {
             track.probe = Some(next);
             track.last_progress = Instant::now();
@@ -345,23 +382,42 @@ impl VerifiedConsumer {
         Ok(None)
     }
 
+    /// Whether every owned partition is proven to hold nothing beyond what was delivered.
+    pub fn caught_up(&self, key: &PartitionKey) -> bool {
+        self.tracks.get(key).is_some_and(|t| t.caught_up)
+    }
+
     async fn check_stalls(&mut self) -> Result<()> {
-        if self.last_stall_check.elapsed() < self.stall_after / 2 {
+        if self.last_stall_check.elapsed() < PROBE_STEP_WAIT / 2 {
             return Ok(());
         }
         self.last_stall_check = Instant::now();
-        let stalled: Vec<(PartitionKey, i64)> = self
+        let stall_after = self.stall_after;
+        let stalled: Vec<(PartitionKey, bool)> = self
             .tracks
             .iter()
-            .filter(|(_, t)| t.last_progress.elapsed() >= self.stall_after)
-            .map(|(k, t)| (k.clone(), t.expected))
+            .filter(|(_, t)| {
+                let wait = if t.probe.is_some() {
+                    // A seek is answered within a fetch round trip (fetch.wait.max.ms = 100).
+                    PROBE_STEP_WAIT
+                } else {
+                    stall_after * (1u32 << t.idle_probes.min(5))
+                };
+                t.last_progress.elapsed() >= wait
+            })
+            .map(|(k, t)| (k.clone(), t.probe.is_some_and(|p| p.reached_below)))
             .collect();
-        for (key, expected) in stalled {
-            let (_, high) = self.watermarks(&key).await?;
-            if high > expected {
+        for (key, probe_reached_below) in stalled {
+            if probe_reached_below {
+                // The seek delivered what lies just below the expectation, then nothing more.
+                if let Some(track) = self.tracks.get_mut(&key) {
+                    track.probe = None;
+                    track.caught_up = true;
+                    track.idle_probes = track.idle_probes.saturating_add(1);
+                    track.last_progress = Instant::now();
+                }
+            } else {
                 self.probe_step(&key, None).await?;
-            } else if let Some(track) = self.tracks.get_mut(&key) {
-                track.last_progress = Instant::now();
             }
         }
         Ok(())
@@ -415,6 +471,10 @@ impl VerifiedConsumer {
             };
             if offset < track.expected {
                 self.stats.skipped += 1;
+                if let Some(probe) = track.probe.as_mut() {
+                    probe.reached_below = true;
+                    track.last_progress = Instant::now();
+                }
                 continue;
             }
             if offset > track.expected {
@@ -427,10 +487,12 @@ impl VerifiedConsumer {
             };
             if track.probe.take().is_some() {
                 self.stats.gaps_filled += 1;
-                tracing::info!(partition = %key, offset, "gap filled: resumed at the expected offset");
+                tracing::info!(partition = %key, offset, "resumed at the expected offset after seeking back");
             }
             track.expected = offset + 1;
             track.last_progress = Instant::now();
+            track.caught_up = false;
+            track.idle_probes = 0;
             let headers = message
                 .headers()
                 .map(|h| {
