@@ -169,7 +169,10 @@ pub fn validate_sources(sources: &[SourceConfig]) -> Result<Vec<SourceSpec>> {
         if !seen.insert(source.id.as_str()) {
             return Err(ConnectorError::config(
                 format!("{prefix}.id"),
-                format!("source id `{}` is declared twice; ids must be unique", source.id),
+                format!(
+                    "source id `{}` is declared twice; ids must be unique",
+                    source.id
+                ),
             ));
         }
         specs.push(source.validate(&prefix)?);

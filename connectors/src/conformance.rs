@@ -52,7 +52,10 @@ async fn conform(kind: ConnectorKind, settings: serde_json::Value) -> Outcome {
     let records = sink.records();
     let letters = sink.dead_letters();
     assert_eq!(report.records as usize, records.len());
-    assert_eq!(stats.dead_letters.load(Ordering::Relaxed) as usize, letters.len());
+    assert_eq!(
+        stats.dead_letters.load(Ordering::Relaxed) as usize,
+        letters.len()
+    );
     let mut positions = BTreeSet::new();
     for record in &records {
         assert_eq!(record.source_id, "conformance");
@@ -83,7 +86,10 @@ async fn conform(kind: ConnectorKind, settings: serde_json::Value) -> Outcome {
     .await
     .unwrap();
     assert!(again.records().is_empty(), "replay re-published records");
-    assert!(again.dead_letters().is_empty(), "replay re-published dead letters");
+    assert!(
+        again.dead_letters().is_empty(),
+        "replay re-published dead letters"
+    );
     Outcome {
         records: records.len(),
         dead_letters: letters.len(),
@@ -189,7 +195,10 @@ async fn fix_drop_copy_session_frames_each_message() {
     stream.shutdown().await.unwrap();
     drop(stream);
     while sink.records().len() + sink.dead_letters().len() < 20 {
-        assert!(std::time::Instant::now() < deadline, "session not framed in time");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session not framed in time"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     stop.cancel();

@@ -6,9 +6,9 @@
 //! of re-publishing. Publishing is behind the [`RawSink`] trait so this crate links no Kafka
 //! client: the binary wires it to `marketlake-kafka`.
 
+pub mod config;
 #[cfg(test)]
 mod conformance;
-pub mod config;
 pub mod fix;
 pub mod framing;
 pub mod iex_tops;

@@ -31,7 +31,10 @@ impl MemorySink {
         self.records.lock().map(|r| r.clone()).unwrap_or_default()
     }
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.dead_letters.lock().map(|r| r.clone()).unwrap_or_default()
+        self.dead_letters
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 }
 

@@ -426,13 +426,12 @@ async fn run_fix_listener<S: RawSink>(
     listen: &str,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let listener =
-        tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| ConnectorError::Io {
-                path: format!("tcp listener {listen}"),
-                source,
-            })?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ConnectorError::Io {
+            path: format!("tcp listener {listen}"),
+            source,
+        })?;
     tracing::info!(source = %emitter.source_id, %listen, "fix drop-copy listener ready");
     let mut sessions = tokio::task::JoinSet::new();
     loop {
@@ -602,7 +601,8 @@ async fn run_feed<S: RawSink>(
                             }
                             let mut attributes = std::collections::BTreeMap::new();
                             attributes.insert("item_id".to_string(), item.id.clone());
-                            attributes.insert("document_offset".to_string(), item.offset.to_string());
+                            attributes
+                                .insert("document_offset".to_string(), item.offset.to_string());
                             if let Some(published) = &item.published {
                                 attributes.insert("published".to_string(), published.clone());
                             }
@@ -619,7 +619,9 @@ async fn run_feed<S: RawSink>(
                                 attributes,
                             };
                             state.next_sequence += 1;
-                            emitter.emit(Framed::Record(frame), item.format, &uri).await?;
+                            emitter
+                                .emit(Framed::Record(frame), item.format, &uri)
+                                .await?;
                             state.remember(item.id);
                             fresh += 1;
                         }
@@ -635,7 +637,12 @@ async fn run_feed<S: RawSink>(
                                 .unwrap_or(&document)
                                 .to_vec();
                             emitter
-                                .dead_letter(&uri, position, format!("incomplete feed document: {reason}"), tail)
+                                .dead_letter(
+                                    &uri,
+                                    position,
+                                    format!("incomplete feed document: {reason}"),
+                                    tail,
+                                )
                                 .await?;
                         }
                     }
@@ -653,7 +660,9 @@ async fn run_feed<S: RawSink>(
             }
             Ok(None) => tracing::debug!(source = %emitter.source_id, "feed not modified"),
             Err(e) if once => return Err(e),
-            Err(e) => tracing::warn!(source = %emitter.source_id, error = %e, "feed poll failed; will retry"),
+            Err(e) => {
+                tracing::warn!(source = %emitter.source_id, error = %e, "feed poll failed; will retry")
+            }
         }
         if once {
             return Ok(());

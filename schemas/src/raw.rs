@@ -204,10 +204,8 @@ impl RawRecord {
                 name: H_FORMAT,
                 reason: format!("unknown payload format `{format_text}`"),
             })?;
-        let symbol = match header(headers, H_SYMBOL) {
-            Some(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-            None => None,
-        };
+        let symbol =
+            header(headers, H_SYMBOL).map(|bytes| String::from_utf8_lossy(bytes).into_owned());
         let attributes = headers
             .iter()
             .filter_map(|(key, value)| {

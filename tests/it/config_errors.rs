@@ -70,7 +70,10 @@ fn unwritable_lake_root_is_named() {
     let (ok, stderr) = stderr_of(
         &lake,
         &["ingest", "--until-caught-up"],
-        &[("MARKETLAKE__LAKE__ROOT", "/proc/marketlake-cannot-write-here")],
+        &[(
+            "MARKETLAKE__LAKE__ROOT",
+            "/proc/marketlake-cannot-write-here",
+        )],
     );
     assert!(!ok);
     assert!(stderr.contains("lake.root"), "{stderr}");

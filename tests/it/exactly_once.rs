@@ -187,7 +187,13 @@ async fn a_stale_writer_cannot_commit_offsets_twice() -> Result<()> {
     assert!(matches!(a, CommitOutcome::Committed { .. }));
     let b = second.commit(batch(0..5)?, &[advance(4)]).await?;
     assert!(
-        matches!(b, CommitOutcome::Conflict { stored: Some(9), .. }),
+        matches!(
+            b,
+            CommitOutcome::Conflict {
+                stored: Some(9),
+                ..
+            }
+        ),
         "{b:?}"
     );
     let table = marketlake_lake::read::load_table(&config, L1_TRADES_RAW, None).await?;
@@ -243,9 +249,11 @@ async fn two_ingest_processes_share_partitions_and_write_once() -> Result<()> {
         produce_numbered(&producer, chunk * 1_000..(chunk + 1) * 1_000).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let waited = eventually(Duration::from_secs(120), "all records in l1.trades_raw", || async {
-        Ok(l1_rows(&lake, L1_TRADES_RAW).await?.len() as i64 >= N)
-    })
+    let waited = eventually(
+        Duration::from_secs(120),
+        "all records in l1.trades_raw",
+        || async { Ok(l1_rows(&lake, L1_TRADES_RAW).await?.len() as i64 >= N) },
+    )
     .await;
     // Let any in-flight commit land, then stop both.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -32,7 +32,8 @@ const EXPECTED: &[(TableName, &str, usize)] = &[
 
 fn sources_toml() -> Result<String> {
     // The sources of the embedded defaults (paths relative to the repository root).
-    let defaults = std::fs::read_to_string(crate::support::repo_root().join("config/default.toml"))?;
+    let defaults =
+        std::fs::read_to_string(crate::support::repo_root().join("config/default.toml"))?;
     let start = defaults
         .find("[[sources]]")
         .context("default config declares sources")?;
@@ -81,7 +82,11 @@ async fn bundled_samples_land_in_l1_exactly() -> Result<()> {
     sigint(&up);
     let exit = wait_output(up, Duration::from_secs(60));
     if let Err(e) = landed {
-        bail!("{e}\ncounts: {:#?}\nlog:\n{}", counts(&lake).await?, lake.log("up-1.log"));
+        bail!(
+            "{e}\ncounts: {:#?}\nlog:\n{}",
+            counts(&lake).await?,
+            lake.log("up-1.log")
+        );
     }
     let exit = exit?;
     assert!(
@@ -99,7 +104,11 @@ async fn bundled_samples_land_in_l1_exactly() -> Result<()> {
         }
         n
     };
-    assert_eq!(rows, total_rows(&first), "duplicate (source, position) rows");
+    assert_eq!(
+        rows,
+        total_rows(&first),
+        "duplicate (source, position) rows"
+    );
     let expected_total: usize = EXPECTED.iter().map(|(_, _, n)| n).sum();
     assert_eq!(rows, expected_total);
 
@@ -113,7 +122,12 @@ async fn bundled_samples_land_in_l1_exactly() -> Result<()> {
     for table in [L1_TRADES_RAW, L1_NEWS_RAW, L1_DEAD_LETTERS] {
         after += l1_rows(&lake, table).await?.len();
     }
-    assert_eq!(after, rows, "a replay was published twice:\n{}", lake.log("up-2.log"));
+    assert_eq!(
+        after,
+        rows,
+        "a replay was published twice:\n{}",
+        lake.log("up-2.log")
+    );
 
     other_engines_read_the_same_rows(&lake, &first)?;
     Ok(())
@@ -170,11 +184,31 @@ print(json.dumps(out))
         let rows: usize = ours.iter().map(|s| s.len()).sum();
         let position_sum: i64 = ours.iter().flat_map(|s| s.iter().map(|(_, p)| *p)).sum();
         let theirs = &result[path];
-        assert_eq!(theirs["deltalake_rows"].as_u64(), Some(rows as u64), "{path}: {theirs}");
-        assert_eq!(theirs["duckdb_rows"].as_u64(), Some(rows as u64), "{path}: {theirs}");
-        assert_eq!(theirs["duckdb_distinct"].as_u64(), Some(rows as u64), "{path}: {theirs}");
-        assert_eq!(theirs["deltalake_position_sum"].as_i64(), Some(position_sum), "{path}");
-        assert_eq!(theirs["duckdb_position_sum"].as_i64(), Some(position_sum), "{path}");
+        assert_eq!(
+            theirs["deltalake_rows"].as_u64(),
+            Some(rows as u64),
+            "{path}: {theirs}"
+        );
+        assert_eq!(
+            theirs["duckdb_rows"].as_u64(),
+            Some(rows as u64),
+            "{path}: {theirs}"
+        );
+        assert_eq!(
+            theirs["duckdb_distinct"].as_u64(),
+            Some(rows as u64),
+            "{path}: {theirs}"
+        );
+        assert_eq!(
+            theirs["deltalake_position_sum"].as_i64(),
+            Some(position_sum),
+            "{path}"
+        );
+        assert_eq!(
+            theirs["duckdb_position_sum"].as_i64(),
+            Some(position_sum),
+            "{path}"
+        );
     }
     Ok(())
 }

@@ -49,6 +49,7 @@ pub struct Broker {
     child: Option<Child>,
     pub port: u16,
     storage: String,
+    dir: PathBuf,
     log: PathBuf,
 }
 
@@ -58,9 +59,10 @@ impl Broker {
         Self::start_with(dir, "memory://tansu/".into())
     }
 
-    /// SQLite storage in `dir`: survives a broker restart.
+    /// SQLite storage in `dir`: survives a broker restart. (tansu resolves the SQLite path
+    /// against its working directory and mangles absolute ones, so it runs inside `dir`.)
     pub fn start_durable(dir: &Path) -> Result<Broker> {
-        Self::start_with(dir, format!("sqlite://{}/tansu.db", dir.display()))
+        Self::start_with(dir, "sqlite://tansu.db".into())
     }
 
     fn start_with(dir: &Path, storage: String) -> Result<Broker> {
@@ -68,6 +70,7 @@ impl Broker {
             child: None,
             port: free_port(),
             storage,
+            dir: dir.to_path_buf(),
             log: dir.join("tansu.log"),
         };
         broker.spawn()?;
@@ -81,8 +84,15 @@ impl Broker {
             .append(true)
             .open(&self.log)?;
         let child = Command::new(tansu_bin())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", &self.storage])
+            .current_dir(&self.dir)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
@@ -136,6 +146,7 @@ pub struct Lake {
 pub struct LakeOptions {
     pub partitions: i32,
     pub durable_broker: bool,
+    pub session_timeout_ms: u32,
     pub sources_toml: String,
     pub extra_toml: String,
 }
@@ -145,6 +156,7 @@ impl Default for LakeOptions {
         LakeOptions {
             partitions: 3,
             durable_broker: false,
+            session_timeout_ms: 3_000,
             sources_toml: "sources = []\n".into(),
             extra_toml: String::new(),
         }
@@ -162,12 +174,12 @@ impl Lake {
         let config_path = dir.path().join("marketlake.toml");
         let config = format!(
             r#"state_dir = "{state}"
-log = "info,rdkafka=warn,deltalake=warn,deltalake_core=warn,buoyant_kernel=warn"
+log = "{log}"
 {sources}
 [kafka]
 brokers = "{brokers}"
 partitions = {partitions}
-session_timeout_ms = 3000
+session_timeout_ms = {session_timeout_ms}
 
 [lake]
 root = "{root}"
@@ -181,6 +193,10 @@ rejoin_when_idle_secs = 8
             root = dir.path().join("lake").display(),
             brokers = broker.addr(),
             partitions = options.partitions,
+            session_timeout_ms = options.session_timeout_ms,
+            log = std::env::var("MARKETLAKE_TEST_LOG").unwrap_or_else(|_| {
+                "info,rdkafka=warn,deltalake_core=warn,deltalake_core::writer::stats=error,buoyant_kernel=warn".into()
+            }),
             sources = options.sources_toml,
             extra = options.extra_toml,
         );
@@ -300,7 +316,10 @@ pub async fn l1_rows(lake: &Lake, table: TableName) -> Result<Vec<(String, i64, 
         let positions = i64_column(&batch, "source_position")?;
         let partitions = batch
             .column_by_name("kafka_partition")
-            .and_then(|c| c.as_any().downcast_ref::<marketlake_lake::read::Int32Array>())
+            .and_then(|c| {
+                c.as_any()
+                    .downcast_ref::<marketlake_lake::read::Int32Array>()
+            })
             .context("kafka_partition column")?;
         let offsets = i64_column(&batch, "kafka_offset")?;
         for i in 0..batch.num_rows() {
@@ -321,7 +340,10 @@ pub fn string_column<'a>(
 ) -> Result<&'a marketlake_lake::read::StringArray> {
     batch
         .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<marketlake_lake::read::StringArray>())
+        .and_then(|c| {
+            c.as_any()
+                .downcast_ref::<marketlake_lake::read::StringArray>()
+        })
         .with_context(|| format!("string column {name}"))
 }
 
@@ -331,7 +353,10 @@ pub fn i64_column<'a>(
 ) -> Result<&'a marketlake_lake::read::Int64Array> {
     batch
         .column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<marketlake_lake::read::Int64Array>())
+        .and_then(|c| {
+            c.as_any()
+                .downcast_ref::<marketlake_lake::read::Int64Array>()
+        })
         .with_context(|| format!("i64 column {name}"))
 }
 

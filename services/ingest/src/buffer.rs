@@ -16,9 +16,12 @@ pub struct Span {
     pub to: i64,
 }
 
+/// Buffered rows with the partition and offset each was consumed at.
+pub type Rows<R> = Vec<(R, PartitionKey, i64)>;
+
 #[derive(Debug)]
 pub struct TableBuffer<R> {
-    pub rows: Vec<(R, PartitionKey, i64)>,
+    pub rows: Rows<R>,
     pub spans: BTreeMap<PartitionKey, Span>,
     pub bytes: usize,
     pub oldest: Option<Instant>,
@@ -45,7 +48,14 @@ impl<R> TableBuffer<R> {
     }
 
     /// Add a row consumed at `offset` of `key`; `stored` is the partition's committed offset.
-    pub fn push(&mut self, row: R, key: PartitionKey, offset: i64, stored: Option<i64>, bytes: usize) {
+    pub fn push(
+        &mut self,
+        row: R,
+        key: PartitionKey,
+        offset: i64,
+        stored: Option<i64>,
+        bytes: usize,
+    ) {
         self.spans
             .entry(key.clone())
             .and_modify(|span| span.to = offset)
@@ -85,7 +95,7 @@ impl<R> TableBuffer<R> {
     }
 
     /// Empty the buffer, returning its rows and spans.
-    pub fn take(&mut self) -> (Vec<(R, PartitionKey, i64)>, BTreeMap<PartitionKey, Span>) {
+    pub fn take(&mut self) -> (Rows<R>, BTreeMap<PartitionKey, Span>) {
         self.bytes = 0;
         self.oldest = None;
         (

@@ -17,7 +17,9 @@ use marketlake_schemas::names::{
     TableName, L1_DEAD_LETTERS, L1_NEWS_RAW, L1_TRADES_RAW, TOPIC_DEAD_LETTER_PREFIX,
     TOPIC_RAW_NEWS, TOPIC_RAW_TRADES,
 };
-use marketlake_schemas::{l1, now_utc_ns, DeadLetter, FeedClass, KafkaPosition, PayloadFormat, RawRecord};
+use marketlake_schemas::{
+    l1, now_utc_ns, DeadLetter, FeedClass, KafkaPosition, PayloadFormat, RawRecord,
+};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -104,7 +106,8 @@ pub fn l1_specs() -> Vec<TableSpec> {
             name: L1_TRADES_RAW,
             schema: l1::raw_schema(),
             partition_columns: vec![l1::PARTITION_COLUMN.into()],
-            description: "raw trade-feed records exactly as received, with source and Kafka lineage",
+            description:
+                "raw trade-feed records exactly as received, with source and Kafka lineage",
         },
         TableSpec {
             name: L1_NEWS_RAW,
@@ -480,6 +483,26 @@ impl Ingest {
     }
 }
 
+/// Retry a broker lookup a few times with backoff: a broker restarting or busy is normal.
+async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(attempt, error = %e, "{what} lookup failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Run the ingest loop until `shutdown` fires (committing what is buffered) or, with
 /// `until_caught_up`, until every partition is stored up to the end offsets seen at start.
 pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestReport> {
@@ -510,8 +533,12 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
         assigned_once: false,
     };
     let ends = if ingest.job.until_caught_up {
-        let ends = ingest.end_offsets().await?;
-        tracing::info!(partitions = ends.len(), ?ends, "draining to the end offsets seen at start");
+        let ends = retry("end offsets", || ingest.end_offsets()).await?;
+        tracing::info!(
+            partitions = ends.len(),
+            ?ends,
+            "draining to the end offsets seen at start"
+        );
         Some(ends)
     } else {
         None
@@ -570,11 +597,24 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
         if ingest.consumer.owned().is_empty() {
             let since = *owned_nothing_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= rejoin_after {
-                let lag = ingest.lag().await?;
+                let lag = match ingest.lag().await {
+                    Ok(lag) => lag,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lag lookup failed; will retry");
+                        owned_nothing_since = Some(Instant::now());
+                        continue;
+                    }
+                };
                 if lag > 0 && last_lag == Some(lag) {
-                    tracing::warn!(lag, "no partitions assigned while records wait; rejoining the consumer group");
-                    ingest.consumer =
-                        VerifiedConsumer::subscribe(&ingest.job.kafka, &ingest.job.ingest.group, &topic_refs)?;
+                    tracing::warn!(
+                        lag,
+                        "no partitions assigned while records wait; rejoining the consumer group"
+                    );
+                    ingest.consumer = VerifiedConsumer::subscribe(
+                        &ingest.job.kafka,
+                        &ingest.job.ingest.group,
+                        &topic_refs,
+                    )?;
                     ingest.stored.clear();
                     last_lag = None;
                 } else {

@@ -44,10 +44,10 @@ impl KafkaConfig {
             message: message.into(),
         };
         if self.brokers.trim().is_empty()
-            || self
-                .brokers
-                .split(',')
-                .any(|b| b.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()))
+            || self.brokers.split(',').any(|b| {
+                b.rsplit_once(':')
+                    .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+            })
         {
             return Err(bad(
                 "brokers",

@@ -7,9 +7,9 @@
 //! - above: a gap. Some brokers (tansu 0.6) answer a fetch at an offset inside a record batch
 //!   with the *next* batch, silently skipping the rest of the batch. So a gap is never taken at
 //!   face value: the consumer seeks further back (1, 4, 16, ... offsets before the expectation,
-//!   never below the low watermark) until a record at or below the expectation arrives — then
-//!   skips up to it — or the low watermark itself still yields a later record, which proves the
-//!   gap real (deleted or compacted offsets). Only then does it move past.
+//!   never below offset 0) until a record at or below the expectation arrives — then skips up
+//!   to it — or a seek to 0 (which the client turns into the earliest retained offset) still
+//!   yields a later record, which proves the gap real (deleted or compacted offsets). Only then does it move past.
 //!
 //! A partition that stays silent is probed the same way, because a fetch inside the *last* batch
 //! returns nothing at all on that broker, and its high watermark cannot be trusted either (tansu
@@ -32,6 +32,8 @@ use crate::{KafkaConfig, KafkaError, Result};
 
 /// How long a probe seek may stay unanswered before the next, further-back step.
 const PROBE_STEP_WAIT: Duration = Duration::from_millis(300);
+/// Silent waits at the start of the log (300 ms doubling: about 9 s in all) before giving up.
+const MAX_PROBE_REPEATS: u32 = 5;
 /// Each probe step seeks this many times further back than the last.
 const PROBE_GROWTH: i64 = 4;
 
@@ -129,6 +131,8 @@ struct Probe {
     low_watermark: i64,
     /// A record below the expectation arrived since the last seek: the seek took effect.
     reached_below: bool,
+    /// Silent waits at the start of the log without a new seek (backoff for slow brokers).
+    repeats: u32,
 }
 
 #[derive(Debug)]
@@ -151,7 +155,7 @@ pub struct ConsumerStats {
     pub probe_seeks: u64,
     /// Gaps that turned out to be broker skips and were filled by seeking back.
     pub gaps_filled: u64,
-    /// Offsets proven not to exist (after seeking back to the low watermark).
+    /// Offsets proven not to exist (after seeking back to the start of the log).
     pub offsets_proven_missing: u64,
 }
 
@@ -261,12 +265,15 @@ impl VerifiedConsumer {
     }
 
     /// Start delivering `key` from `next_offset` (the offset after the last one the caller has
-    /// durably written), or from the low watermark when the caller has written nothing.
-    pub async fn start_partition(&mut self, key: &PartitionKey, next_offset: Option<i64>) -> Result<()> {
-        let expected = match next_offset {
-            Some(offset) => offset,
-            None => self.watermarks(key).await?.0,
-        };
+    /// durably written), or from the start of the log when the caller has written nothing.
+    pub async fn start_partition(
+        &mut self,
+        key: &PartitionKey,
+        next_offset: Option<i64>,
+    ) -> Result<()> {
+        // Nothing written yet: expect offset 0. If retention removed the start of the log, the
+        // first record's gap is proven real by the probe (a seek to 0 restarts at the earliest).
+        let expected = next_offset.unwrap_or(0);
         tracing::info!(partition = %key, expected, "partition started");
         self.tracks.insert(
             key.clone(),
@@ -314,7 +321,10 @@ impl VerifiedConsumer {
         let expected = track.expected;
         let next = match track.probe {
             None => {
-                let (low, _) = self.watermarks(key).await?;
+                // No low-watermark lookup: seeking below it makes the client restart at the
+                // earliest offset (auto.offset.reset), which proves the same thing, and some
+                // brokers stall every client while answering ListOffsets.
+                let low = 0;
                 if seen.is_some() {
                     tracing::warn!(
                         partition = %key, expected, first_seen = ?seen,
@@ -329,6 +339,7 @@ impl VerifiedConsumer {
                     target: (expected - distance).max(low),
                     low_watermark: low,
                     reached_below: false,
+                    repeats: 0,
                 }
             }
             Some(probe) if probe.target <= probe.low_watermark => {
@@ -346,20 +357,46 @@ impl VerifiedConsumer {
                     }
                     return Ok(Some(seen));
                 }
-                Probe {
-                    reached_below: false,
-                    ..probe
+                // Silent even from the start of the log. A slow broker may just need longer:
+                // wait without re-seeking (a new seek would cancel its fetch). After that, put
+                // the position back where it was and fall back to the broker's high watermark.
+                if probe.repeats < MAX_PROBE_REPEATS {
+                    if let Some(track) = self.tracks.get_mut(key) {
+                        track.probe = Some(Probe {
+                            repeats: probe.repeats + 1,
+                            ..probe
+                        });
+                        track.last_progress = Instant::now();
+                    }
+                    return Ok(None);
                 }
+                self.seek(key, expected);
+                let high = match self.watermarks(key).await {
+                    Ok((_, high)) => Some(high),
+                    Err(e) => {
+                        tracing::warn!(partition = %key, error = %e, "watermark lookup failed");
+                        None
+                    }
+                };
+                if let Some(track) = self.tracks.get_mut(key) {
+                    track.probe = None;
+                    track.idle_probes = track.idle_probes.saturating_add(1);
+                    track.last_progress = Instant::now();
+                    track.caught_up = high.is_some_and(|high| high <= expected);
+                    if !track.caught_up {
+                        tracing::warn!(partition = %key, expected, ?high, "the broker answered no seek back; position restored, will probe again");
+                    }
+                }
+                return Ok(None);
             }
             Some(probe) => {
                 let distance = probe.distance.saturating_mul(PROBE_GROWTH).max(1);
                 Probe {
                     distance,
-                    target: expected
-                        .saturating_sub(distance)
-                        .max(probe.low_watermark),
+                    target: expected.saturating_sub(distance).max(probe.low_watermark),
                     low_watermark: probe.low_watermark,
                     reached_below: false,
+                    repeats: 0,
                 }
             }
         };
@@ -378,6 +415,7 @@ impl VerifiedConsumer {
             track.last_progress = Instant::now();
         }
         self.stats.probe_seeks += 1;
+        tracing::debug!(partition = %key, expected, target = next.target, seen = ?seen, "probe seek");
         self.seek(key, next.target);
         Ok(None)
     }
@@ -397,9 +435,10 @@ impl VerifiedConsumer {
             .tracks
             .iter()
             .filter(|(_, t)| {
-                let wait = if t.probe.is_some() {
-                    // A seek is answered within a fetch round trip (fetch.wait.max.ms = 100).
-                    PROBE_STEP_WAIT
+                let wait = if let Some(probe) = t.probe {
+                    // A seek is answered within a fetch round trip (fetch.wait.max.ms = 100);
+                    // waits at the start of the log back off for slow brokers.
+                    PROBE_STEP_WAIT * (1u32 << probe.repeats.min(5))
                 } else {
                     stall_after * (1u32 << t.idle_probes.min(5))
                 };
@@ -477,10 +516,8 @@ impl VerifiedConsumer {
                 }
                 continue;
             }
-            if offset > track.expected {
-                if self.probe_step(&key, Some(offset)).await?.is_none() {
-                    continue;
-                }
+            if offset > track.expected && self.probe_step(&key, Some(offset)).await?.is_none() {
+                continue;
             }
             let Some(track) = self.tracks.get_mut(&key) else {
                 continue;

@@ -22,14 +22,15 @@ pub struct RawProducer {
 }
 
 fn owned_headers(headers: &[(String, Vec<u8>)]) -> OwnedHeaders {
-    headers
-        .iter()
-        .fold(OwnedHeaders::new_with_capacity(headers.len()), |acc, (key, value)| {
+    headers.iter().fold(
+        OwnedHeaders::new_with_capacity(headers.len()),
+        |acc, (key, value)| {
             acc.insert(Header {
                 key,
                 value: Some(value),
             })
-        })
+        },
+    )
 }
 
 impl RawProducer {

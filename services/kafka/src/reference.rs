@@ -20,7 +20,10 @@ pub async fn consume_all(
 ) -> Result<(u64, u64, Duration)> {
     let mut client = config.client_config();
     client
-        .set("group.id", format!("marketlake-reference-{}", std::process::id()))
+        .set(
+            "group.id",
+            format!("marketlake-reference-{}", std::process::id()),
+        )
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
         .set("enable.partition.eof", "false");
@@ -36,7 +39,9 @@ pub async fn consume_all(
         if started.elapsed() > timeout {
             return Err(KafkaError::Delivery {
                 topic: topic.to_string(),
-                message: format!("reference consumer read {records} of {expected} records within {timeout:?}"),
+                message: format!(
+                    "reference consumer read {records} of {expected} records within {timeout:?}"
+                ),
             });
         }
         let message = tokio::select! {

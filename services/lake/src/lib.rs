@@ -23,9 +23,11 @@ pub enum LakeError {
     Delta {
         table: String,
         #[source]
-        source: deltalake::DeltaTableError,
+        source: Box<deltalake::DeltaTableError>,
     },
-    #[error("table {table} has a different schema than this version of marketlake expects: {message}")]
+    #[error(
+        "table {table} has a different schema than this version of marketlake expects: {message}"
+    )]
     SchemaMismatch { table: String, message: String },
     #[error("reading {what}: {message}")]
     Read { what: String, message: String },
@@ -36,6 +38,6 @@ pub type Result<T, E = LakeError> = std::result::Result<T, E>;
 pub(crate) fn delta_error(table: &str) -> impl Fn(deltalake::DeltaTableError) -> LakeError + '_ {
     move |source| LakeError::Delta {
         table: table.to_string(),
-        source,
+        source: Box::new(source),
     }
 }

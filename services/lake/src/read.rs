@@ -9,8 +9,8 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use marketlake_schemas::names::TableName;
+use object_store::ObjectStoreExt;
 
 use crate::spec::LakeConfig;
 use crate::{delta_error, LakeError, RecordBatch, Result};
@@ -27,7 +27,11 @@ pub struct DataFile {
 }
 
 /// Load a table at `version` (latest when `None`).
-pub async fn load_table(config: &LakeConfig, name: TableName, version: Option<i64>) -> Result<DeltaTable> {
+pub async fn load_table(
+    config: &LakeConfig,
+    name: TableName,
+    version: Option<i64>,
+) -> Result<DeltaTable> {
     let label = name.to_string();
     let url = config.table_url(name)?;
     let mut builder = DeltaTableBuilder::from_url(url).map_err(delta_error(&label))?;
@@ -98,7 +102,10 @@ pub async fn read_rows(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
             .map_err(|e| read_error(&e))?;
         for batch in reader {
             let batch = batch.map_err(|e| read_error(&e))?;
-            batches.push(with_partition_columns(batch, &file.partition_values).map_err(|e| read_error(&e))?);
+            batches.push(
+                with_partition_columns(batch, &file.partition_values)
+                    .map_err(|e| read_error(&e))?,
+            );
         }
     }
     Ok(batches)
@@ -120,7 +127,10 @@ fn with_partition_columns(
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     for (name, value) in values {
         fields.push(Field::new(name, DataType::Utf8, value.is_none()));
-        columns.push(Arc::new(StringArray::from(vec![value.clone(); batch.num_rows()])));
+        columns.push(Arc::new(StringArray::from(vec![
+            value.clone();
+            batch.num_rows()
+        ])));
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }

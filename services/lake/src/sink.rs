@@ -156,7 +156,9 @@ impl ExactlyOnceSink {
     async fn check_offsets(&self, advances: &[OffsetAdvance]) -> Result<OffsetCheck> {
         let mut all_landed = !advances.is_empty();
         for advance in advances {
-            let stored = self.stored_offset(&advance.topic, advance.partition).await?;
+            let stored = self
+                .stored_offset(&advance.topic, advance.partition)
+                .await?;
             if stored != Some(advance.to) {
                 all_landed = false;
             }
@@ -174,7 +176,9 @@ impl ExactlyOnceSink {
         }
         // Partly ours and partly not cannot come from one commit of ours: treat as moved.
         for advance in advances {
-            let stored = self.stored_offset(&advance.topic, advance.partition).await?;
+            let stored = self
+                .stored_offset(&advance.topic, advance.partition)
+                .await?;
             if stored != advance.from {
                 return Ok(OffsetCheck::Moved {
                     topic: advance.topic.clone(),
@@ -242,12 +246,7 @@ impl ExactlyOnceSink {
                     adds = Some(self.write_files(batch).await?);
                 }
             }
-            let actions: Vec<Action> = adds
-                .iter()
-                .flatten()
-                .cloned()
-                .map(Action::Add)
-                .collect();
+            let actions: Vec<Action> = adds.iter().flatten().cloned().map(Action::Add).collect();
             let now_ms = i64::try_from(
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -289,7 +288,10 @@ impl ExactlyOnceSink {
                 Ok(finalized) => {
                     self.commits += 1;
                     let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
-                    self.table.update_state().await.map_err(delta_error(&name))?;
+                    self.table
+                        .update_state()
+                        .await
+                        .map_err(delta_error(&name))?;
                     return Ok(CommitOutcome::Committed { version });
                 }
                 Err(e) => {
@@ -300,9 +302,9 @@ impl ExactlyOnceSink {
         }
         Err(LakeError::Delta {
             table: name,
-            source: last_error.unwrap_or_else(|| {
+            source: Box::new(last_error.unwrap_or_else(|| {
                 deltalake::DeltaTableError::Generic("commit attempts exhausted".into())
-            }),
+            })),
         })
     }
 }

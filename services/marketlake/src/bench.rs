@@ -58,7 +58,9 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
 
 /// A FIX 4.4 execution report with correct BodyLength and CheckSum.
 fn execution_report(seq: u64) -> Vec<u8> {
-    const SYMBOLS: [&str; 8] = ["AAPL", "MSFT", "GOOG", "IBM", "TSLA", "AMZN", "NVDA", "META"];
+    const SYMBOLS: [&str; 8] = [
+        "AAPL", "MSFT", "GOOG", "IBM", "TSLA", "AMZN", "NVDA", "META",
+    ];
     let symbol = SYMBOLS[(seq % SYMBOLS.len() as u64) as usize];
     let price = 100.0 + (seq % 5_000) as f64 / 100.0;
     let body = format!(
@@ -95,11 +97,19 @@ impl Drop for PrivateBroker {
 }
 
 fn start_private_broker(dir: &Path) -> anyhow::Result<(PrivateBroker, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let url = format!("tcp://127.0.0.1:{port}");
     let log = std::fs::File::create(dir.join("tansu.log"))?;
     let child = Command::new("tansu")
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
         .args(["--storage-engine", "memory://tansu/"])
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
@@ -177,10 +187,22 @@ async fn ingest(config: Config, args: IngestBenchArgs) -> anyhow::Result<()> {
     ensure_topics(
         &kafka,
         &[
-            TopicSpec { name: TOPIC_RAW_TRADES.into(), partitions: args.partitions },
-            TopicSpec { name: TOPIC_RAW_NEWS.into(), partitions: args.partitions },
-            TopicSpec { name: dead_letter_topic(source_id), partitions: 1 },
-            TopicSpec { name: baseline_topic.into(), partitions: args.partitions },
+            TopicSpec {
+                name: TOPIC_RAW_TRADES.into(),
+                partitions: args.partitions,
+            },
+            TopicSpec {
+                name: TOPIC_RAW_NEWS.into(),
+                partitions: args.partitions,
+            },
+            TopicSpec {
+                name: dead_letter_topic(source_id),
+                partitions: 1,
+            },
+            TopicSpec {
+                name: baseline_topic.into(),
+                partitions: args.partitions,
+            },
         ],
     )
     .await?;
@@ -293,10 +315,15 @@ async fn freshness(
     let source_id = "bench-dropcopy";
     ensure_topics(
         kafka,
-        &[TopicSpec { name: dead_letter_topic(source_id), partitions: 1 }],
+        &[TopicSpec {
+            name: dead_letter_topic(source_id),
+            partitions: 1,
+        }],
     )
     .await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let listen = format!("127.0.0.1:{port}");
     let spec = SourceConfig {
         id: source_id.into(),

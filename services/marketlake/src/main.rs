@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "marketlake", version, about = "A finance data lake: feeds → Kafka → Delta, exactly once")]
+#[command(
+    name = "marketlake",
+    version,
+    about = "A finance data lake: feeds → Kafka → Delta, exactly once"
+)]
 struct Cli {
     /// Configuration file (TOML) merged over the embedded defaults.
     #[arg(long, global = true, env = "MARKETLAKE_CONFIG")]
@@ -83,7 +87,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_logging(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -236,7 +236,10 @@ fn parse_kind(name: &str) -> anyhow::Result<ConnectorKind> {
         .find(|k| k.name() == name)
         .with_context(|| {
             let names: Vec<&str> = ConnectorKind::ALL.iter().map(|k| k.name()).collect();
-            format!("unknown connector kind `{name}`; use one of {}", names.join(", "))
+            format!(
+                "unknown connector kind `{name}`; use one of {}",
+                names.join(", ")
+            )
         })
 }
 
@@ -263,7 +266,10 @@ impl ConnectArgs {
             settings.insert("follow".to_string(), serde_json::Value::Bool(true));
         }
         if let Some(listen) = &self.listen {
-            settings.insert("listen".to_string(), serde_json::Value::String(listen.clone()));
+            settings.insert(
+                "listen".to_string(),
+                serde_json::Value::String(listen.clone()),
+            );
         }
         if let Some(url) = &self.url {
             settings.insert("url".to_string(), serde_json::Value::String(url.clone()));
@@ -304,7 +310,9 @@ fn parse_table(name: &str) -> anyhow::Result<TableName> {
         .into_iter()
         .map(|s| s.name)
         .find(|t| t.to_string() == name)
-        .with_context(|| format!("unknown table `{name}`; known: l1.trades_raw, l1.news_raw, l1.dead_letters"))
+        .with_context(|| {
+            format!("unknown table `{name}`; known: l1.trades_raw, l1.news_raw, l1.dead_letters")
+        })
 }
 
 pub async fn inspect(config: &Config, table: &str, version: Option<i64>) -> anyhow::Result<()> {
@@ -329,7 +337,9 @@ pub async fn inspect(config: &Config, table: &str, version: Option<i64>) -> anyh
     }
     println!(
         "{name}: version {}, {} files, {} bytes, {} rows",
-        loaded.version().map_or("none".to_string(), |v| v.to_string()),
+        loaded
+            .version()
+            .map_or("none".to_string(), |v| v.to_string()),
         files.len(),
         files.iter().map(|f| f.size).sum::<i64>(),
         rows
