@@ -245,9 +245,10 @@ async fn two_ingest_processes_share_partitions_and_write_once() -> Result<()> {
     let mut b = lake.spawn(&["ingest"], "ingest-b.log")?;
     let producer = RawProducer::new(&kafka)?;
     const N: i64 = 20_000;
-    for chunk in 0..20 {
-        produce_numbered(&producer, chunk * 1_000..(chunk + 1) * 1_000).await?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // A steady stream for ~16 s: long enough for the group to settle with both members.
+    for chunk in 0..40 {
+        produce_numbered(&producer, chunk * 500..(chunk + 1) * 500).await?;
+        tokio::time::sleep(Duration::from_millis(400)).await;
     }
     let waited = eventually(
         Duration::from_secs(120),

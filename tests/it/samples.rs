@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use marketlake_schemas::names::{TableName, L1_DEAD_LETTERS, L1_NEWS_RAW, L1_TRADES_RAW};
 
-use crate::support::{eventually, l1_rows, sigint, wait_output, Lake, LakeOptions};
+use crate::support::{eventually, l1_rows, sigint, wait_output, Lake, LakeOptions, HEAVY};
 
 /// Framed records per source in the bundled files (counts from data/PROVENANCE.md).
 const EXPECTED: &[(TableName, &str, usize)] = &[
@@ -70,6 +70,7 @@ fn matches_expected(counts: &Counts) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundled_samples_land_in_l1_exactly() -> Result<()> {
+    let _heavy = HEAVY.lock().await;
     let lake = Lake::new(LakeOptions {
         sources_toml: sources_toml()?,
         ..LakeOptions::default()

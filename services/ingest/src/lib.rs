@@ -54,8 +54,10 @@ pub struct IngestConfig {
     pub max_batch_bytes: usize,
     /// ...or when its oldest record has waited this long (freshness bound).
     pub commit_interval_ms: u64,
-    /// Rejoin the group when this process has owned no partition for this long while records
-    /// wait unconsumed (a member can be left with an empty assignment after crashes).
+    /// Every this many seconds, rejoin the group when records wait on partitions this process
+    /// does not own and either it owns nothing or nobody committed any of them meanwhile (a
+    /// member can be left with an empty assignment, or a dead member keep partitions, after
+    /// crashes).
     pub rejoin_when_idle_secs: u64,
 }
 
@@ -460,26 +462,28 @@ impl Ingest {
         Ok(true)
     }
 
-    /// Total offsets not yet stored in the tables across all partitions.
-    async fn lag(&mut self) -> Result<i64> {
+    /// For the partitions this process does not own: offsets waiting (high watermark minus next
+    /// stored offset) and the sum of their stored offsets (which moves when their owner commits).
+    async fn unowned_progress(&mut self) -> Result<(i64, i64)> {
         let ends = self.end_offsets().await?;
+        let owned = self.consumer.owned();
         for table in self.tables.values_mut() {
             table.sink.refresh().await?;
         }
-        let mut lag = 0;
+        let (mut lag, mut stored_sum) = (0, 0);
         for (key, low, high) in ends {
+            if owned.contains(&key) {
+                continue;
+            }
             let name = table_of_topic(&key.topic);
             let Some(table) = self.tables.get(&name) else {
                 continue;
             };
-            let next = table
-                .sink
-                .stored_offset(&key.topic, key.partition)
-                .await?
-                .map_or(low, |s| s + 1);
-            lag += (high - next).max(0);
+            let stored = table.sink.stored_offset(&key.topic, key.partition).await?;
+            stored_sum += stored.unwrap_or(-1);
+            lag += (high - stored.map_or(low, |s| s + 1)).max(0);
         }
-        Ok(lag)
+        Ok((lag, stored_sum))
     }
 }
 
@@ -544,8 +548,8 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
         None
     };
     let mut last_caught_up_check = Instant::now();
-    let mut owned_nothing_since: Option<Instant> = None;
-    let mut last_lag: Option<i64> = None;
+    let mut last_group_check = Instant::now();
+    let mut last_unowned_stored: Option<i64> = None;
     let rejoin_after = Duration::from_secs(ingest.job.ingest.rejoin_when_idle_secs);
     loop {
         if shutdown.is_cancelled() {
@@ -593,38 +597,39 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
                 }
             }
         }
-        // A member left owning nothing while records wait: rejoin the group.
-        if ingest.consumer.owned().is_empty() {
-            let since = *owned_nothing_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= rejoin_after {
-                let lag = match ingest.lag().await {
-                    Ok(lag) => lag,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "lag lookup failed; will retry");
-                        owned_nothing_since = Some(Instant::now());
-                        continue;
+        // Group health. A member can be left owning nothing while records wait, or partitions
+        // can stay with a member that died (seen on tansu after SIGKILLs): every interval, look
+        // at the partitions this process does not own, and rejoin the group when records wait
+        // there and either it owns nothing or nobody committed any of them since the last look.
+        if last_group_check.elapsed() >= rejoin_after {
+            last_group_check = Instant::now();
+            match ingest.unowned_progress().await {
+                Ok((lag, stored_sum)) => {
+                    let owns_nothing = ingest.consumer.owned().is_empty();
+                    let stalled = last_unowned_stored == Some(stored_sum);
+                    if lag > 0 && (owns_nothing || stalled) {
+                        tracing::warn!(
+                            lag,
+                            owns_nothing,
+                            "records wait on partitions nobody is consuming; rejoining the consumer group"
+                        );
+                        ingest.flush_all().await?;
+                        ingest.consumer = VerifiedConsumer::subscribe(
+                            &ingest.job.kafka,
+                            &ingest.job.ingest.group,
+                            &topic_refs,
+                        )?;
+                        ingest.stored.clear();
+                        for table in ingest.tables.values_mut() {
+                            table.buffer = TableBuffer::default();
+                        }
+                        last_unowned_stored = None;
+                    } else {
+                        last_unowned_stored = Some(stored_sum);
                     }
-                };
-                if lag > 0 && last_lag == Some(lag) {
-                    tracing::warn!(
-                        lag,
-                        "no partitions assigned while records wait; rejoining the consumer group"
-                    );
-                    ingest.consumer = VerifiedConsumer::subscribe(
-                        &ingest.job.kafka,
-                        &ingest.job.ingest.group,
-                        &topic_refs,
-                    )?;
-                    ingest.stored.clear();
-                    last_lag = None;
-                } else {
-                    last_lag = Some(lag);
                 }
-                owned_nothing_since = Some(Instant::now());
+                Err(e) => tracing::warn!(error = %e, "group health check failed; will retry"),
             }
-        } else {
-            owned_nothing_since = None;
-            last_lag = None;
         }
     }
     ingest.report.elapsed = started.elapsed();

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
 use deltalake::kernel::StructType;
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::DeltaTable;
 use marketlake_schemas::names::TableName;
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -119,9 +119,21 @@ pub struct TableSpec {
 pub async fn open_or_create(config: &LakeConfig, spec: &TableSpec) -> Result<DeltaTable> {
     let name = spec.name.to_string();
     let url = config.table_url(spec.name)?;
-    let table = DeltaTable::try_from_url(url.clone())
-        .await
-        .map_err(delta_error(&name))?;
+    let log_dir = config
+        .root
+        .join(spec.name.relative_path())
+        .join("_delta_log");
+    let table = if log_dir.exists() {
+        DeltaTable::try_from_url(url.clone())
+            .await
+            .map_err(delta_error(&name))?
+    } else {
+        // No log yet: skip a load that could only fail (and log that it failed).
+        deltalake::DeltaTableBuilder::from_url(url.clone())
+            .map_err(delta_error(&name))?
+            .build()
+            .map_err(delta_error(&name))?
+    };
     if table.version().is_some() {
         check_schema(&table, spec)?;
         return Ok(table);
@@ -158,21 +170,18 @@ pub async fn open_or_create(config: &LakeConfig, spec: &TableSpec) -> Result<Del
             tracing::info!(table = %name, %url, "delta table created");
             Ok(table)
         }
-        // Another process created it between our load and our create: use theirs.
-        Err(DeltaTableError::VersionAlreadyExists(_)) | Err(DeltaTableError::Generic(_)) => {
+        // Another process may have created it between our look and our create: use theirs.
+        Err(error) => {
             let table = DeltaTable::try_from_url(url)
                 .await
                 .map_err(delta_error(&name))?;
             if table.version().is_none() {
-                return Err(LakeError::Config {
-                    setting: "lake.root".into(),
-                    message: format!("table {name} could not be created"),
-                });
+                return Err(delta_error(&name)(error));
             }
+            tracing::info!(table = %name, "delta table created concurrently by another process");
             check_schema(&table, spec)?;
             Ok(table)
         }
-        Err(e) => Err(delta_error(&name)(e)),
     }
 }
 

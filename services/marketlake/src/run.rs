@@ -48,7 +48,8 @@ pub fn shutdown_on_signal() -> CancellationToken {
 
 /// Check the broker answers and create every topic the given sources need.
 async fn prepare_topics(config: &Config, source_ids: &[String]) -> anyhow::Result<()> {
-    check_reachable(&config.kafka, Duration::from_secs(10)).await?;
+    // Generous: a busy broker (or a durable one replaying its log) can be slow to answer.
+    check_reachable(&config.kafka, Duration::from_secs(20)).await?;
     let mut topics = vec![
         TopicSpec {
             name: TOPIC_RAW_TRADES.into(),
