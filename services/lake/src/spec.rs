@@ -72,7 +72,15 @@ impl LakeConfig {
                 ),
             )
         })?;
-        let probe = self.root.join(".marketlake-write-check");
+        // Unique per process: several services may validate the same root at once.
+        let probe = self.root.join(format!(
+            ".marketlake-write-check-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
         std::fs::write(&probe, b"ok")
             .and_then(|_| std::fs::remove_file(&probe))
             .map_err(|e| {
