@@ -132,7 +132,10 @@ fn timestamp_builder() -> TimestampMicrosecondBuilder {
 }
 
 /// Build one Arrow batch of L1 rows from consumed raw records.
-pub fn raw_batch(rows: &[(RawRecord, KafkaPosition)], ingested_at_ns: i64) -> Result<RecordBatch> {
+pub fn raw_batch<'a>(
+    rows: impl IntoIterator<Item = (&'a RawRecord, &'a KafkaPosition)>,
+    ingested_at_ns: i64,
+) -> Result<RecordBatch> {
     let mut source_id = StringBuilder::new();
     let mut connector = StringBuilder::new();
     let mut format = StringBuilder::new();
@@ -181,8 +184,8 @@ pub fn raw_batch(rows: &[(RawRecord, KafkaPosition)], ingested_at_ns: i64) -> Re
 }
 
 /// Build one Arrow batch of dead-letter rows.
-pub fn dead_letter_batch(
-    rows: &[(DeadLetter, KafkaPosition)],
+pub fn dead_letter_batch<'a>(
+    rows: impl IntoIterator<Item = (&'a DeadLetter, &'a KafkaPosition)>,
     ingested_at_ns: i64,
 ) -> Result<RecordBatch> {
     let mut source_id = StringBuilder::new();
@@ -255,7 +258,7 @@ mod tests {
             offset: 9,
             timestamp_ms: None,
         };
-        let batch = raw_batch(&[(record.clone(), at.clone()), (record, at)], 5).unwrap();
+        let batch = raw_batch([(&record, &at), (&record, &at)], 5).unwrap();
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.schema(), raw_schema());
     }

@@ -118,7 +118,7 @@ async fn resuming_inside_a_record_batch_loses_nothing() -> Result<()> {
         .collect();
     let outcome = sink
         .commit(
-            l1::raw_batch(&rows, 0)?,
+            l1::raw_batch(rows.iter().map(|(r, p)| (r, p)), 0)?,
             &[OffsetAdvance {
                 topic: TOPIC_RAW_TRADES.into(),
                 partition: 0,
@@ -175,7 +175,7 @@ async fn a_stale_writer_cannot_commit_offsets_twice() -> Result<()> {
                 )
             })
             .collect();
-        l1::raw_batch(&rows, 0)
+        l1::raw_batch(rows.iter().map(|(r, p)| (r, p)), 0)
     };
     let advance = |to| OffsetAdvance {
         topic: "t".into(),

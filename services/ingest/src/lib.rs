@@ -335,23 +335,21 @@ impl Ingest {
         let (rows, spans) = table.buffer.take();
         let ingested_at = now_utc_ns();
         let batch = if name == L1_DEAD_LETTERS {
-            let letters: Vec<(DeadLetter, KafkaPosition)> = rows
-                .iter()
-                .filter_map(|(row, _, _)| match row {
-                    Row::Dead(d, p) => Some((d.clone(), p.clone())),
+            l1::dead_letter_batch(
+                rows.iter().filter_map(|(row, _, _)| match row {
+                    Row::Dead(d, p) => Some((d, p)),
                     Row::Raw(..) => None,
-                })
-                .collect();
-            l1::dead_letter_batch(&letters, ingested_at)?
+                }),
+                ingested_at,
+            )?
         } else {
-            let raws: Vec<(RawRecord, KafkaPosition)> = rows
-                .iter()
-                .filter_map(|(row, _, _)| match row {
-                    Row::Raw(r, p) => Some((r.clone(), p.clone())),
+            l1::raw_batch(
+                rows.iter().filter_map(|(row, _, _)| match row {
+                    Row::Raw(r, p) => Some((r, p)),
                     Row::Dead(..) => None,
-                })
-                .collect();
-            l1::raw_batch(&raws, ingested_at)?
+                }),
+                ingested_at,
+            )?
         };
         let payload_bytes: u64 = rows
             .iter()
