@@ -581,11 +581,16 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
         if let Some(ends) = &ends {
             if last_caught_up_check.elapsed() >= Duration::from_millis(250) {
                 last_caught_up_check = Instant::now();
-                let buffered = ingest.tables.values().any(|t| !t.buffer.is_empty());
-                if buffered {
-                    // Commit what we have: the end may be inside the buffer.
-                    ingest.flush_all().await?;
+                let owned = ingest.consumer.owned();
+                let drained =
+                    ingest.assigned_once && owned.iter().all(|key| ingest.consumer.caught_up(key));
+                if !drained {
+                    // Still consuming: let size and age decide the commits (small commits
+                    // would only slow the drain down).
+                    continue;
                 }
+                // Everything owned is consumed: commit what is buffered, then check the end.
+                ingest.flush_all().await?;
                 for table in ingest.tables.values_mut() {
                     table.sink.refresh().await?;
                 }
