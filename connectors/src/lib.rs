@@ -8,6 +8,7 @@
 
 pub mod config;
 #[cfg(test)]
+#[path = "tests/conformance.rs"]
 mod conformance;
 pub mod fix;
 pub mod framing;
