@@ -55,6 +55,15 @@ async fn counts(lake: &Lake) -> Result<Counts> {
     Ok(counts)
 }
 
+/// Rows in all three L1 tables, duplicates included.
+async fn row_count(lake: &Lake) -> Result<usize> {
+    let mut rows = 0;
+    for table in [L1_TRADES_RAW, L1_NEWS_RAW, L1_DEAD_LETTERS] {
+        rows += l1_rows(lake, table).await?.len();
+    }
+    Ok(rows)
+}
+
 fn total_rows(counts: &Counts) -> usize {
     counts.values().map(BTreeSet::len).sum()
 }
@@ -98,13 +107,7 @@ async fn bundled_samples_land_in_l1_exactly() -> Result<()> {
     );
     let first = counts(&lake).await?;
     // No row beyond the expected ones (nothing doubled: same set size as row count).
-    let rows: usize = {
-        let mut n = 0;
-        for table in [L1_TRADES_RAW, L1_NEWS_RAW, L1_DEAD_LETTERS] {
-            n += l1_rows(&lake, table).await?.len();
-        }
-        n
-    };
+    let rows = row_count(&lake).await?;
     assert_eq!(
         rows,
         total_rows(&first),
@@ -119,10 +122,7 @@ async fn bundled_samples_land_in_l1_exactly() -> Result<()> {
     sigint(&again);
     let exit = wait_output(again, Duration::from_secs(60))?;
     assert!(exit.status.success(), "{}", lake.log("up-2.log"));
-    let mut after = 0;
-    for table in [L1_TRADES_RAW, L1_NEWS_RAW, L1_DEAD_LETTERS] {
-        after += l1_rows(&lake, table).await?.len();
-    }
+    let after = row_count(&lake).await?;
     assert_eq!(
         after,
         rows,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConnectorKind, SourceConfig};
+use crate::config::{ConnectorKind, SourceConfig, SourceSpec};
 use crate::sink::MemorySink;
 use crate::source::{run_source, SourceStats};
 
@@ -24,6 +24,16 @@ fn data(path: &str) -> String {
         .to_string()
 }
 
+fn spec(id: &str, kind: ConnectorKind, settings: serde_json::Value) -> SourceSpec {
+    SourceConfig {
+        id: id.into(),
+        kind,
+        settings,
+    }
+    .validate("sources[0]")
+    .unwrap()
+}
+
 struct Outcome {
     records: usize,
     dead_letters: usize,
@@ -31,13 +41,7 @@ struct Outcome {
 
 async fn conform(kind: ConnectorKind, settings: serde_json::Value) -> Outcome {
     let state = tempfile::tempdir().unwrap();
-    let spec = SourceConfig {
-        id: "conformance".into(),
-        kind,
-        settings,
-    }
-    .validate("sources[0]")
-    .unwrap();
+    let spec = spec("conformance", kind, settings);
     let sink = Arc::new(MemorySink::default());
     let stats = Arc::new(SourceStats::default());
     let report = run_source(
@@ -160,13 +164,11 @@ async fn fix_drop_copy_session_frames_each_message() {
         .local_addr()
         .unwrap()
         .port();
-    let spec = SourceConfig {
-        id: "dropcopy".into(),
-        kind: ConnectorKind::Fix,
-        settings: serde_json::json!({ "listen": format!("127.0.0.1:{port}") }),
-    }
-    .validate("sources[0]")
-    .unwrap();
+    let spec = spec(
+        "dropcopy",
+        ConnectorKind::Fix,
+        serde_json::json!({ "listen": format!("127.0.0.1:{port}") }),
+    );
     let state = tempfile::tempdir().unwrap();
     let sink = Arc::new(MemorySink::default());
     let stop = CancellationToken::new();

@@ -270,13 +270,16 @@ fn decode(record: ConsumedRecord) -> (TableName, Row, usize) {
 
 impl Ingest {
     async fn on_assigned(&mut self, keys: Vec<PartitionKey>) -> Result<()> {
+        // One reload per table (not per partition): the offsets read below are as of now.
+        for table in self.tables.values_mut() {
+            table.sink.refresh().await?;
+        }
         for key in keys {
             let name = table_of_topic(&key.topic);
             let Some(table) = self.tables.get_mut(&name) else {
                 continue;
             };
             table.buffer.drop_partitions(std::slice::from_ref(&key));
-            table.sink.refresh().await?;
             let stored = table.sink.stored_offset(&key.topic, key.partition).await?;
             self.stored.insert(key.clone(), stored);
             self.consumer
@@ -581,22 +584,21 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
         if let Some(ends) = &ends {
             if last_caught_up_check.elapsed() >= Duration::from_millis(250) {
                 last_caught_up_check = Instant::now();
+                // While still consuming, size and age decide the commits (small commits would
+                // only slow the drain down). Once everything owned is consumed, commit what is
+                // buffered and check the end.
                 let owned = ingest.consumer.owned();
                 let drained =
                     ingest.assigned_once && owned.iter().all(|key| ingest.consumer.caught_up(key));
-                if !drained {
-                    // Still consuming: let size and age decide the commits (small commits
-                    // would only slow the drain down).
-                    continue;
-                }
-                // Everything owned is consumed: commit what is buffered, then check the end.
-                ingest.flush_all().await?;
-                for table in ingest.tables.values_mut() {
-                    table.sink.refresh().await?;
-                }
-                if ingest.caught_up(ends).await? {
-                    tracing::info!("caught up with the end offsets seen at start");
-                    break;
+                if drained {
+                    ingest.flush_all().await?;
+                    for table in ingest.tables.values_mut() {
+                        table.sink.refresh().await?;
+                    }
+                    if ingest.caught_up(ends).await? {
+                        tracing::info!("caught up with the end offsets seen at start");
+                        break;
+                    }
                 }
             }
         }
