@@ -4,11 +4,17 @@
 //! - [`raw`]: the raw envelope a connector publishes (bytes as received + source metadata) and
 //!   its dead-letter twin, with their encoding as Kafka headers.
 //! - [`l1`]: the Arrow schema of the L1 raw tables and the conversion from consumed records.
+//! - [`decimal`]: exact prices and quantities as scaled integers.
+//! - [`l2`]: the enriched record types (trades, news, quarantine) and their Arrow schemas.
+//! - [`l3`]: the curated record types (bars, news–trade windows) and their Arrow schemas.
 //!
 //! This crate is deliberately light (serde, arrow-schema/array only) so connectors and tests can
 //! depend on it without pulling in Kafka or Delta.
 
+pub mod decimal;
 pub mod l1;
+pub mod l2;
+pub mod l3;
 pub mod names;
 pub mod raw;
 
