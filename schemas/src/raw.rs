@@ -136,27 +136,72 @@ const H_ATTR_PREFIX: &str = "ml.attr.";
 /// Headers as `(name, value)` pairs, the form both rdkafka and tests can use.
 pub type Headers = Vec<(String, Vec<u8>)>;
 
-fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &'static str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.as_slice())
+/// The `ml.*` headers of one Kafka record, read in one pass without copying.
+#[derive(Default)]
+struct HeaderFields<'a> {
+    source_id: Option<&'a [u8]>,
+    connector: Option<&'a [u8]>,
+    class: Option<&'a [u8]>,
+    format: Option<&'a [u8]>,
+    uri: Option<&'a [u8]>,
+    position: Option<&'a [u8]>,
+    received: Option<&'a [u8]>,
+    symbol: Option<&'a [u8]>,
+    reason: Option<&'a [u8]>,
+    attributes: Vec<(&'a str, &'a [u8])>,
 }
 
-fn required_text(headers: &[(String, Vec<u8>)], name: &'static str) -> Result<String> {
-    let bytes = header(headers, name).ok_or(SchemaError::MissingHeader(name))?;
-    String::from_utf8(bytes.to_vec()).map_err(|e| SchemaError::InvalidHeader {
+impl<'a> HeaderFields<'a> {
+    fn read(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
+        let mut fields = HeaderFields::default();
+        for (key, value) in headers {
+            let slot = match key {
+                H_SOURCE_ID => &mut fields.source_id,
+                H_CONNECTOR => &mut fields.connector,
+                H_CLASS => &mut fields.class,
+                H_FORMAT => &mut fields.format,
+                H_URI => &mut fields.uri,
+                H_POSITION => &mut fields.position,
+                H_RECEIVED => &mut fields.received,
+                H_SYMBOL => &mut fields.symbol,
+                H_REASON => &mut fields.reason,
+                other => {
+                    if let Some(name) = other.strip_prefix(H_ATTR_PREFIX) {
+                        fields.attributes.push((name, value));
+                    }
+                    continue;
+                }
+            };
+            // The first occurrence wins, as a lookup by name would find it.
+            slot.get_or_insert(value);
+        }
+        fields
+    }
+}
+
+fn required_str<'a>(value: Option<&'a [u8]>, name: &'static str) -> Result<&'a str> {
+    let bytes = value.ok_or(SchemaError::MissingHeader(name))?;
+    std::str::from_utf8(bytes).map_err(|e| SchemaError::InvalidHeader {
         name,
         reason: e.to_string(),
     })
 }
 
-fn required_i64(headers: &[(String, Vec<u8>)], name: &'static str) -> Result<i64> {
-    let text = required_text(headers, name)?;
+fn required_text(value: Option<&[u8]>, name: &'static str) -> Result<String> {
+    required_str(value, name).map(str::to_owned)
+}
+
+fn required_i64(value: Option<&[u8]>, name: &'static str) -> Result<i64> {
+    let text = required_str(value, name)?;
     text.parse::<i64>().map_err(|e| SchemaError::InvalidHeader {
         name,
         reason: format!("`{text}` is not an integer: {e}"),
     })
+}
+
+/// Borrow `(name, value)` header pairs from their owned form.
+pub fn header_pairs(headers: &[(String, Vec<u8>)]) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+    headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
 }
 
 impl RawRecord {
@@ -193,36 +238,46 @@ impl RawRecord {
 
     /// Rebuild a record from a consumed Kafka message's value and headers.
     pub fn from_kafka(payload: &[u8], headers: &[(String, Vec<u8>)]) -> Result<Self> {
-        let class_text = required_text(headers, H_CLASS)?;
-        let class = parse_class(&class_text).ok_or_else(|| SchemaError::InvalidHeader {
+        Self::from_kafka_parts(header_pairs(headers), || payload.to_vec())
+    }
+
+    /// [`RawRecord::from_kafka`] over borrowed header pairs (one pass, no copies of what is not
+    /// kept). `payload` is called only once the headers are valid, so a caller can keep the
+    /// bytes for its error path.
+    pub fn from_kafka_parts<'a>(
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        payload: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Self> {
+        let fields = HeaderFields::read(headers);
+        let class_text = required_str(fields.class, H_CLASS)?;
+        let class = parse_class(class_text).ok_or_else(|| SchemaError::InvalidHeader {
             name: H_CLASS,
             reason: format!("unknown class `{class_text}`"),
         })?;
-        let format_text = required_text(headers, H_FORMAT)?;
+        let format_text = required_str(fields.format, H_FORMAT)?;
         let format =
-            PayloadFormat::parse(&format_text).ok_or_else(|| SchemaError::InvalidHeader {
+            PayloadFormat::parse(format_text).ok_or_else(|| SchemaError::InvalidHeader {
                 name: H_FORMAT,
                 reason: format!("unknown payload format `{format_text}`"),
             })?;
-        let symbol =
-            header(headers, H_SYMBOL).map(|bytes| String::from_utf8_lossy(bytes).into_owned());
-        let attributes = headers
+        let symbol = fields
+            .symbol
+            .map(|bytes| String::from_utf8_lossy(bytes).into_owned());
+        let attributes = fields
+            .attributes
             .iter()
-            .filter_map(|(key, value)| {
-                key.strip_prefix(H_ATTR_PREFIX)
-                    .map(|k| (k.to_string(), String::from_utf8_lossy(value).into_owned()))
-            })
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
             .collect();
         Ok(RawRecord {
-            source_id: required_text(headers, H_SOURCE_ID)?,
-            connector: required_text(headers, H_CONNECTOR)?,
+            source_id: required_text(fields.source_id, H_SOURCE_ID)?,
+            connector: required_text(fields.connector, H_CONNECTOR)?,
             class,
             format,
-            source_uri: required_text(headers, H_URI)?,
-            source_position: required_i64(headers, H_POSITION)?,
-            received_at_ns: required_i64(headers, H_RECEIVED)?,
+            source_uri: required_text(fields.uri, H_URI)?,
+            source_position: required_i64(fields.position, H_POSITION)?,
+            received_at_ns: required_i64(fields.received, H_RECEIVED)?,
             symbol,
-            payload: payload.to_vec(),
+            payload: payload(),
             attributes,
         })
     }
@@ -247,14 +302,23 @@ impl DeadLetter {
     }
 
     pub fn from_kafka(payload: &[u8], headers: &[(String, Vec<u8>)]) -> Result<Self> {
+        Self::from_kafka_parts(header_pairs(headers), || payload.to_vec())
+    }
+
+    /// See [`RawRecord::from_kafka_parts`].
+    pub fn from_kafka_parts<'a>(
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        payload: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Self> {
+        let fields = HeaderFields::read(headers);
         Ok(DeadLetter {
-            source_id: required_text(headers, H_SOURCE_ID)?,
-            connector: required_text(headers, H_CONNECTOR)?,
-            source_uri: required_text(headers, H_URI)?,
-            source_position: required_i64(headers, H_POSITION)?,
-            received_at_ns: required_i64(headers, H_RECEIVED)?,
-            reason: required_text(headers, H_REASON)?,
-            payload: payload.to_vec(),
+            source_id: required_text(fields.source_id, H_SOURCE_ID)?,
+            connector: required_text(fields.connector, H_CONNECTOR)?,
+            source_uri: required_text(fields.uri, H_URI)?,
+            source_position: required_i64(fields.position, H_POSITION)?,
+            received_at_ns: required_i64(fields.received, H_RECEIVED)?,
+            reason: required_text(fields.reason, H_REASON)?,
+            payload: payload(),
         })
     }
 }

@@ -200,8 +200,102 @@ impl Row {
 }
 
 struct Table {
-    sink: ExactlyOnceSink,
+    /// `None` while a commit is in flight: the commit task owns the sink until it lands.
+    sink: Option<ExactlyOnceSink>,
+    /// The commit running beside consumption (one per table at a time).
+    inflight: Option<tokio::task::JoinHandle<Landed>>,
     buffer: TableBuffer<Row>,
+}
+
+impl Table {
+    fn new(sink: ExactlyOnceSink) -> Self {
+        Table {
+            sink: Some(sink),
+            inflight: None,
+            buffer: TableBuffer::default(),
+        }
+    }
+
+    /// The settled sink (callers settle in-flight commits first).
+    fn sink(&mut self) -> Result<&mut ExactlyOnceSink> {
+        self.sink.as_mut().ok_or_else(|| IngestError::Config {
+            setting: "internal".into(),
+            message: "a table was used while its commit was in flight".into(),
+        })
+    }
+}
+
+/// What a finished commit task hands back.
+struct Landed {
+    sink: ExactlyOnceSink,
+    outcome: Result<CommitOutcome>,
+    spans: BTreeMap<PartitionKey, buffer::Span>,
+    records: usize,
+    payload_bytes: u64,
+    /// Receive → visible latencies, microseconds (at most the samples still wanted).
+    latencies_us: Vec<i64>,
+}
+
+/// Build the Arrow batch of a buffer and commit it with its offsets: runs on its own task so
+/// Parquet encoding and the Delta commit overlap with consuming the next buffer.
+async fn commit_rows(
+    name: TableName,
+    mut sink: ExactlyOnceSink,
+    rows: buffer::Rows<Row>,
+    spans: BTreeMap<PartitionKey, buffer::Span>,
+    advances: Vec<marketlake_lake::OffsetAdvance>,
+    latency_samples_wanted: usize,
+) -> Landed {
+    let records = rows.len();
+    let payload_bytes: u64 = rows
+        .iter()
+        .map(|(row, _, _)| match row {
+            Row::Raw(r, _) => r.payload.len() as u64,
+            Row::Dead(d, _) => d.payload.len() as u64,
+        })
+        .sum();
+    let ingested_at = now_utc_ns();
+    let batch = if name == L1_DEAD_LETTERS {
+        l1::dead_letter_batch(
+            rows.iter().filter_map(|(row, _, _)| match row {
+                Row::Dead(d, p) => Some((d, p)),
+                Row::Raw(..) => None,
+            }),
+            ingested_at,
+        )
+    } else {
+        l1::raw_batch(
+            rows.iter().filter_map(|(row, _, _)| match row {
+                Row::Raw(r, p) => Some((r, p)),
+                Row::Dead(..) => None,
+            }),
+            ingested_at,
+        )
+    };
+    let outcome = match batch {
+        Ok(batch) => sink
+            .commit(batch, &advances)
+            .await
+            .map_err(IngestError::from),
+        Err(e) => Err(IngestError::from(e)),
+    };
+    let mut latencies_us = Vec::new();
+    if matches!(outcome, Ok(CommitOutcome::Committed { .. })) {
+        let visible_at = now_utc_ns();
+        latencies_us = rows
+            .iter()
+            .take(latency_samples_wanted)
+            .map(|(row, _, _)| (visible_at - row.received_at_ns()) / 1_000)
+            .collect();
+    }
+    Landed {
+        sink,
+        outcome,
+        spans,
+        records,
+        payload_bytes,
+        latencies_us,
+    }
 }
 
 struct Ingest {
@@ -225,7 +319,11 @@ fn decode(record: ConsumedRecord) -> (TableName, Row, usize) {
     let table = table_of_topic(&record.topic);
     let bytes = record.payload.len();
     if table == L1_DEAD_LETTERS {
-        let row = match DeadLetter::from_kafka(&record.payload, &record.headers) {
+        let mut payload = Some(record.payload);
+        let decoded = DeadLetter::from_kafka_parts(record.headers.iter(), || {
+            payload.take().unwrap_or_default()
+        });
+        let row = match decoded {
             Ok(letter) => letter,
             Err(e) => DeadLetter {
                 source_id: record
@@ -238,12 +336,15 @@ fn decode(record: ConsumedRecord) -> (TableName, Row, usize) {
                 source_position: record.offset,
                 received_at_ns: now_utc_ns(),
                 reason: format!("dead letter without marketlake headers: {e}"),
-                payload: record.payload,
+                payload: payload.unwrap_or_default(),
             },
         };
         return (table, Row::Dead(row, position), bytes);
     }
-    let row = match RawRecord::from_kafka(&record.payload, &record.headers) {
+    let mut payload = Some(record.payload);
+    let decoded =
+        RawRecord::from_kafka_parts(record.headers.iter(), || payload.take().unwrap_or_default());
+    let row = match decoded {
         Ok(raw) => raw,
         Err(e) => RawRecord {
             source_id: "unknown".into(),
@@ -261,7 +362,7 @@ fn decode(record: ConsumedRecord) -> (TableName, Row, usize) {
                 .key
                 .as_deref()
                 .map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload: record.payload,
+            payload: payload.unwrap_or_default(),
             attributes: BTreeMap::from([("decode_error".to_string(), e.to_string())]),
         },
     };
@@ -270,9 +371,11 @@ fn decode(record: ConsumedRecord) -> (TableName, Row, usize) {
 
 impl Ingest {
     async fn on_assigned(&mut self, keys: Vec<PartitionKey>) -> Result<()> {
-        // One reload per table (not per partition): the offsets read below are as of now.
+        // One reload per table (not per partition): the offsets read below are as of now,
+        // after any commit still in flight has landed.
+        self.settle_all().await?;
         for table in self.tables.values_mut() {
-            table.sink.refresh().await?;
+            table.sink()?.refresh().await?;
         }
         for key in keys {
             let name = table_of_topic(&key.topic);
@@ -280,7 +383,10 @@ impl Ingest {
                 continue;
             };
             table.buffer.drop_partitions(std::slice::from_ref(&key));
-            let stored = table.sink.stored_offset(&key.topic, key.partition).await?;
+            let stored = table
+                .sink()?
+                .stored_offset(&key.topic, key.partition)
+                .await?;
             self.stored.insert(key.clone(), stored);
             self.consumer
                 .start_partition(&key, stored.map(|s| s + 1))
@@ -290,10 +396,10 @@ impl Ingest {
     }
 
     fn on_revoked(&mut self, keys: &[PartitionKey]) {
-        for table in self.tables.values_mut() {
+        for (name, table) in self.tables.iter_mut() {
             let dropped = table.buffer.drop_partitions(keys);
             if dropped > 0 {
-                tracing::info!(table = %table.sink.table_name(), dropped, "revoked partitions: buffered records dropped (the new owner re-reads them)");
+                tracing::info!(table = %name, dropped, "revoked partitions: buffered records dropped (the new owner re-reads them)");
             }
         }
         for key in keys {
@@ -327,7 +433,12 @@ impl Ingest {
                 }))
     }
 
+    /// Start committing a table's buffer on its own task (after the previous commit of that
+    /// table has landed). The partitions' offsets are advanced optimistically so the next
+    /// buffer builds on them; a commit that does not land drops that next buffer and re-seeks.
     async fn flush(&mut self, name: TableName) -> Result<()> {
+        self.settle(name).await?;
+        let wanted = MAX_LATENCY_SAMPLES.saturating_sub(self.report.visibility_latency_us.len());
         let Some(table) = self.tables.get_mut(&name) else {
             return Ok(());
         };
@@ -336,78 +447,101 @@ impl Ingest {
         }
         let advances = table.buffer.advances();
         let (rows, spans) = table.buffer.take();
-        let ingested_at = now_utc_ns();
-        let batch = if name == L1_DEAD_LETTERS {
-            l1::dead_letter_batch(
-                rows.iter().filter_map(|(row, _, _)| match row {
-                    Row::Dead(d, p) => Some((d, p)),
-                    Row::Raw(..) => None,
-                }),
-                ingested_at,
-            )?
-        } else {
-            l1::raw_batch(
-                rows.iter().filter_map(|(row, _, _)| match row {
-                    Row::Raw(r, p) => Some((r, p)),
-                    Row::Dead(..) => None,
-                }),
-                ingested_at,
-            )?
+        for (key, span) in &spans {
+            self.stored.insert(key.clone(), Some(span.to));
+        }
+        let Some(sink) = table.sink.take() else {
+            return Ok(());
         };
-        let payload_bytes: u64 = rows
-            .iter()
-            .map(|(row, _, _)| match row {
-                Row::Raw(r, _) => r.payload.len() as u64,
-                Row::Dead(d, _) => d.payload.len() as u64,
-            })
-            .sum();
-        match table.sink.commit(batch, &advances).await? {
+        table.inflight = Some(tokio::spawn(commit_rows(
+            name, sink, rows, spans, advances, wanted,
+        )));
+        Ok(())
+    }
+
+    /// Wait for a table's in-flight commit (if any) and apply its outcome.
+    async fn settle(&mut self, name: TableName) -> Result<()> {
+        let Some(table) = self.tables.get_mut(&name) else {
+            return Ok(());
+        };
+        let Some(handle) = table.inflight.take() else {
+            return Ok(());
+        };
+        let landed = handle.await.map_err(|e| IngestError::Config {
+            setting: "internal".into(),
+            message: format!("the commit task of {name} failed: {e}"),
+        })?;
+        table.sink = Some(landed.sink);
+        match landed.outcome? {
             CommitOutcome::Committed { version } => {
-                let visible_at = now_utc_ns();
-                self.report.records += rows.len() as u64;
-                self.report.payload_bytes += payload_bytes;
+                self.report.records += landed.records as u64;
+                self.report.payload_bytes += landed.payload_bytes;
                 self.report.commits += 1;
-                for (row, _, _) in &rows {
-                    if self.report.visibility_latency_us.len() < MAX_LATENCY_SAMPLES {
-                        self.report
-                            .visibility_latency_us
-                            .push((visible_at - row.received_at_ns()) / 1_000);
-                    }
-                }
-                let mut advisory = Vec::with_capacity(spans.len());
-                for (key, span) in &spans {
-                    self.stored.insert(key.clone(), Some(span.to));
-                    advisory.push((key.clone(), span.to + 1));
-                }
+                self.report
+                    .visibility_latency_us
+                    .extend_from_slice(&landed.latencies_us);
+                let advisory: Vec<(PartitionKey, i64)> = landed
+                    .spans
+                    .iter()
+                    .map(|(key, span)| (key.clone(), span.to + 1))
+                    .collect();
                 self.consumer.commit_advisory(&advisory);
-                tracing::debug!(table = %name, version, records = rows.len(), "committed");
+                tracing::debug!(table = %name, version, records = landed.records, "committed");
             }
             CommitOutcome::Conflict { .. } => {
                 self.report.conflicts += 1;
-                // Another writer owns these offsets now; restart each from what is stored.
-                let keys: Vec<PartitionKey> = spans.keys().cloned().collect();
+                // Another writer owns these offsets now. Whatever was buffered since for them
+                // built on offsets that never landed: drop it, restart from what is stored.
+                let keys: Vec<PartitionKey> = landed.spans.keys().cloned().collect();
+                table.buffer.drop_partitions(&keys);
                 let owned = self.consumer.owned();
                 for key in keys {
-                    if !owned.contains(&key) {
-                        continue;
-                    }
-                    let stored = table.sink.stored_offset(&key.topic, key.partition).await?;
-                    self.stored.insert(key.clone(), stored);
-                    self.consumer
-                        .start_partition(&key, stored.map(|s| s + 1))
+                    let stored = table
+                        .sink()?
+                        .stored_offset(&key.topic, key.partition)
                         .await?;
+                    self.stored.insert(key.clone(), stored);
+                    if owned.contains(&key) {
+                        self.consumer
+                            .start_partition(&key, stored.map(|s| s + 1))
+                            .await?;
+                    }
                 }
             }
         }
         Ok(())
     }
 
+    /// Settle every in-flight commit.
+    async fn settle_all(&mut self) -> Result<()> {
+        let names: Vec<TableName> = self.tables.keys().copied().collect();
+        for name in names {
+            self.settle(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Settle the commits that already finished, without waiting for the others.
+    async fn settle_finished(&mut self) -> Result<()> {
+        let finished: Vec<TableName> = self
+            .tables
+            .iter()
+            .filter(|(_, t)| t.inflight.as_ref().is_some_and(|h| h.is_finished()))
+            .map(|(name, _)| *name)
+            .collect();
+        for name in finished {
+            self.settle(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Commit every buffer and wait until all commits have landed.
     async fn flush_all(&mut self) -> Result<()> {
         let names: Vec<TableName> = self.tables.keys().copied().collect();
         for name in names {
             self.flush(name).await?;
         }
-        Ok(())
+        self.settle_all().await
     }
 
     /// End offsets (high watermarks) of every partition of every topic, for `--until-caught-up`.
@@ -435,6 +569,7 @@ impl Ingest {
         if !self.assigned_once {
             return Ok(false);
         }
+        self.settle_all().await?;
         let owned = self.consumer.owned();
         for (key, low, high) in ends {
             let name = table_of_topic(&key.topic);
@@ -445,7 +580,10 @@ impl Ingest {
                 if !self.consumer.caught_up(key) || !table.buffer.is_empty() {
                     return Ok(false);
                 }
-                let stored = table.sink.stored_offset(&key.topic, key.partition).await?;
+                let stored = table
+                    .sink()?
+                    .stored_offset(&key.topic, key.partition)
+                    .await?;
                 let expected = self.consumer.expected(key).unwrap_or(0);
                 if stored.map_or(expected > *low, |s| s + 1 < expected) {
                     return Ok(false);
@@ -455,7 +593,10 @@ impl Ingest {
             if high <= low {
                 continue;
             }
-            let stored = table.sink.stored_offset(&key.topic, key.partition).await?;
+            let stored = table
+                .sink()?
+                .stored_offset(&key.topic, key.partition)
+                .await?;
             if stored.is_none_or(|s| s < high - 1) {
                 return Ok(false);
             }
@@ -468,8 +609,9 @@ impl Ingest {
     async fn unowned_progress(&mut self) -> Result<(i64, i64)> {
         let ends = self.end_offsets().await?;
         let owned = self.consumer.owned();
+        self.settle_all().await?;
         for table in self.tables.values_mut() {
-            table.sink.refresh().await?;
+            table.sink()?.refresh().await?;
         }
         let (mut lag, mut stored_sum) = (0, 0);
         for (key, low, high) in ends {
@@ -477,10 +619,13 @@ impl Ingest {
                 continue;
             }
             let name = table_of_topic(&key.topic);
-            let Some(table) = self.tables.get(&name) else {
+            let Some(table) = self.tables.get_mut(&name) else {
                 continue;
             };
-            let stored = table.sink.stored_offset(&key.topic, key.partition).await?;
+            let stored = table
+                .sink()?
+                .stored_offset(&key.topic, key.partition)
+                .await?;
             stored_sum += stored.unwrap_or(-1);
             lag += (high - stored.map_or(low, |s| s + 1)).max(0);
         }
@@ -516,18 +661,15 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
     let started = Instant::now();
     let topics = job.topics();
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let consumer = VerifiedConsumer::subscribe(&job.kafka, &job.ingest.group, &topic_refs)?;
+    let mut consumer = VerifiedConsumer::subscribe(&job.kafka, &job.ingest.group, &topic_refs)?;
+    if job.until_caught_up {
+        consumer.set_stall_after(Duration::from_millis(500));
+    }
     let mut tables = BTreeMap::new();
     for spec in l1_specs() {
         let name = spec.name;
         let sink = ExactlyOnceSink::open(&job.lake, spec, SINK_NAME).await?;
-        tables.insert(
-            name,
-            Table {
-                sink,
-                buffer: TableBuffer::default(),
-            },
-        );
+        tables.insert(name, Table::new(sink));
     }
     let mut ingest = Ingest {
         job,
@@ -575,6 +717,7 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
             }
             Polled::Idle => {}
         }
+        ingest.settle_finished().await?;
         let names: Vec<TableName> = ingest.tables.keys().copied().collect();
         for name in names {
             if ingest.due(name) {
@@ -593,7 +736,7 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
                 if drained {
                     ingest.flush_all().await?;
                     for table in ingest.tables.values_mut() {
-                        table.sink.refresh().await?;
+                        table.sink()?.refresh().await?;
                     }
                     if ingest.caught_up(ends).await? {
                         tracing::info!("caught up with the end offsets seen at start");
@@ -624,6 +767,9 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
                             &ingest.job.ingest.group,
                             &topic_refs,
                         )?;
+                        if ingest.job.until_caught_up {
+                            ingest.consumer.set_stall_after(Duration::from_millis(500));
+                        }
                         ingest.stored.clear();
                         for table in ingest.tables.values_mut() {
                             table.buffer = TableBuffer::default();

@@ -22,6 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -59,7 +60,60 @@ pub struct ConsumedRecord {
     pub timestamp_ms: Option<i64>,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: RecordHeaders,
+}
+
+/// A record's headers in one buffer (two allocations per record instead of two per header:
+/// raw records carry a dozen headers, and copying them was a fifth of ingest's time).
+#[derive(Debug, Clone, Default)]
+pub struct RecordHeaders {
+    bytes: Vec<u8>,
+    /// Per header: end of its key and end of its value in `bytes`.
+    ends: Vec<(u32, u32)>,
+}
+
+impl RecordHeaders {
+    pub fn push(&mut self, key: &str, value: &[u8]) {
+        self.bytes.extend_from_slice(key.as_bytes());
+        let key_end = u32::try_from(self.bytes.len()).unwrap_or(u32::MAX);
+        self.bytes.extend_from_slice(value);
+        let value_end = u32::try_from(self.bytes.len()).unwrap_or(u32::MAX);
+        self.ends.push((key_end, value_end));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// `(key, value)` pairs in the order they were received.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + Clone + '_ {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&(key_end, value_end)| {
+            let (key_end, value_end) = (key_end as usize, value_end as usize);
+            let key = self
+                .bytes
+                .get(start..key_end)
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .unwrap_or("");
+            let value = self.bytes.get(key_end..value_end).unwrap_or(&[]);
+            start = value_end;
+            (key, value)
+        })
+    }
+}
+
+impl<'a> FromIterator<(&'a str, &'a [u8])> for RecordHeaders {
+    fn from_iter<T: IntoIterator<Item = (&'a str, &'a [u8])>>(iter: T) -> Self {
+        let mut headers = RecordHeaders::default();
+        for (key, value) in iter {
+            headers.push(key, value);
+        }
+        headers
+    }
 }
 
 /// What one poll produced.
@@ -185,8 +239,15 @@ impl VerifiedConsumer {
                 "heartbeat.interval.ms",
                 (config.session_timeout_ms / 4).max(250).to_string(),
             )
-            .set("fetch.wait.max.ms", "100")
+            .set("fetch.wait.max.ms", "50")
+            // Large fetches and a deep local queue: a sink consumes in bursts (it pauses while
+            // it builds a batch), and small fetches left it waiting on round trips — measured
+            // on tansu 0.6: 1 MB partition fetches held ingest to ~80k records/s, 16 MB ~115k.
+            .set("max.partition.fetch.bytes", "16777216")
+            .set("queued.min.messages", "1000000")
+            .set("queued.max.messages.kbytes", "131072")
             .set("enable.partition.eof", "false");
+        // Settings in `kafka.client` override all of the above.
         for (key, value) in &config.client {
             client.set(key, value);
         }
@@ -324,11 +385,14 @@ impl VerifiedConsumer {
             return Ok(None);
         };
         let expected = track.expected;
+        // The broker's high watermark, when asked (silent partitions only).
+        let mut reported_high = None;
         if seen.is_none() && track.probe.is_none() {
             // Silent partition: when the broker's high watermark is exactly the expectation it
             // is caught up, with no seek (a broker that reports it exactly needs no probing;
             // one that under-reports it, like tansu 0.6 in memory, gets probed below).
             if let Ok((_, high)) = self.watermarks(key).await {
+                reported_high = Some(high);
                 if high == expected {
                     if let Some(track) = self.tracks.get_mut(key) {
                         track.caught_up = true;
@@ -353,7 +417,15 @@ impl VerifiedConsumer {
                 }
                 // A gap is first re-asked at the expectation itself; silence is asked one
                 // offset earlier, since re-asking the same position would change nothing.
-                let distance = i64::from(seen.is_none());
+                // A broker that under-reports its high watermark as the base offset of its
+                // last record batch + 1 (tansu 0.6 in memory) is asked at that base: the
+                // whole last batch comes back at once instead of after several doubling steps.
+                let distance = match reported_high {
+                    Some(high) if seen.is_none() && high >= 1 && high < expected => {
+                        expected - (high - 1)
+                    }
+                    _ => i64::from(seen.is_none()),
+                };
                 Probe {
                     distance,
                     target: (expected - distance).max(low),
@@ -440,6 +512,13 @@ impl VerifiedConsumer {
         Ok(None)
     }
 
+    /// How long a partition may stay silent before it is probed for records the broker did not
+    /// deliver (default 1.5 s). A drain (`--until-caught-up`) uses a shorter wait: it ends on
+    /// silence, and a probe costs one re-fetch of the last record batch.
+    pub fn set_stall_after(&mut self, wait: Duration) {
+        self.stall_after = wait;
+    }
+
     /// Whether every owned partition is proven to hold nothing beyond what was delivered.
     pub fn caught_up(&self, key: &PartitionKey) -> bool {
         self.tracks.get(key).is_some_and(|t| t.caught_up)
@@ -507,9 +586,13 @@ impl VerifiedConsumer {
             }
             self.check_stalls().await?;
             let consumer = self.consumer.clone();
-            let received = tokio::select! {
-                received = consumer.recv() => received,
-                _ = tokio::time::sleep_until(deadline) => return Ok(Polled::Idle),
+            // Fast path: a record already waiting needs no timer (one per record is costly).
+            let received = match consumer.recv().now_or_never() {
+                Some(received) => received,
+                None => tokio::select! {
+                    received = consumer.recv() => received,
+                    _ = tokio::time::sleep_until(deadline) => return Ok(Polled::Idle),
+                },
             };
             let message = match received {
                 Ok(message) => message,
@@ -554,12 +637,7 @@ impl VerifiedConsumer {
                 .headers()
                 .map(|h| {
                     h.iter()
-                        .map(|header| {
-                            (
-                                header.key.to_string(),
-                                header.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                            )
-                        })
+                        .map(|header| (header.key, header.value.unwrap_or_default()))
                         .collect()
                 })
                 .unwrap_or_default();
