@@ -18,7 +18,8 @@ use crate::Result;
 /// The partition column of every L1 table.
 pub const PARTITION_COLUMN: &str = "received_date";
 
-fn utc_timestamp() -> DataType {
+/// `Timestamp(Microsecond, "UTC")`, the Delta `timestamp` type beside every `*_ns` column.
+pub(crate) fn utc_timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
@@ -127,7 +128,7 @@ impl KafkaColumns {
     }
 }
 
-fn timestamp_builder() -> TimestampMicrosecondBuilder {
+pub(crate) fn timestamp_builder() -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::new().with_timezone("UTC")
 }
 

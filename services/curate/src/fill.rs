@@ -1,0 +1,183 @@
+//! A trade as event-time state holds it, its deterministic order, and the OHLCV/VWAP summary of
+//! a run of them — one definition shared by the stream, the batch and the news windows, so they
+//! cannot disagree on what "open" or "vwap" means.
+
+use std::collections::BTreeMap;
+
+use marketlake_schemas::decimal::{PRICE_SCALE, QTY_SCALE};
+use marketlake_schemas::l2::TradeRow;
+use marketlake_schemas::l3::NOTIONAL_SCALE;
+use serde::{Deserialize, Serialize};
+
+/// Total order of trades: event time, then (received time, raw partition, raw offset) so ties
+/// resolve the same whatever the arrival order, then the trade key to make it total.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) struct FillOrder {
+    pub event_time_ns: i64,
+    pub received_at_ns: i64,
+    pub raw_partition: i32,
+    pub raw_offset: i64,
+    pub trade_key: String,
+}
+
+impl FillOrder {
+    pub fn of(trade: &TradeRow) -> Self {
+        FillOrder {
+            event_time_ns: trade.event_time_ns,
+            received_at_ns: trade.received_at_ns,
+            raw_partition: trade.lineage.raw_partition,
+            raw_offset: trade.lineage.raw_offset,
+            trade_key: trade.trade_key.clone(),
+        }
+    }
+
+    /// The smallest order at `event_time_ns`: `range(at(a)..at(b))` is every fill in `[a, b)`.
+    pub fn at(event_time_ns: i64) -> Self {
+        FillOrder {
+            event_time_ns,
+            received_at_ns: i64::MIN,
+            raw_partition: i32::MIN,
+            raw_offset: i64::MIN,
+            trade_key: String::new(),
+        }
+    }
+}
+
+/// Price (`PRICE_SCALE`) and quantity (`QTY_SCALE`) of a held trade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Px {
+    pub price: i64,
+    pub quantity: i64,
+}
+
+impl Px {
+    pub fn of(trade: &TradeRow) -> Self {
+        Px {
+            price: trade.price,
+            quantity: trade.quantity,
+        }
+    }
+}
+
+/// A held trade as persisted in snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Fill {
+    #[serde(flatten)]
+    pub(crate) order: FillOrder,
+    #[serde(flatten)]
+    pub(crate) px: Px,
+}
+
+pub(crate) type Fills = BTreeMap<FillOrder, Px>;
+
+pub(crate) fn to_fills(fills: &Fills) -> Vec<Fill> {
+    fills
+        .iter()
+        .map(|(order, px)| Fill {
+            order: order.clone(),
+            px: *px,
+        })
+        .collect()
+}
+
+/// OHLCV, notional and VWAP of trades added in [`FillOrder`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Summary {
+    pub count: i64,
+    pub volume: i128,
+    /// Σ price × quantity at `NOTIONAL_SCALE`, exact.
+    pub notional: i128,
+    pub open: Option<i64>,
+    pub high: Option<i64>,
+    pub low: Option<i64>,
+    pub close: Option<i64>,
+    pub first_ns: Option<i64>,
+    pub last_ns: Option<i64>,
+}
+
+impl Summary {
+    pub fn of<'a>(fills: impl IntoIterator<Item = (&'a FillOrder, &'a Px)>) -> Self {
+        let mut s = Summary::default();
+        for (order, px) in fills {
+            s.count += 1;
+            s.volume += i128::from(px.quantity);
+            // i64 × i64 always fits i128; a sum overflowing it would need ~1e11 extreme trades.
+            s.notional = s
+                .notional
+                .saturating_add(i128::from(px.price) * i128::from(px.quantity));
+            s.open.get_or_insert(px.price);
+            s.first_ns.get_or_insert(order.event_time_ns);
+            s.high = Some(s.high.map_or(px.price, |h| h.max(px.price)));
+            s.low = Some(s.low.map_or(px.price, |l| l.min(px.price)));
+            s.close = Some(px.price);
+            s.last_ns = Some(order.event_time_ns);
+        }
+        s
+    }
+
+    /// Volume as the `Decimal128(18, 4)` column holds it. Saturates: 9.2e14 shares in one
+    /// window is beyond any feed, and the exact VWAP is computed from the i128 sum anyway.
+    pub fn volume_i64(&self) -> i64 {
+        i64::try_from(self.volume).unwrap_or(if self.volume < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    /// `notional / volume` at `PRICE_SCALE`, rounded half away from zero; `None` for no volume.
+    pub fn vwap(&self) -> Option<i64> {
+        // notional is at PRICE_SCALE + QTY_SCALE and volume at QTY_SCALE: the quotient is at
+        // PRICE_SCALE with no rescaling.
+        const _: () = assert!(NOTIONAL_SCALE == PRICE_SCALE + QTY_SCALE);
+        divide_half_away(self.notional, self.volume).and_then(|v| i64::try_from(v).ok())
+    }
+}
+
+/// `last / first − 1` (a ratio, so `f64`); `None` without trades or with a zero first price.
+pub(crate) fn simple_return(first: Option<i64>, last: Option<i64>) -> Option<f64> {
+    match (first, last) {
+        (Some(first), Some(last)) if first != 0 => {
+            Some((i128::from(last) - i128::from(first)) as f64 / first as f64)
+        }
+        _ => None,
+    }
+}
+
+/// `n / d` rounded half away from zero; `None` when `d` is 0.
+pub(crate) fn divide_half_away(n: i128, d: i128) -> Option<i128> {
+    if d == 0 {
+        return None;
+    }
+    let quotient = n / d;
+    let remainder = n % d;
+    if remainder.unsigned_abs() * 2 >= d.unsigned_abs() {
+        let away = if (n < 0) == (d < 0) { 1 } else { -1 };
+        Some(quotient + away)
+    } else {
+        Some(quotient)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn divides_rounding_half_away_from_zero() {
+        assert_eq!(divide_half_away(7, 2), Some(4));
+        assert_eq!(divide_half_away(-7, 2), Some(-4));
+        assert_eq!(divide_half_away(7, -2), Some(-4));
+        assert_eq!(divide_half_away(5, 3), Some(2));
+        assert_eq!(divide_half_away(4, 3), Some(1));
+        assert_eq!(divide_half_away(1, 0), None);
+    }
+
+    #[test]
+    fn fill_order_brackets_every_tie_at_an_event_time() {
+        let order = FillOrder {
+            event_time_ns: 5,
+            received_at_ns: i64::MIN,
+            raw_partition: i32::MIN,
+            raw_offset: i64::MIN,
+            trade_key: "a".into(),
+        };
+        assert!(FillOrder::at(5) <= order && order < FillOrder::at(6));
+    }
+}
