@@ -7,6 +7,11 @@ pub const TOPIC_RAW_NEWS: &str = "raw.news";
 /// Prefix of the per-source dead-letter topics (`dlq.<source id>`).
 pub const TOPIC_DEAD_LETTER_PREFIX: &str = "dlq.";
 
+/// Enriched (L2) trades as JSON, for real-time consumers; partition = the raw partition.
+pub const TOPIC_ENRICHED_TRADES: &str = "enriched.trades";
+/// Enriched (L2) news as JSON, for real-time consumers; partition = the raw partition.
+pub const TOPIC_ENRICHED_NEWS: &str = "enriched.news";
+
 /// The dead-letter topic of one source.
 pub fn dead_letter_topic(source_id: &str) -> String {
     format!("{TOPIC_DEAD_LETTER_PREFIX}{source_id}")
@@ -46,6 +51,45 @@ pub const L1_DEAD_LETTERS: TableName = TableName {
     layer: "l1",
     name: "dead_letters",
 };
+
+pub const L2_TRADES: TableName = TableName {
+    layer: "l2",
+    name: "trades",
+};
+pub const L2_NEWS: TableName = TableName {
+    layer: "l2",
+    name: "news",
+};
+/// Records enrichment kept aside (broken rule or unreadable), with the raw bytes and the reason.
+pub const L2_QUARANTINE: TableName = TableName {
+    layer: "l2",
+    name: "quarantine",
+};
+/// Trades that arrived after their bar window was final.
+pub const L3_LATE_RECORDS: TableName = TableName {
+    layer: "l3",
+    name: "late_records",
+};
+pub const L3_NEWS_TRADE_WINDOWS: TableName = TableName {
+    layer: "l3",
+    name: "news_trade_windows",
+};
+
+/// The bars table of one interval: `l3.bars_1m`, `l3.bars_5m`, `l3.bars_1h`, `l3.bars_90s`.
+pub fn l3_bars(interval_secs: u64) -> TableName {
+    let label = if interval_secs.is_multiple_of(3_600) {
+        format!("bars_{}h", interval_secs / 3_600)
+    } else if interval_secs.is_multiple_of(60) {
+        format!("bars_{}m", interval_secs / 60)
+    } else {
+        format!("bars_{interval_secs}s")
+    };
+    // A handful of names per process, made once from the configuration.
+    TableName {
+        layer: "l3",
+        name: Box::leak(label.into_boxed_str()),
+    }
+}
 
 #[cfg(test)]
 mod tests {

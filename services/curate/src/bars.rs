@@ -383,6 +383,11 @@ impl BarAggregator {
         self.watermark.current()
     }
 
+    /// The newest event time seen (UTC ns), `None` before the first trade.
+    pub fn max_event_time_ns(&self) -> Option<i64> {
+        self.watermark.max_event_ns()
+    }
+
     pub fn stats(&self) -> BarStats {
         self.stats
     }

@@ -10,6 +10,8 @@
 //! - [`batch`]: the same bars recomputed from a finite set of trades (final values only), the
 //!   reference the stream is checked against.
 //! - [`watermark`], [`dedupe`]: the event-time clock and the replay filter both streams share.
+//! - [`pipeline`]: the service around it — enriched topics → L3 Delta tables, exactly once,
+//!   with the window state saved beside every commit.
 //!
 //! Row types and Arrow schemas live in [`marketlake_schemas::l3`].
 
@@ -18,6 +20,7 @@ pub mod batch;
 pub mod dedupe;
 mod fill;
 pub mod news_windows;
+pub mod pipeline;
 pub mod watermark;
 
 pub use bars::{AggregatorState, BarAggregator, BarConfig, BarOutput, BarStats};

@@ -188,6 +188,11 @@ impl NewsTradeWindows {
         self.watermark.current()
     }
 
+    /// The newest trade event time seen (UTC ns), `None` before the first trade.
+    pub fn max_event_time_ns(&self) -> Option<i64> {
+        self.watermark.max_event_ns()
+    }
+
     pub fn stats(&self) -> NewsWindowStats {
         self.stats
     }

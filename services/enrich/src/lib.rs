@@ -8,6 +8,8 @@
 //! - [`rules`]: validation rules per table (reject to quarantine, or keep and flag) and their
 //!   counters.
 //! - [`enricher`]: [`Enricher::enrich`], one raw record → trades, news and quarantine rows.
+//! - [`pipeline`]: the service around it — raw topics → L2 Delta tables exactly once, and the
+//!   enriched topics.
 //!
 //! Nothing here panics on input: a record that cannot be read becomes a quarantine row with rule
 //! `parse` and a reason naming the field and the value.
@@ -15,6 +17,7 @@
 pub mod enricher;
 pub mod instruments;
 pub mod news;
+pub mod pipeline;
 mod record;
 pub mod rules;
 pub mod tagger;

@@ -61,10 +61,25 @@ impl RawProducer {
         payload: &[u8],
         headers: &[(String, Vec<u8>)],
     ) -> Result<()> {
+        self.send_to(topic, None, key, payload, headers).await
+    }
+
+    /// [`RawProducer::send`] to a chosen partition (`None`: by key).
+    pub async fn send_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &str,
+        payload: &[u8],
+        headers: &[(String, Vec<u8>)],
+    ) -> Result<()> {
         let mut record = FutureRecord::to(topic)
             .key(key)
             .payload(payload)
             .headers(owned_headers(headers));
+        if let Some(partition) = partition {
+            record = record.partition(partition);
+        }
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => {

@@ -243,7 +243,13 @@ impl ExactlyOnceSink {
             }
             if adds.is_none() {
                 if let Some(batch) = pending.take() {
-                    adds = Some(self.write_files(batch).await?);
+                    // An empty batch commits only the offsets (a table that had nothing to
+                    // write for these records still records that it has seen them).
+                    adds = Some(if batch.num_rows() == 0 {
+                        Vec::new()
+                    } else {
+                        self.write_files(batch).await?
+                    });
                 }
             }
             let actions: Vec<Action> = adds.iter().flatten().cloned().map(Action::Add).collect();

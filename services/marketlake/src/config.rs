@@ -8,6 +8,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use marketlake_connectors::config::validate_sources;
 use marketlake_connectors::{SourceConfig, SourceSpec};
+use marketlake_curate::pipeline::CurateSettings;
+use marketlake_enrich::pipeline::EnrichSettings;
 use marketlake_ingest::IngestConfig;
 use marketlake_kafka::KafkaConfig;
 use marketlake_lake::LakeConfig;
@@ -25,6 +27,10 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub lake: LakeConfig,
     pub ingest: IngestConfig,
+    #[serde(default)]
+    pub enrich: EnrichSettings,
+    #[serde(default)]
+    pub curate: CurateSettings,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
 }
@@ -66,6 +72,8 @@ impl Config {
         self.kafka.validate()?;
         self.lake.validate()?;
         self.ingest.validate()?;
+        self.enrich.validate()?;
+        self.curate.validate()?;
         std::fs::create_dir_all(&self.state_dir).with_context(|| {
             format!(
                 "setting `state_dir`: cannot create `{}`; point it at a writable directory",

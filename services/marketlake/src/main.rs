@@ -34,13 +34,25 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every service in one process: create topics, run every declared source, ingest into
-    /// L1. Stops cleanly on Ctrl-C.
+    /// L1, enrich into L2, curate into L3. Stops cleanly on Ctrl-C.
     Up,
     /// Run one connector on its own, publishing to Kafka.
     Connect(run::ConnectArgs),
     /// Consume the raw topics into the L1 Delta tables, exactly once.
     Ingest {
         /// Drain every partition to the end offsets seen at start, then exit.
+        #[arg(long)]
+        until_caught_up: bool,
+    },
+    /// Enrich the raw topics into the L2 tables (and the enriched topics), exactly once.
+    Enrich {
+        /// Drain every raw partition to its end, then exit.
+        #[arg(long)]
+        until_caught_up: bool,
+    },
+    /// Curate the enriched topics into the L3 tables in event time, exactly once.
+    Curate {
+        /// Drain the enriched topics, fire every window (a back-fill), then exit.
         #[arg(long)]
         until_caught_up: bool,
     },
@@ -132,6 +144,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Up => run::up(config).await,
         Command::Connect(args) => run::connect(config, args).await,
         Command::Ingest { until_caught_up } => run::ingest(config, until_caught_up).await,
+        Command::Enrich { until_caught_up } => run::enrich(config, until_caught_up).await,
+        Command::Curate { until_caught_up } => run::curate(config, until_caught_up).await,
         Command::Topics => run::topics(&config).await,
         Command::Inspect { table, version } => run::inspect(&config, &table, version).await,
         Command::Bench { command } => bench::run(config, command).await,

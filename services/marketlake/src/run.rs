@@ -8,10 +8,15 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use marketlake_connectors::source::{run_source, SourceReport, SourceStats};
 use marketlake_connectors::{ConnectorKind, SourceConfig, SourceSpec};
+use marketlake_curate::pipeline::{CurateJob, CurateReport};
+use marketlake_enrich::pipeline::{EnrichJob, EnrichReport};
 use marketlake_ingest::{IngestJob, IngestReport};
 use marketlake_kafka::admin::{check_reachable, ensure_topics, TopicSpec};
 use marketlake_kafka::RawProducer;
-use marketlake_schemas::names::{dead_letter_topic, TableName, TOPIC_RAW_NEWS, TOPIC_RAW_TRADES};
+use marketlake_schemas::names::{
+    dead_letter_topic, TableName, TOPIC_ENRICHED_NEWS, TOPIC_ENRICHED_TRADES, TOPIC_RAW_NEWS,
+    TOPIC_RAW_TRADES,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -57,6 +62,15 @@ async fn prepare_topics(config: &Config, source_ids: &[String]) -> anyhow::Resul
         },
         TopicSpec {
             name: TOPIC_RAW_NEWS.into(),
+            partitions: config.kafka.partitions,
+        },
+        // Enriched rows go to the partition number of their raw record: same counts.
+        TopicSpec {
+            name: TOPIC_ENRICHED_TRADES.into(),
+            partitions: config.kafka.partitions,
+        },
+        TopicSpec {
+            name: TOPIC_ENRICHED_NEWS.into(),
             partitions: config.kafka.partitions,
         },
     ];
@@ -116,6 +130,77 @@ pub async fn ingest(config: Config, until_caught_up: bool) -> anyhow::Result<()>
     let shutdown = shutdown_on_signal();
     let report = marketlake_ingest::run(ingest_job(&config, until_caught_up), shutdown).await?;
     print_ingest_report(&report);
+    Ok(())
+}
+
+pub fn enrich_job(config: &Config, until_caught_up: bool) -> EnrichJob {
+    EnrichJob {
+        kafka: config.kafka.clone(),
+        lake: config.lake.clone(),
+        enrich: config.enrich.clone(),
+        until_caught_up,
+    }
+}
+
+pub fn curate_job(config: &Config, until_caught_up: bool) -> CurateJob {
+    CurateJob {
+        kafka: config.kafka.clone(),
+        lake: config.lake.clone(),
+        curate: config.curate.clone(),
+        until_caught_up,
+    }
+}
+
+pub fn print_enrich_report(report: &EnrichReport) {
+    let seconds = report.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "enriched {} raw records in {:.1}s ({:.0} records/s): {} trades, {} news, {} quarantined, {} not trades/news; {} commits, {} conflicts; reference version {}; l2.trades visibility p50 {} ms, p99 {} ms",
+        report.raw_records,
+        seconds,
+        report.raw_records as f64 / seconds,
+        report.trades,
+        report.news,
+        report.quarantined,
+        report.skipped,
+        report.commits,
+        report.conflicts,
+        report.reference_version.map_or("none".into(), |v| v.to_string()),
+        report.latency_ms(0.5).map_or("-".into(), |v| format!("{v:.0}")),
+        report.latency_ms(0.99).map_or("-".into(), |v| format!("{v:.0}")),
+    );
+}
+
+pub fn print_curate_report(report: &CurateReport) {
+    println!(
+        "curated {} trades and {} news in {:.1}s: {} bar rows, {} late records, {} news-trade windows, {} replayed duplicates skipped, {} cycles",
+        report.trades,
+        report.news,
+        report.elapsed.as_secs_f64(),
+        report.bars,
+        report.late,
+        report.windows,
+        report.duplicates,
+        report.cycles,
+    );
+}
+
+pub async fn enrich(config: Config, until_caught_up: bool) -> anyhow::Result<()> {
+    config.validate()?;
+    prepare_topics(&config, &[]).await?;
+    let shutdown = shutdown_on_signal();
+    let report =
+        marketlake_enrich::pipeline::run(enrich_job(&config, until_caught_up), shutdown).await?;
+    print_enrich_report(&report);
+    Ok(())
+}
+
+pub async fn curate(config: Config, until_caught_up: bool) -> anyhow::Result<()> {
+    config.validate()?;
+    prepare_topics(&config, &[]).await?;
+    let shutdown = shutdown_on_signal();
+    let report =
+        marketlake_curate::pipeline::run(curate_job(&config, until_caught_up), shutdown).await?;
+    print_curate_report(&report);
     Ok(())
 }
 
@@ -183,25 +268,62 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         ingest_job(&config, false),
         shutdown.clone(),
     ));
+    let enrich = tokio::spawn(marketlake_enrich::pipeline::run(
+        enrich_job(&config, false),
+        shutdown.clone(),
+    ));
+    let curate = tokio::spawn(marketlake_curate::pipeline::run(
+        curate_job(&config, false),
+        shutdown.clone(),
+    ));
     let producer = Arc::new(RawProducer::new(&config.kafka)?);
     let root = std::fs::canonicalize(&config.lake.root).unwrap_or(config.lake.root.clone());
     println!(
-        "marketlake is up: broker {}, {} sources, L1 tables under {} (l1/trades_raw, l1/news_raw, l1/dead_letters). Ctrl-C stops it.",
+        "marketlake is up: broker {}, {} sources, tables under {} (l1: trades_raw, news_raw, dead_letters; l2: trades, news, quarantine; l3: bars_*, late_records, news_trade_windows). Ctrl-C stops it.",
         config.kafka.brokers,
         specs.len(),
         root.display()
     );
     let sources = run_sources(&config, specs, producer, shutdown.clone());
-    // Sources that replay files finish; the ingest keeps running until Ctrl-C.
-    if let Err(e) = sources.await {
+    // Sources that replay files finish; the services keep running until Ctrl-C.
+    let sources_result = sources.await;
+    if sources_result.is_err() {
         shutdown.cancel();
-        let _ = ingest.await;
-        return Err(e);
+    } else {
+        println!(
+            "all replays published; ingest, enrichment and curation keep running (Ctrl-C to stop)"
+        );
     }
-    println!("all replays published; ingest keeps running (Ctrl-C to stop)");
-    let report = ingest.await.context("ingest task panicked")??;
-    print_ingest_report(&report);
-    Ok(())
+    // Any service failing stops the others: a half-running lake is worse than a stopped one.
+    let mut failure: Option<anyhow::Error> = sources_result.err();
+    let ingested = ingest.await.context("ingest task panicked")?;
+    if ingested.is_err() {
+        shutdown.cancel();
+    }
+    let enriched = enrich.await.context("enrichment task panicked")?;
+    let curated = curate.await.context("curation task panicked")?;
+    match ingested {
+        Ok(report) => print_ingest_report(&report),
+        Err(e) => {
+            failure.get_or_insert(anyhow::Error::from(e).context("ingest"));
+        }
+    }
+    match enriched {
+        Ok(report) => print_enrich_report(&report),
+        Err(e) => {
+            failure.get_or_insert(anyhow::Error::from(e).context("enrichment"));
+        }
+    }
+    match curated {
+        Ok(report) => print_curate_report(&report),
+        Err(e) => {
+            failure.get_or_insert(anyhow::Error::from(e).context("curation"));
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -306,18 +428,26 @@ pub async fn connect(config: Config, args: ConnectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_table(name: &str) -> anyhow::Result<TableName> {
-    marketlake_ingest::l1_specs()
+fn parse_table(config: &Config, name: &str) -> anyhow::Result<TableName> {
+    let mut known: Vec<TableName> = marketlake_ingest::l1_specs()
         .into_iter()
+        .chain(marketlake_enrich::pipeline::l2_specs())
+        .chain(marketlake_curate::pipeline::l3_specs(&config.curate))
         .map(|s| s.name)
+        .collect();
+    known.sort();
+    known
+        .iter()
+        .copied()
         .find(|t| t.to_string() == name)
         .with_context(|| {
-            format!("unknown table `{name}`; known: l1.trades_raw, l1.news_raw, l1.dead_letters")
+            let names: Vec<String> = known.iter().map(ToString::to_string).collect();
+            format!("unknown table `{name}`; known: {}", names.join(", "))
         })
 }
 
 pub async fn inspect(config: &Config, table: &str, version: Option<i64>) -> anyhow::Result<()> {
-    let name = parse_table(table)?;
+    let name = parse_table(config, table)?;
     let loaded = marketlake_lake::read::load_table(&config.lake, name, version).await?;
     let files = marketlake_lake::read::data_files(&loaded).await?;
     let batches = marketlake_lake::read::read_rows(&loaded).await?;

@@ -1,0 +1,651 @@
+//! The enrichment service: `raw.trades` / `raw.news` → `l2.trades`, `l2.news`, `l2.quarantine`
+//! (exactly once) and `enriched.trades` / `enriched.news` (at least once, in raw order).
+//!
+//! Exactly once over three tables. Each table stores, per raw partition, the last raw offset it
+//! has *seen* (a Delta `txn`, app id `l2-enrich:<topic>:<partition>`), whether or not that
+//! record produced a row for it. On assignment a partition resumes after the smallest of the
+//! three, and a record is added to a table only when its offset is above that table's stored
+//! offset — so a crash between two tables' commits neither loses nor doubles a row. A table that
+//! had nothing to write still commits its offsets (an empty commit) at least every
+//! `offsets_commit_secs`, so a quiet table (quarantine) does not hold every restart back.
+//!
+//! The enriched topics are written before the Delta commits and acknowledged, so every L2 row is
+//! also on its topic; after a crash some rows are published again. Each goes to the partition
+//! number of its raw record, so per raw partition the topic is in raw-offset order and a
+//! consumer drops a repeat by keeping the highest `(raw_partition, raw_offset)` it applied
+//! (the curator does).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use marketlake_kafka::{
+    ConsumedRecord, KafkaConfig, PartitionKey, Polled, RawProducer, VerifiedConsumer,
+};
+use marketlake_lake::{CommitOutcome, ExactlyOnceSink, LakeConfig, OffsetAdvance, TableSpec};
+use marketlake_schemas::l2::{self, Lineage, NewsRow, QuarantineRow, TradeRow};
+use marketlake_schemas::names::{
+    TableName, L2_NEWS, L2_QUARANTINE, L2_TRADES, TOPIC_ENRICHED_NEWS, TOPIC_ENRICHED_TRADES,
+    TOPIC_RAW_NEWS, TOPIC_RAW_TRADES,
+};
+use marketlake_schemas::{now_utc_ns, KafkaPosition, RawRecord};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::{EnrichError, Enricher, EnricherConfig, InstrumentMaster, RulesConfig};
+
+/// The `txn` app id prefix of this service.
+pub const SINK_NAME: &str = "l2-enrich";
+
+/// `[enrich]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichSettings {
+    /// Consumer group shared by every enrichment process.
+    pub group: String,
+    /// Commit when this many raw records are buffered...
+    pub max_batch_records: usize,
+    /// ...or when the oldest buffered record has waited this long.
+    pub commit_interval_ms: u64,
+    /// A table with nothing to write commits the offsets it has seen at least this often.
+    pub offsets_commit_secs: u64,
+    /// Instrument master files (SEC `company_tickers_exchange.json`, listings CSV), merged.
+    pub reference_files: Vec<PathBuf>,
+    /// Publish enriched rows to `enriched.trades` / `enriched.news`.
+    pub publish: bool,
+    /// Where the rule counters are written as Prometheus text (textfile-collector format),
+    /// relative to the lake root when relative.
+    pub metrics_file: PathBuf,
+    /// Validation rules per table.
+    pub rules: RulesConfig,
+}
+
+impl Default for EnrichSettings {
+    fn default() -> Self {
+        EnrichSettings {
+            group: "marketlake-enrich".into(),
+            max_batch_records: 100_000,
+            commit_interval_ms: 1_000,
+            offsets_commit_secs: 30,
+            reference_files: Vec::new(),
+            publish: true,
+            metrics_file: PathBuf::from("_metrics/enrich.prom"),
+            rules: RulesConfig::default(),
+        }
+    }
+}
+
+impl EnrichSettings {
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        let bad = |setting: &str, message: &str| PipelineError::Config {
+            setting: format!("enrich.{setting}"),
+            message: message.into(),
+        };
+        if self.group.trim().is_empty() {
+            return Err(bad("group", "must not be empty"));
+        }
+        if self.max_batch_records == 0 {
+            return Err(bad("max_batch_records", "must be at least 1"));
+        }
+        if !(10..=600_000).contains(&self.commit_interval_ms) {
+            return Err(bad(
+                "commit_interval_ms",
+                "must be between 10 and 600000 milliseconds",
+            ));
+        }
+        if self.offsets_commit_secs == 0 {
+            return Err(bad("offsets_commit_secs", "must be at least 1"));
+        }
+        for file in &self.reference_files {
+            if !file.is_file() {
+                return Err(bad(
+                    "reference_files",
+                    &format!(
+                        "`{}` is not a readable file; fix the path or remove it from the list",
+                        file.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("invalid setting `{setting}`: {message}")]
+    Config { setting: String, message: String },
+    #[error(transparent)]
+    Enrich(#[from] EnrichError),
+    #[error(transparent)]
+    Kafka(#[from] marketlake_kafka::KafkaError),
+    #[error(transparent)]
+    Lake(#[from] marketlake_lake::LakeError),
+    #[error(transparent)]
+    Schema(#[from] marketlake_schemas::SchemaError),
+    #[error("writing {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// What the loop was asked to do.
+#[derive(Debug, Clone)]
+pub struct EnrichJob {
+    pub kafka: KafkaConfig,
+    pub lake: LakeConfig,
+    pub enrich: EnrichSettings,
+    /// Drain every raw partition to the end offsets seen at start, then exit.
+    pub until_caught_up: bool,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct EnrichReport {
+    pub raw_records: u64,
+    pub trades: u64,
+    pub news: u64,
+    pub quarantined: u64,
+    pub skipped: u64,
+    pub commits: u64,
+    pub conflicts: u64,
+    pub elapsed: Duration,
+    /// Receive (connector) → visible in `l2.trades` latency samples, microseconds.
+    pub trade_visibility_us: Vec<i64>,
+    pub reference_version: Option<i64>,
+}
+
+impl EnrichReport {
+    /// The `q`-quantile of the trade visibility latency, milliseconds.
+    pub fn latency_ms(&self, q: f64) -> Option<f64> {
+        if self.trade_visibility_us.is_empty() {
+            return None;
+        }
+        let mut sorted = self.trade_visibility_us.clone();
+        sorted.sort_unstable();
+        let index = ((sorted.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        sorted.get(index).map(|us| *us as f64 / 1_000.0)
+    }
+}
+
+const MAX_LATENCY_SAMPLES: usize = 2_000_000;
+
+/// The L2 table specs.
+pub fn l2_specs() -> Vec<TableSpec> {
+    vec![
+        TableSpec {
+            name: L2_TRADES,
+            schema: l2::trades_schema(),
+            partition_columns: vec![l2::PARTITION_COLUMN_TRADES.into()],
+            description: "typed, validated, reference-joined trades with lineage to L1",
+        },
+        TableSpec {
+            name: L2_NEWS,
+            schema: l2::news_schema(),
+            partition_columns: vec![l2::PARTITION_COLUMN_NEWS.into()],
+            description: "normalised news items tagged with the tickers they mention",
+        },
+        TableSpec {
+            name: L2_QUARANTINE,
+            schema: l2::quarantine_schema(),
+            partition_columns: vec![l2::PARTITION_COLUMN_QUARANTINE.into()],
+            description:
+                "records enrichment kept aside, with the rule, the reason and the raw bytes",
+        },
+    ]
+}
+
+/// Load the instrument master from files. Its version is derived from the files' contents
+/// (SHA-256, first 7 bytes): the same reference data always has the same version, and every
+/// enriched row names the version it was joined with.
+pub fn load_reference(files: &[PathBuf]) -> Result<Option<Arc<InstrumentMaster>>> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for file in files {
+        let bytes = std::fs::read(file).map_err(|source| PipelineError::Io {
+            path: file.display().to_string(),
+            source,
+        })?;
+        hasher.update(&bytes);
+    }
+    let digest = hasher.finalize();
+    let mut version: i64 = 0;
+    for byte in digest.iter().take(7) {
+        version = (version << 8) | i64::from(*byte);
+    }
+    let master = InstrumentMaster::from_paths(files, version)?;
+    tracing::info!(
+        instruments = master.len(),
+        version,
+        "instrument master loaded"
+    );
+    Ok(Some(Arc::new(master)))
+}
+
+/// One output table: its sink, its buffered offsets per raw partition and what it has stored.
+struct Output {
+    sink: ExactlyOnceSink,
+    /// Per raw partition: (stored offset the buffer builds on, last offset seen).
+    spans: BTreeMap<PartitionKey, (Option<i64>, i64)>,
+    stored: HashMap<PartitionKey, Option<i64>>,
+    last_commit: Instant,
+}
+
+impl Output {
+    fn accepts(&self, key: &PartitionKey, offset: i64) -> bool {
+        self.stored
+            .get(key)
+            .copied()
+            .flatten()
+            .is_none_or(|stored| offset > stored)
+    }
+
+    fn see(&mut self, key: &PartitionKey, offset: i64) {
+        let stored = self.stored.get(key).copied().flatten();
+        self.spans
+            .entry(key.clone())
+            .and_modify(|span| span.1 = offset)
+            .or_insert((stored, offset));
+    }
+
+    fn advances(&self) -> Vec<OffsetAdvance> {
+        self.spans
+            .iter()
+            .map(|(key, (from, to))| OffsetAdvance {
+                topic: key.topic.clone(),
+                partition: key.partition,
+                from: *from,
+                to: *to,
+            })
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct Buffers {
+    trades: Vec<TradeRow>,
+    news: Vec<NewsRow>,
+    quarantine: Vec<QuarantineRow>,
+    records: usize,
+    oldest: Option<Instant>,
+}
+
+struct Enrich {
+    job: EnrichJob,
+    enricher: Enricher,
+    consumer: VerifiedConsumer,
+    producer: Option<RawProducer>,
+    outputs: BTreeMap<TableName, Output>,
+    buffers: Buffers,
+    report: EnrichReport,
+    assigned_once: bool,
+    last_metrics: Instant,
+}
+
+fn quarantine_undecodable(record: &ConsumedRecord, reason: String) -> QuarantineRow {
+    let now = now_utc_ns();
+    QuarantineRow {
+        target_table: if record.topic == TOPIC_RAW_NEWS {
+            crate::TARGET_NEWS.into()
+        } else {
+            crate::TARGET_TRADES.into()
+        },
+        rule: crate::RULE_PARSE.into(),
+        reason: format!("raw record without marketlake headers: {reason}"),
+        payload_format: "unknown".into(),
+        payload: record.payload.clone(),
+        received_at_ns: now,
+        quarantined_at_ns: now,
+        lineage: Lineage {
+            source_id: "unknown".into(),
+            source_uri: format!("kafka://{}/{}", record.topic, record.partition),
+            source_position: record.offset,
+            raw_topic: record.topic.clone(),
+            raw_partition: record.partition,
+            raw_offset: record.offset,
+        },
+    }
+}
+
+impl Enrich {
+    fn on_record(&mut self, record: ConsumedRecord) {
+        let key = PartitionKey {
+            topic: record.topic.clone(),
+            partition: record.partition,
+        };
+        let offset = record.offset;
+        let at = KafkaPosition {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset,
+            timestamp_ms: record.timestamp_ms,
+        };
+        let decoded = RawRecord::from_kafka_parts(record.headers.iter(), || record.payload.clone());
+        let enriched = match decoded {
+            Ok(raw) => self.enricher.enrich(&raw, &at, now_utc_ns()),
+            Err(e) => crate::Enriched {
+                quarantine: vec![quarantine_undecodable(&record, e.to_string())],
+                ..Default::default()
+            },
+        };
+        self.report.raw_records += 1;
+        if enriched.skipped.is_some() {
+            self.report.skipped += 1;
+        }
+        let buffers = &mut self.buffers;
+        for (name, output) in self.outputs.iter_mut() {
+            if !output.accepts(&key, offset) {
+                continue;
+            }
+            output.see(&key, offset);
+            if *name == L2_TRADES {
+                buffers.trades.extend(enriched.trades.iter().cloned());
+            } else if *name == L2_NEWS {
+                buffers.news.extend(enriched.news.iter().cloned());
+            } else {
+                buffers
+                    .quarantine
+                    .extend(enriched.quarantine.iter().cloned());
+            }
+        }
+        buffers.records += 1;
+        buffers.oldest.get_or_insert_with(Instant::now);
+    }
+
+    fn due(&self) -> bool {
+        self.buffers.records >= self.job.enrich.max_batch_records
+            || self.buffers.oldest.is_some_and(|t| {
+                t.elapsed() >= Duration::from_millis(self.job.enrich.commit_interval_ms)
+            })
+    }
+
+    /// Publish the buffered rows, then commit every table that has rows (or offsets it has not
+    /// stored for too long, or all of them when `force`).
+    async fn flush(&mut self, force: bool) -> Result<()> {
+        let trades = std::mem::take(&mut self.buffers.trades);
+        let news = std::mem::take(&mut self.buffers.news);
+        let quarantine = std::mem::take(&mut self.buffers.quarantine);
+        self.buffers.records = 0;
+        self.buffers.oldest = None;
+        if let Some(producer) = &self.producer {
+            for row in &trades {
+                let payload = serde_json::to_vec(row).unwrap_or_default();
+                producer
+                    .send_to(
+                        TOPIC_ENRICHED_TRADES,
+                        Some(row.lineage.raw_partition),
+                        &row.symbol,
+                        &payload,
+                        &[],
+                    )
+                    .await?;
+            }
+            for row in &news {
+                let payload = serde_json::to_vec(row).unwrap_or_default();
+                let key = row
+                    .tickers
+                    .first()
+                    .map_or(row.news_key.as_str(), String::as_str);
+                producer
+                    .send_to(
+                        TOPIC_ENRICHED_NEWS,
+                        Some(row.lineage.raw_partition),
+                        key,
+                        &payload,
+                        &[],
+                    )
+                    .await?;
+            }
+            producer.flush_deliveries().await?;
+        }
+        let enriched_at = now_utc_ns();
+        let offsets_every = Duration::from_secs(self.job.enrich.offsets_commit_secs);
+        let names: Vec<TableName> = self.outputs.keys().copied().collect();
+        let mut conflicted = false;
+        for name in names {
+            let (batch, rows) = if name == L2_TRADES {
+                (l2::trades_batch(&trades, enriched_at)?, trades.len())
+            } else if name == L2_NEWS {
+                (l2::news_batch(&news, enriched_at)?, news.len())
+            } else {
+                (
+                    l2::quarantine_batch(&quarantine, enriched_at)?,
+                    quarantine.len(),
+                )
+            };
+            let Some(output) = self.outputs.get_mut(&name) else {
+                continue;
+            };
+            if output.spans.is_empty() {
+                continue;
+            }
+            if rows == 0 && !force && output.last_commit.elapsed() < offsets_every {
+                // Nothing to write: keep accumulating the offsets seen, commit them later.
+                continue;
+            }
+            let advances = output.advances();
+            match output.sink.commit(batch, &advances).await? {
+                CommitOutcome::Committed { version } => {
+                    for (key, (_, to)) in std::mem::take(&mut output.spans) {
+                        output.stored.insert(key, Some(to));
+                    }
+                    output.last_commit = Instant::now();
+                    self.report.commits += 1;
+                    if name == L2_TRADES {
+                        self.report.trades += rows as u64;
+                        let visible = now_utc_ns();
+                        let room = MAX_LATENCY_SAMPLES
+                            .saturating_sub(self.report.trade_visibility_us.len());
+                        self.report.trade_visibility_us.extend(
+                            trades
+                                .iter()
+                                .take(room)
+                                .map(|t| (visible - t.received_at_ns) / 1_000),
+                        );
+                    } else if name == L2_NEWS {
+                        self.report.news += rows as u64;
+                    } else {
+                        self.report.quarantined += rows as u64;
+                    }
+                    tracing::debug!(table = %name, version, rows, "committed");
+                }
+                CommitOutcome::Conflict { .. } => {
+                    self.report.conflicts += 1;
+                    conflicted = true;
+                    break;
+                }
+            }
+        }
+        if conflicted {
+            // Another process owns some of these partitions now: forget everything buffered and
+            // restart every owned partition from what the tables hold.
+            tracing::warn!("another enrichment process committed these offsets; re-seeking");
+            self.restart_owned().await?;
+        }
+        self.write_metrics(false);
+        Ok(())
+    }
+
+    /// Reload the stored offsets of every table and (re)start `keys` after the smallest.
+    async fn start(&mut self, keys: &[PartitionKey]) -> Result<()> {
+        for output in self.outputs.values_mut() {
+            output.sink.refresh().await?;
+        }
+        for key in keys {
+            let mut resume: Option<Option<i64>> = None;
+            for output in self.outputs.values_mut() {
+                output.spans.remove(key);
+                let stored = output.sink.stored_offset(&key.topic, key.partition).await?;
+                output.stored.insert(key.clone(), stored);
+                resume = Some(match resume {
+                    None => stored,
+                    Some(prev) => match (prev, stored) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        _ => None,
+                    },
+                });
+            }
+            let next = resume.flatten().map(|s| s + 1);
+            self.consumer.start_partition(key, next).await?;
+        }
+        Ok(())
+    }
+
+    async fn restart_owned(&mut self) -> Result<()> {
+        self.buffers = Buffers::default();
+        let owned: Vec<PartitionKey> = self.consumer.owned().into_iter().collect();
+        for output in self.outputs.values_mut() {
+            output.spans.clear();
+        }
+        self.start(&owned).await
+    }
+
+    fn on_revoked(&mut self, keys: &[PartitionKey]) {
+        // Rows cannot be split by partition cheaply; drop the whole buffer and restart the
+        // partitions we keep (rebalances are rare).
+        self.buffers = Buffers::default();
+        for output in self.outputs.values_mut() {
+            output.spans.clear();
+            for key in keys {
+                output.stored.remove(key);
+            }
+        }
+    }
+
+    fn write_metrics(&mut self, force: bool) {
+        if !force && self.last_metrics.elapsed() < Duration::from_secs(5) {
+            return;
+        }
+        self.last_metrics = Instant::now();
+        let path = if self.job.enrich.metrics_file.is_absolute() {
+            self.job.enrich.metrics_file.clone()
+        } else {
+            self.job.lake.root.join(&self.job.enrich.metrics_file)
+        };
+        let mut text = self.enricher.rules().prometheus_text();
+        text.push_str(&format!(
+            "# HELP marketlake_enrich_records_total Raw records enriched.\n# TYPE marketlake_enrich_records_total counter\nmarketlake_enrich_records_total {}\n",
+            self.report.raw_records
+        ));
+        // Write-then-rename so a scraper never reads half a file.
+        let tmp = path.with_extension("prom.tmp");
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "could not write enrichment metrics");
+        }
+    }
+
+    fn drained(&self) -> bool {
+        let owned = self.consumer.owned();
+        self.assigned_once && !owned.is_empty() && owned.iter().all(|k| self.consumer.caught_up(k))
+    }
+}
+
+/// Run enrichment until `shutdown` fires (committing what is buffered) or, with
+/// `until_caught_up`, until every raw partition is drained and committed.
+pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichReport> {
+    job.enrich.validate()?;
+    job.lake.validate()?;
+    let started = Instant::now();
+    let master = load_reference(&job.enrich.reference_files)?;
+    let reference_version = master.as_ref().map(|m| m.version);
+    let enricher = Enricher::new(
+        &EnricherConfig {
+            rules: job.enrich.rules.clone(),
+        },
+        master,
+    )?;
+    let topics = [TOPIC_RAW_TRADES, TOPIC_RAW_NEWS];
+    let mut consumer = VerifiedConsumer::subscribe(&job.kafka, &job.enrich.group, &topics)?;
+    if job.until_caught_up {
+        consumer.set_stall_after(Duration::from_millis(500));
+    }
+    let producer = if job.enrich.publish {
+        Some(RawProducer::new(&job.kafka)?)
+    } else {
+        None
+    };
+    let mut outputs = BTreeMap::new();
+    for spec in l2_specs() {
+        let name = spec.name;
+        let sink = ExactlyOnceSink::open(&job.lake, spec, SINK_NAME).await?;
+        outputs.insert(
+            name,
+            Output {
+                sink,
+                spans: BTreeMap::new(),
+                stored: HashMap::new(),
+                last_commit: Instant::now(),
+            },
+        );
+    }
+    let mut enrich = Enrich {
+        job,
+        enricher,
+        consumer,
+        producer,
+        outputs,
+        buffers: Buffers::default(),
+        report: EnrichReport {
+            reference_version,
+            ..Default::default()
+        },
+        assigned_once: false,
+        last_metrics: Instant::now(),
+    };
+    let mut last_drain_check = Instant::now();
+    loop {
+        if shutdown.is_cancelled() {
+            enrich.flush(true).await?;
+            tracing::info!("enrichment stopped on request; buffers committed");
+            break;
+        }
+        let polled = tokio::select! {
+            polled = enrich.consumer.poll(Duration::from_millis(100)) => polled?,
+            _ = shutdown.cancelled() => continue,
+        };
+        match polled {
+            Polled::Record(record) => enrich.on_record(record),
+            Polled::Assigned(keys) => {
+                tracing::info!(partitions = ?keys, "partitions assigned");
+                enrich.assigned_once = true;
+                enrich.flush(true).await?;
+                enrich.start(&keys).await?;
+            }
+            Polled::Revoked(keys) => {
+                tracing::info!(partitions = ?keys, "partitions revoked");
+                enrich.on_revoked(&keys);
+            }
+            Polled::Idle => {}
+        }
+        if enrich.due() {
+            enrich.flush(false).await?;
+        }
+        if enrich.job.until_caught_up && last_drain_check.elapsed() >= Duration::from_millis(250) {
+            last_drain_check = Instant::now();
+            if enrich.drained() {
+                enrich.flush(true).await?;
+                tracing::info!("enrichment caught up");
+                break;
+            }
+        }
+    }
+    enrich.write_metrics(true);
+    if let Some(producer) = &enrich.producer {
+        producer.close(Duration::from_secs(10))?;
+    }
+    enrich.report.elapsed = started.elapsed();
+    Ok(enrich.report)
+}
