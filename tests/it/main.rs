@@ -4,6 +4,7 @@
 
 mod config_errors;
 mod crash;
+mod curated;
 mod exactly_once;
 mod samples;
 mod support;

@@ -156,6 +156,8 @@ pub struct CurateReport {
     /// Watermark passing a bar's end → the bar visible in its table, microseconds (event-time
     /// lag excluded: measured from the moment the watermark made the window fire).
     pub bar_visibility_us: Vec<i64>,
+    /// Per bar row written: (window end, visible at), UTC ns.
+    pub bar_closes: Vec<(i64, i64)>,
 }
 
 /// Rows drained in one cycle, per table.
@@ -479,14 +481,17 @@ impl Curate {
                         self.report.bars += rows as u64;
                         let visible = now_utc_ns();
                         let interval = self.bar_tables.get(&name).copied();
-                        self.report.bar_visibility_us.extend(
-                            state
-                                .outbox
-                                .bars
-                                .iter()
-                                .filter(|bar| Some(bar.interval_secs) == interval)
-                                .map(|bar| (visible - bar.fired_at_ns) / 1_000),
-                        );
+                        for bar in state
+                            .outbox
+                            .bars
+                            .iter()
+                            .filter(|bar| Some(bar.interval_secs) == interval)
+                        {
+                            self.report
+                                .bar_visibility_us
+                                .push((visible - bar.fired_at_ns) / 1_000);
+                            self.report.bar_closes.push((bar.window_end_ns, visible));
+                        }
                     }
                 }
                 CommitOutcome::Conflict {

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use deltalake::arrow::array::ArrayRef;
-pub use deltalake::arrow::array::{BinaryArray, Int32Array, Int64Array, StringArray};
+pub use deltalake::arrow::array::{
+    Array, BinaryArray, Decimal128Array, Int32Array, Int64Array, StringArray,
+};
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::{DeltaTable, DeltaTableBuilder};

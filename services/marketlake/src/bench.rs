@@ -29,6 +29,9 @@ pub enum BenchCommand {
     /// Connector replay → raw topic → L1, beside the broker's own produce and consume rates;
     /// then freshness at a paced rate.
     Ingest(IngestBenchArgs),
+    /// Replay → L1 (reference) → L2 enrichment → L3 curation in one run; then L2 and bar
+    /// freshness at paced rates with every service running.
+    Enrich(crate::bench_enrich::EnrichBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -53,18 +56,38 @@ pub struct IngestBenchArgs {
 pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest(config, args).await,
+        BenchCommand::Enrich(args) => crate::bench_enrich::run(config, args).await,
     }
 }
 
 /// A FIX 4.4 execution report with correct BodyLength and CheckSum.
 fn execution_report(seq: u64) -> Vec<u8> {
+    execution_report_with_time(seq, "20261123-12:00:00.000")
+}
+
+/// [`execution_report`] with TransactTime and SendingTime at `ns` (UTC).
+pub(crate) fn execution_report_at(seq: u64, ns: i64) -> Vec<u8> {
+    let secs = ns.div_euclid(1_000_000_000);
+    let millis = ns.rem_euclid(1_000_000_000) / 1_000_000;
+    let date = marketlake_schemas::l1::utc_date_of_ns(ns).replace('-', "");
+    let rem = secs.rem_euclid(86_400);
+    let time = format!(
+        "{date}-{:02}:{:02}:{:02}.{millis:03}",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    );
+    execution_report_with_time(seq, &time)
+}
+
+fn execution_report_with_time(seq: u64, time: &str) -> Vec<u8> {
     const SYMBOLS: [&str; 8] = [
         "AAPL", "MSFT", "GOOG", "IBM", "TSLA", "AMZN", "NVDA", "META",
     ];
     let symbol = SYMBOLS[(seq % SYMBOLS.len() as u64) as usize];
     let price = 100.0 + (seq % 5_000) as f64 / 100.0;
     let body = format!(
-        "35=8\x0149=EXCH\x0156=DESK\x0134={seq}\x0152=20261123-12:00:00.000\x0137=O{seq}\x0117=E{seq}\x01150=F\x0139=2\x0155={symbol}\x0154={}\x0138=100\x0132=100\x0131={price:.2}\x0114=100\x016=0\x0151=0\x0160=20261123-12:00:00.000\x01",
+        "35=8\x0149=EXCH\x0156=DESK\x0134={seq}\x0152={time}\x0137=O{seq}\x0117=E{seq}\x01150=F\x0139=2\x0155={symbol}\x0154={}\x0138=100\x0132=100\x0131={price:.2}\x0114=100\x016=0\x0151=0\x0160={time}\x01",
         1 + seq % 2
     );
     let head = format!("8=FIX.4.4\x019={}\x01", body.len());
@@ -74,7 +97,7 @@ fn execution_report(seq: u64) -> Vec<u8> {
     message
 }
 
-fn write_fix_file(path: &Path, records: u64) -> anyhow::Result<u64> {
+pub(crate) fn write_fix_file(path: &Path, records: u64) -> anyhow::Result<u64> {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut bytes = 0u64;
     for seq in 0..records {
@@ -87,7 +110,7 @@ fn write_fix_file(path: &Path, records: u64) -> anyhow::Result<u64> {
     Ok(bytes)
 }
 
-struct PrivateBroker(Child);
+pub(crate) struct PrivateBroker(Child);
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
@@ -96,7 +119,7 @@ impl Drop for PrivateBroker {
     }
 }
 
-fn start_private_broker(dir: &Path) -> anyhow::Result<(PrivateBroker, String)> {
+pub(crate) fn start_private_broker(dir: &Path) -> anyhow::Result<(PrivateBroker, String)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();

@@ -1,0 +1,352 @@
+//! `marketlake bench enrich`: the L2/L3 figures. In one run, on a private broker and lake:
+//! connector replay → `raw.trades`; L1 ingest (the reference); enrichment into L2 (records/s,
+//! records per CPU-second, ratio to L1); curation into L3. Then freshness at a paced rate with
+//! every service running: receipt by the FIX drop-copy listener → visible in `l2.trades`, and a
+//! 1-minute bar's visibility after its window closed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use marketlake_connectors::source::{run_source, SourceStats};
+use marketlake_connectors::{ConnectorKind, SourceConfig};
+use marketlake_curate::pipeline::{CurateJob, CurateSettings};
+use marketlake_enrich::pipeline::{EnrichJob, EnrichSettings};
+use marketlake_ingest::{IngestConfig, IngestJob};
+use marketlake_kafka::admin::{ensure_topics, TopicSpec};
+use marketlake_kafka::{KafkaConfig, RawProducer};
+use marketlake_lake::LakeConfig;
+use marketlake_schemas::names::{
+    dead_letter_topic, TOPIC_ENRICHED_NEWS, TOPIC_ENRICHED_TRADES, TOPIC_RAW_NEWS, TOPIC_RAW_TRADES,
+};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::bench::{execution_report_at, start_private_broker, write_fix_file};
+use crate::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct EnrichBenchArgs {
+    /// FIX execution reports to replay for the throughput phase.
+    #[arg(long, default_value_t = 500_000)]
+    records: u64,
+    #[arg(long, default_value_t = 3)]
+    partitions: i32,
+    /// Records per second for the freshness phase (several values: `--rate 10000 --rate 100000`).
+    #[arg(long, default_values_t = [10_000u64])]
+    rate: Vec<u64>,
+    /// Seconds of paced traffic per rate (0 skips freshness).
+    #[arg(long, default_value_t = 90)]
+    seconds: u64,
+}
+
+/// CPU seconds this process has used (user + system), from /proc.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn quantile(values: &[i64], q: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)] as f64 / 1_000.0
+}
+
+pub async fn run(config: Config, args: EnrichBenchArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_broker, brokers) = start_private_broker(dir.path())?;
+    let kafka = KafkaConfig {
+        brokers,
+        partitions: args.partitions,
+        ..config.kafka.clone()
+    };
+    let lake = LakeConfig {
+        root: dir.path().join("lake"),
+        ..config.lake.clone()
+    };
+    let source_id = "bench-fix";
+    let mut topics = vec![
+        dead_letter_topic(source_id),
+        dead_letter_topic("bench-dropcopy"),
+    ]
+    .into_iter()
+    .map(|name| TopicSpec {
+        name,
+        partitions: 1,
+    })
+    .collect::<Vec<_>>();
+    for name in [
+        TOPIC_RAW_TRADES,
+        TOPIC_RAW_NEWS,
+        TOPIC_ENRICHED_TRADES,
+        TOPIC_ENRICHED_NEWS,
+    ] {
+        topics.push(TopicSpec {
+            name: name.into(),
+            partitions: args.partitions,
+        });
+    }
+    ensure_topics(&kafka, &topics).await?;
+    let ingest_config = IngestConfig {
+        group: "bench-ingest".into(),
+        ..config.ingest.clone()
+    };
+    let enrich_settings = EnrichSettings {
+        group: "bench-enrich".into(),
+        ..config.enrich.clone()
+    };
+    let curate_settings = CurateSettings {
+        group: "bench-curate".into(),
+        ..config.curate.clone()
+    };
+    println!(
+        "bench enrich: {} FIX execution reports, {} partitions, broker {}, lake {}",
+        args.records,
+        args.partitions,
+        kafka.brokers,
+        lake.root.display()
+    );
+    let fix_file = dir.path().join("executions.fix");
+    write_fix_file(&fix_file, args.records)?;
+    let spec = SourceConfig {
+        id: source_id.into(),
+        kind: ConnectorKind::Fix,
+        settings: serde_json::json!({ "file": fix_file }),
+    }
+    .validate("bench")?;
+    let producer = Arc::new(RawProducer::new(&kafka)?);
+    run_source(
+        spec,
+        producer,
+        dir.path().join("state"),
+        CancellationToken::new(),
+        Arc::new(SourceStats::default()),
+    )
+    .await?;
+
+    let cpu = cpu_seconds();
+    let ingest = marketlake_ingest::run(
+        IngestJob {
+            kafka: kafka.clone(),
+            lake: lake.clone(),
+            ingest: ingest_config.clone(),
+            dead_letter_topics: vec![dead_letter_topic(source_id)],
+            until_caught_up: true,
+        },
+        CancellationToken::new(),
+    )
+    .await?;
+    let ingest_cpu = cpu_seconds() - cpu;
+    let cpu = cpu_seconds();
+    let enrich = marketlake_enrich::pipeline::run(
+        EnrichJob {
+            kafka: kafka.clone(),
+            lake: lake.clone(),
+            enrich: enrich_settings.clone(),
+            until_caught_up: true,
+        },
+        CancellationToken::new(),
+    )
+    .await?;
+    let enrich_cpu = cpu_seconds() - cpu;
+    let cpu = cpu_seconds();
+    let curate = marketlake_curate::pipeline::run(
+        CurateJob {
+            kafka: kafka.clone(),
+            lake: lake.clone(),
+            curate: curate_settings.clone(),
+            until_caught_up: true,
+        },
+        CancellationToken::new(),
+    )
+    .await?;
+    let curate_cpu = cpu_seconds() - cpu;
+    let ingest_rate = ingest.records as f64 / ingest.elapsed.as_secs_f64().max(1e-9);
+    let enrich_rate = enrich.raw_records as f64 / enrich.elapsed.as_secs_f64().max(1e-9);
+    let curate_rate = curate.trades as f64 / curate.elapsed.as_secs_f64().max(1e-9);
+    println!();
+    println!("| stage | records | seconds | records/s | CPU s (this process) | records per CPU-second | vs L1 ingest |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (stage, records, elapsed, rate, cpu) in [
+        (
+            "ingest raw.trades → l1.trades_raw (reference)",
+            ingest.records,
+            ingest.elapsed,
+            ingest_rate,
+            ingest_cpu,
+        ),
+        (
+            "enrich raw.trades → l2.trades + enriched.trades",
+            enrich.raw_records,
+            enrich.elapsed,
+            enrich_rate,
+            enrich_cpu,
+        ),
+        (
+            "curate enriched.trades → l3 bars (1m, 5m, 1h)",
+            curate.trades,
+            curate.elapsed,
+            curate_rate,
+            curate_cpu,
+        ),
+    ] {
+        println!(
+            "| {stage} | {records} | {:.2} | {rate:.0} | {cpu:.1} | {:.0} | {:.0} % |",
+            elapsed.as_secs_f64(),
+            records as f64 / cpu.max(1e-9),
+            100.0 * rate / ingest_rate.max(1e-9)
+        );
+    }
+    println!(
+        "\nenrich: {} trades, {} quarantined, {} commits; curate: {} bar rows, {} late, {} cycles",
+        enrich.trades, enrich.quarantined, enrich.commits, curate.bars, curate.late, curate.cycles
+    );
+    for rate in &args.rate {
+        if args.seconds > 0 {
+            freshness(
+                &kafka,
+                &lake,
+                &ingest_config,
+                &enrich_settings,
+                &curate_settings,
+                *rate,
+                args.seconds,
+                dir.path(),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Every service running; paced FIX fills with event time = now into the drop-copy listener.
+#[allow(clippy::too_many_arguments)]
+async fn freshness(
+    kafka: &KafkaConfig,
+    lake: &LakeConfig,
+    ingest_config: &IngestConfig,
+    enrich_settings: &EnrichSettings,
+    curate_settings: &CurateSettings,
+    rate: u64,
+    seconds: u64,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let source_id = "bench-dropcopy";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let spec = SourceConfig {
+        id: source_id.into(),
+        kind: ConnectorKind::Fix,
+        settings: serde_json::json!({ "listen": listen }),
+    }
+    .validate("bench")?;
+    let stop = CancellationToken::new();
+    let producer = Arc::new(RawProducer::new(kafka)?);
+    let connector = tokio::spawn(run_source(
+        spec,
+        producer,
+        dir.join(format!("state-{rate}")),
+        stop.clone(),
+        Arc::new(SourceStats::default()),
+    ));
+    let ingest = tokio::spawn(marketlake_ingest::run(
+        IngestJob {
+            kafka: kafka.clone(),
+            lake: lake.clone(),
+            ingest: ingest_config.clone(),
+            dead_letter_topics: vec![dead_letter_topic(source_id)],
+            until_caught_up: false,
+        },
+        stop.clone(),
+    ));
+    let enrich = tokio::spawn(marketlake_enrich::pipeline::run(
+        EnrichJob {
+            kafka: kafka.clone(),
+            lake: lake.clone(),
+            enrich: enrich_settings.clone(),
+            until_caught_up: false,
+        },
+        stop.clone(),
+    ));
+    let curate = tokio::spawn(marketlake_curate::pipeline::run(
+        CurateJob {
+            kafka: kafka.clone(),
+            lake: lake.clone(),
+            curate: curate_settings.clone(),
+            until_caught_up: false,
+        },
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut stream = tokio::net::TcpStream::connect(&listen).await?;
+    let total = rate * seconds;
+    let started = Instant::now();
+    let tick = Duration::from_millis(10);
+    let per_tick = (rate / 100).max(1);
+    let mut sent = 0u64;
+    let mut next = tokio::time::Instant::now();
+    while sent < total {
+        let mut chunk = Vec::new();
+        let now = marketlake_schemas::now_utc_ns();
+        for _ in 0..per_tick.min(total - sent) {
+            chunk.extend_from_slice(&execution_report_at(20_000_000 + rate * 1_000 + sent, now));
+            sent += 1;
+        }
+        stream.write_all(&chunk).await?;
+        next += tick;
+        tokio::time::sleep_until(next).await;
+    }
+    stream.shutdown().await?;
+    let sending = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.cancel();
+    let ingest = ingest.await??;
+    let enrich = enrich.await??;
+    let curate = curate.await??;
+    connector.await??;
+    let bound_ns =
+        i64::try_from(curate_settings.bars.max_out_of_orderness_secs).unwrap_or(0) * 1_000_000_000;
+    // A bar's wait after its window closed (window end + the out-of-orderness allowance) in wall
+    // time: event time is the send time here, so this is what a user waiting for the bar sees.
+    let after_close: Vec<i64> = curate
+        .bar_closes
+        .iter()
+        .map(|(end, visible)| (visible - end - bound_ns) / 1_000)
+        .collect();
+    println!(
+        "\nfreshness at {rate} records/s for {:.1}s ({sent} sent; {} in L1, {} in l2.trades):\n  receipt → visible in l1.trades_raw: p50 {:.0} ms, p99 {:.0} ms\n  receipt → visible in l2.trades:    p50 {:.0} ms, p99 {:.0} ms\n  1-minute..1-hour bars fired: {}; fired (watermark passed, drained) → visible: p50 {:.0} ms, p99 {:.0} ms\n  window end + {}s allowance → bar visible (wall clock): p50 {:.0} ms, p99 {:.0} ms",
+        sending.as_secs_f64(),
+        ingest.records,
+        enrich.trades,
+        ingest.latency_ms(0.5).unwrap_or(f64::NAN),
+        ingest.latency_ms(0.99).unwrap_or(f64::NAN),
+        enrich.latency_ms(0.5).unwrap_or(f64::NAN),
+        enrich.latency_ms(0.99).unwrap_or(f64::NAN),
+        curate.bar_visibility_us.len(),
+        quantile(&curate.bar_visibility_us, 0.5),
+        quantile(&curate.bar_visibility_us, 0.99),
+        curate_settings.bars.max_out_of_orderness_secs,
+        quantile(&after_close, 0.5),
+        quantile(&after_close, 0.99),
+    );
+    Ok(())
+}

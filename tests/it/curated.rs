@@ -1,0 +1,303 @@
+//! L2 and L3 exactly once: enrichment and curation are SIGKILLed at random moments while
+//! numbered FIX fills stream in; after a clean catch-up, `l2.trades` holds every fill once and
+//! every `l3.bars_1m` window (its highest revision) equals a batch recomputation over the fills.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use marketlake_connectors::RawSink;
+use marketlake_curate::compute_bars;
+use marketlake_kafka::RawProducer;
+use marketlake_lake::read::{load_table, read_rows, Array, Decimal128Array, Int32Array};
+use marketlake_schemas::l2::{Lineage, TradeAction, TradeRow};
+use marketlake_schemas::names::{l3_bars, TableName, L2_TRADES, L3_LATE_RECORDS};
+use marketlake_schemas::{FeedClass, PayloadFormat, RawRecord};
+use rand::{Rng, SeedableRng};
+
+use crate::exactly_once::create_topics;
+use crate::support::{i64_column, sigkill, string_column, Lake, LakeOptions, HEAVY};
+
+const KILLS: usize = 20;
+const FILLS: i64 = 12_000;
+const SYMBOLS: i64 = 5;
+/// 2026-01-05T14:30:00Z: the first fill; each next one 25 ms later (so 5 minutes in all).
+const START_NS: i64 = 1_767_623_400_000_000_000;
+const STEP_NS: i64 = 25_000_000;
+const DEADLINE: Duration = Duration::from_secs(480);
+
+fn symbol(i: i64) -> String {
+    format!("ZZ{}", i % SYMBOLS)
+}
+
+/// Price in 1e-8 units and quantity in 1e-4 units of fill `i` (deterministic, varied).
+fn price_qty(i: i64) -> (i64, i64) {
+    let price_cents = 10_000 + (i * 7919) % 500;
+    let qty = 1 + (i * 104_729) % 300;
+    (price_cents * 1_000_000, qty * 10_000)
+}
+
+fn fix_time(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let millis = ns.rem_euclid(1_000_000_000) / 1_000_000;
+    let days = secs.div_euclid(86_400);
+    let date =
+        marketlake_schemas::l1::utc_date_of_ns(days * 86_400 * 1_000_000_000).replace('-', "");
+    let rem = secs.rem_euclid(86_400);
+    format!(
+        "{date}-{:02}:{:02}:{:02}.{millis:03}",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+/// A pipe-delimited FIX 4.4 message around `body` (from `35=` on), with a right body length
+/// and checksum.
+pub fn fix_message(body: &str) -> Vec<u8> {
+    let head = format!("8=FIX.4.4|9={}|", body.len());
+    let mut message = format!("{head}{body}").into_bytes();
+    let sum: u32 = message
+        .iter()
+        .map(|b| u32::from(if *b == b'|' { 1 } else { *b }))
+        .sum();
+    message.extend_from_slice(format!("10={:03}|", sum % 256).as_bytes());
+    message
+}
+
+/// A valid FIX 4.4 execution report (a fill), pipe-delimited, body length and checksum right.
+fn fill_message(i: i64) -> Vec<u8> {
+    let (price, qty) = price_qty(i);
+    let body = format!(
+        "35=8|49=BROKER|56=DESK|34={seq}|52={t}|37=ORD{i}|17=EXEC{i}|150=F|39=2|55={sym}|54=1|31={px}|32={q}|14={q}|6={px}|60={t}|",
+        seq = i + 1,
+        t = fix_time(START_NS + i * STEP_NS),
+        sym = symbol(i),
+        px = marketlake_schemas::decimal::format_scaled(price, 8),
+        q = marketlake_schemas::decimal::format_scaled(qty, 4),
+    );
+    fix_message(&body)
+}
+
+fn fill_record(i: i64) -> RawRecord {
+    RawRecord {
+        source_id: "fills".into(),
+        connector: "fix".into(),
+        class: FeedClass::Trades,
+        format: PayloadFormat::Fix,
+        source_uri: "test://fills".into(),
+        source_position: i,
+        received_at_ns: marketlake_schemas::now_utc_ns(),
+        symbol: Some(symbol(i)),
+        payload: fill_message(i),
+        attributes: BTreeMap::from([
+            ("delimiter".to_string(), "pipe".to_string()),
+            ("msg_type".to_string(), "8".to_string()),
+            ("begin_string".to_string(), "FIX.4.4".to_string()),
+        ]),
+    }
+}
+
+/// The fills as the batch reference sees them.
+fn expected_trades() -> Vec<TradeRow> {
+    (0..FILLS)
+        .map(|i| {
+            let (price, quantity) = price_qty(i);
+            TradeRow {
+                trade_key: format!("fills:EXEC{i}"),
+                action: TradeAction::New,
+                supersedes: None,
+                symbol: symbol(i),
+                isin: None,
+                figi: None,
+                instrument_name: None,
+                exchange: None,
+                currency: None,
+                price,
+                quantity,
+                side: None,
+                venue: None,
+                trade_id: None,
+                order_id: None,
+                account: None,
+                trader: None,
+                event_time_ns: START_NS + i * STEP_NS,
+                received_at_ns: 0,
+                reference_version: None,
+                flags: Vec::new(),
+                lineage: Lineage {
+                    source_id: "fills".into(),
+                    source_uri: "test://fills".into(),
+                    source_position: i,
+                    raw_topic: "raw.trades".into(),
+                    raw_partition: 0,
+                    raw_offset: i,
+                },
+            }
+        })
+        .collect()
+}
+
+pub async fn table_batches(
+    lake: &Lake,
+    table: TableName,
+) -> Result<Vec<marketlake_lake::RecordBatch>> {
+    match load_table(&lake.lake_config(), table, None).await {
+        Ok(loaded) => Ok(read_rows(&loaded).await?),
+        Err(_) => Ok(Vec::new()),
+    }
+}
+
+fn decimal(batch: &marketlake_lake::RecordBatch, name: &str, row: usize) -> Result<Option<i128>> {
+    let column = batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<Decimal128Array>())
+        .with_context(|| format!("decimal column {name}"))?;
+    Ok((!column.is_null(row)).then(|| column.value(row)))
+}
+
+/// `l3.bars_1m` reduced to the highest revision per (symbol, window start):
+/// `(open, high, low, close, volume, trade_count)`.
+pub type BarValues = (
+    Option<i128>,
+    Option<i128>,
+    Option<i128>,
+    Option<i128>,
+    Option<i128>,
+    i64,
+);
+
+pub async fn latest_bars(lake: &Lake) -> Result<BTreeMap<(String, i64), (i32, BarValues)>> {
+    let mut latest: BTreeMap<(String, i64), (i32, BarValues)> = BTreeMap::new();
+    for batch in table_batches(lake, l3_bars(60)).await? {
+        let symbols = string_column(&batch, "symbol")?;
+        let starts = i64_column(&batch, "window_start_ns")?;
+        let counts = i64_column(&batch, "trade_count")?;
+        let revisions = batch
+            .column_by_name("revision")
+            .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
+            .context("revision column")?;
+        for row in 0..batch.num_rows() {
+            let key = (symbols.value(row).to_string(), starts.value(row));
+            let revision = revisions.value(row);
+            let values = (
+                decimal(&batch, "open", row)?,
+                decimal(&batch, "high", row)?,
+                decimal(&batch, "low", row)?,
+                decimal(&batch, "close", row)?,
+                decimal(&batch, "volume", row)?,
+                counts.value(row),
+            );
+            match latest.get(&key) {
+                Some((r, _)) if *r > revision => {}
+                Some((r, _)) if *r == revision => {
+                    bail!("bar {key:?} revision {revision} written twice")
+                }
+                _ => {
+                    latest.insert(key, (revision, values));
+                }
+            }
+        }
+    }
+    Ok(latest)
+}
+
+async fn l2_trade_keys(lake: &Lake) -> Result<BTreeMap<String, usize>> {
+    let mut counts = BTreeMap::new();
+    for batch in table_batches(lake, L2_TRADES).await? {
+        let keys = string_column(&batch, "trade_key")?;
+        for row in 0..batch.num_rows() {
+            *counts.entry(keys.value(row).to_string()).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_enrich_and_curate_twenty_times_matches_the_batch_result() -> Result<()> {
+    let _heavy = HEAVY.lock().await;
+    let lake = Lake::new(LakeOptions {
+        extra_toml: "[enrich]\ncommit_interval_ms = 200\nreference_files = []\n\n[curate]\ncommit_interval_ms = 200\nidle_advance_secs = 3600\n\n[curate.bars]\nintervals_secs = [60]\n".into(),
+        ..LakeOptions::default()
+    })?;
+    let kafka = lake.kafka_config(3);
+    create_topics(&kafka).await?;
+    let producer = RawProducer::new(&kafka)?;
+    let started = Instant::now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let per_round = FILLS / KILLS as i64;
+    for round in 0..KILLS {
+        if started.elapsed() > DEADLINE {
+            bail!("crash test exceeded {DEADLINE:?} at round {round}");
+        }
+        let mut enrich = lake.spawn(&["enrich"], &format!("enrich-{round}.log"))?;
+        let mut curate = lake.spawn(&["curate"], &format!("curate-{round}.log"))?;
+        let range = round as i64 * per_round..(round as i64 + 1) * per_round;
+        for i in range {
+            producer.publish(fill_record(i)).await?;
+        }
+        producer.flush_deliveries().await?;
+        let enrich_alive = Duration::from_millis(rng.gen_range(400..2_500));
+        let curate_extra = Duration::from_millis(rng.gen_range(800..3_500));
+        tokio::time::sleep(enrich_alive).await;
+        sigkill(&mut enrich);
+        tokio::time::sleep(curate_extra).await;
+        sigkill(&mut curate);
+        eprintln!(
+            "round {round}: enrich killed after {enrich_alive:?}, curate {curate_extra:?} later, at {:?}",
+            started.elapsed()
+        );
+    }
+    let before = l2_trade_keys(&lake).await?.len();
+    let bars_before = latest_bars(&lake).await?.len();
+    eprintln!("after {KILLS} killed rounds: {before} fills in l2.trades, {bars_before} bars");
+    assert!(
+        before > 0,
+        "no killed enrichment ever committed: the test exercised nothing"
+    );
+    lake.run(&["enrich", "--until-caught-up"], Duration::from_secs(180))?;
+    lake.run(&["curate", "--until-caught-up"], Duration::from_secs(180))?;
+
+    let keys = l2_trade_keys(&lake).await?;
+    let missing: Vec<i64> = (0..FILLS)
+        .filter(|i| !keys.contains_key(&format!("fills:EXEC{i}")))
+        .collect();
+    let doubled: Vec<(&String, &usize)> = keys.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(
+        missing.is_empty() && doubled.is_empty() && keys.len() as i64 == FILLS,
+        "l2.trades: {} missing (first {:?}), {} doubled (first {:?})",
+        missing.len(),
+        missing.iter().take(5).collect::<Vec<_>>(),
+        doubled.len(),
+        doubled.iter().take(5).collect::<Vec<_>>()
+    );
+
+    let expected = compute_bars(&expected_trades(), &[60])?;
+    let actual = latest_bars(&lake).await?;
+    assert_eq!(actual.len(), expected.len(), "number of 1-minute bars");
+    for bar in &expected {
+        let key = (bar.symbol.clone(), bar.window_start_ns);
+        let (_, got) = actual
+            .get(&key)
+            .with_context(|| format!("bar {key:?} missing"))?;
+        let want = (
+            bar.open.map(i128::from),
+            bar.high.map(i128::from),
+            bar.low.map(i128::from),
+            bar.close.map(i128::from),
+            Some(i128::from(bar.volume)),
+            bar.trade_count,
+        );
+        assert_eq!(got, &want, "bar {key:?}");
+    }
+    let late: usize = table_batches(&lake, L3_LATE_RECORDS)
+        .await?
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(
+        late, 0,
+        "fills arrive in order per symbol: none may be late"
+    );
+    Ok(())
+}
