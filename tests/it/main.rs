@@ -6,5 +6,6 @@ mod config_errors;
 mod crash;
 mod curated;
 mod exactly_once;
+mod maintain;
 mod samples;
 mod support;

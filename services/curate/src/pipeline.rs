@@ -58,6 +58,10 @@ pub struct CurateSettings {
     pub idle_advance_secs: u64,
     /// Where state files live, relative to the lake root when relative.
     pub state_dir: PathBuf,
+    /// A cycle that drained nothing saves no state (nothing to commit) unless the last save is
+    /// this old: it bounds how much is re-read from the enriched topics after a crash, while
+    /// saving only when rows fire keeps the cost of large window state off the common path.
+    pub state_every_secs: u64,
     pub bars: BarConfig,
     pub news_windows: NewsWindowConfig,
 }
@@ -69,6 +73,7 @@ impl Default for CurateSettings {
             commit_interval_ms: 1_000,
             idle_advance_secs: 10,
             state_dir: PathBuf::from("_state/curate"),
+            state_every_secs: 30,
             bars: BarConfig::default(),
             news_windows: NewsWindowConfig::default(),
         }
@@ -92,6 +97,9 @@ impl CurateSettings {
         }
         if self.idle_advance_secs == 0 {
             return Err(bad("idle_advance_secs", "must be at least 1"));
+        }
+        if self.state_every_secs == 0 {
+            return Err(bad("state_every_secs", "must be at least 1"));
         }
         self.bars.validate().map_err(|e| match e {
             CurateError::Config { setting, message } => CurateError::Config {
@@ -307,6 +315,7 @@ struct Curate {
     report: CurateReport,
     assigned_once: bool,
     last_record: Instant,
+    last_save: Instant,
     consumed_since_cycle: u64,
 }
 
@@ -376,7 +385,7 @@ impl Curate {
 
     /// Drain, save the state with the outbox, commit the outbox. `final_fire` fires every
     /// window first (end of a back-fill).
-    async fn cycle(&mut self, final_fire: bool) -> PResult<()> {
+    async fn cycle(&mut self, final_fire: bool, force_save: bool) -> PResult<()> {
         let idle =
             self.last_record.elapsed() >= Duration::from_secs(self.job.curate.idle_advance_secs);
         let now = now_utc_ns();
@@ -404,7 +413,9 @@ impl Curate {
             outbox.windows.extend(windows.drain(now));
         }
         let empty = outbox.bars.is_empty() && outbox.late.is_empty() && outbox.windows.is_empty();
-        if empty && self.consumed_since_cycle == 0 {
+        let state_due =
+            self.last_save.elapsed() >= Duration::from_secs(self.job.curate.state_every_secs);
+        if empty && (self.consumed_since_cycle == 0 || !(state_due || final_fire || force_save)) {
             return Ok(());
         }
         let state = CycleState {
@@ -423,6 +434,7 @@ impl Curate {
             outbox,
         };
         self.store.save(&state)?;
+        self.last_save = Instant::now();
         self.cycle = state.cycle;
         self.consumed_since_cycle = 0;
         self.commit_outbox(&state).await
@@ -580,6 +592,7 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
         report: CurateReport::default(),
         assigned_once: false,
         last_record: Instant::now(),
+        last_save: Instant::now(),
         consumed_since_cycle: 0,
     };
     if let Some(state) = &recovered {
@@ -591,7 +604,7 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
     let mut last_drain_check = Instant::now();
     loop {
         if shutdown.is_cancelled() {
-            curate.cycle(false).await?;
+            curate.cycle(false, true).await?;
             tracing::info!("curation stopped on request; state saved");
             break;
         }
@@ -616,12 +629,12 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
         }
         if last_cycle.elapsed() >= interval {
             last_cycle = Instant::now();
-            curate.cycle(false).await?;
+            curate.cycle(false, false).await?;
         }
         if curate.job.until_caught_up && last_drain_check.elapsed() >= Duration::from_millis(250) {
             last_drain_check = Instant::now();
             if curate.drained() {
-                curate.cycle(true).await?;
+                curate.cycle(true, true).await?;
                 tracing::info!("curation caught up; every window fired");
                 break;
             }

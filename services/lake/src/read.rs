@@ -81,34 +81,37 @@ pub async fn read_rows(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
     let store = table.object_store();
     let mut batches = Vec::new();
     for file in files {
-        let bytes = store
-            .get(&deltalake::Path::from(file.path.as_str()))
-            .await
-            .map_err(|e| LakeError::Read {
-                what: file.path.clone(),
-                message: e.to_string(),
-            })?
-            .bytes()
-            .await
-            .map_err(|e| LakeError::Read {
-                what: file.path.clone(),
-                message: e.to_string(),
-            })?;
-        let read_error = |e: &dyn std::fmt::Display| LakeError::Read {
-            what: file.path.clone(),
-            message: e.to_string(),
-        };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .map_err(|e| read_error(&e))?
-            .build()
-            .map_err(|e| read_error(&e))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| read_error(&e))?;
-            batches.push(
-                with_partition_columns(batch, &file.partition_values)
-                    .map_err(|e| read_error(&e))?,
-            );
-        }
+        batches.extend(read_file(&store, &file).await?);
+    }
+    Ok(batches)
+}
+
+/// The rows of one data file, partition columns re-attached.
+pub async fn read_file(
+    store: &deltalake::logstore::ObjectStoreRef,
+    file: &DataFile,
+) -> Result<Vec<RecordBatch>> {
+    let read_error = |e: &dyn std::fmt::Display| LakeError::Read {
+        what: file.path.clone(),
+        message: e.to_string(),
+    };
+    let bytes = store
+        .get(&deltalake::Path::from(file.path.as_str()))
+        .await
+        .map_err(|e| read_error(&e))?
+        .bytes()
+        .await
+        .map_err(|e| read_error(&e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| read_error(&e))?
+        .build()
+        .map_err(|e| read_error(&e))?;
+    let mut batches = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| read_error(&e))?;
+        batches.push(
+            with_partition_columns(batch, &file.partition_values).map_err(|e| read_error(&e))?,
+        );
     }
     Ok(batches)
 }

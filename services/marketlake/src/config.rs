@@ -32,7 +32,28 @@ pub struct Config {
     #[serde(default)]
     pub curate: CurateSettings,
     #[serde(default)]
+    pub maintain: MaintainConfig,
+    #[serde(default)]
     pub sources: Vec<SourceConfig>,
+}
+
+/// `[maintain]`: compaction and checkpoints of every table (also run by `up` on this schedule).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintainConfig {
+    /// Seconds between passes in `up` and `maintain --every` (0: `up` does not maintain).
+    pub every_secs: u64,
+    /// Files smaller than this are compacted with the other small files of their partition.
+    pub small_file_mb: u64,
+}
+
+impl Default for MaintainConfig {
+    fn default() -> Self {
+        MaintainConfig {
+            every_secs: 3_600,
+            small_file_mb: 32,
+        }
+    }
 }
 
 impl Config {
@@ -74,6 +95,9 @@ impl Config {
         self.ingest.validate()?;
         self.enrich.validate()?;
         self.curate.validate()?;
+        if self.maintain.small_file_mb == 0 {
+            bail!("setting `maintain.small_file_mb`: must be at least 1 (megabytes)");
+        }
         std::fs::create_dir_all(&self.state_dir).with_context(|| {
             format!(
                 "setting `state_dir`: cannot create `{}`; point it at a writable directory",

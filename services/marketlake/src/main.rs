@@ -57,6 +57,12 @@ enum Command {
         #[arg(long)]
         until_caught_up: bool,
     },
+    /// Compact small files and write checkpoints of every table (time travel keeps working).
+    Maintain {
+        /// Repeat every this many seconds until Ctrl-C (default: one pass).
+        #[arg(long)]
+        every: Option<u64>,
+    },
     /// Create the topics the services use (they also do it at start).
     Topics,
     /// Show a table: version, files, rows per source.
@@ -147,6 +153,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Ingest { until_caught_up } => run::ingest(config, until_caught_up).await,
         Command::Enrich { until_caught_up } => run::enrich(config, until_caught_up).await,
         Command::Curate { until_caught_up } => run::curate(config, until_caught_up).await,
+        Command::Maintain { every } => run::maintain(config, every).await,
         Command::Topics => run::topics(&config).await,
         Command::Inspect { table, version } => run::inspect(&config, &table, version).await,
         Command::Bench { command } => bench::run(config, command).await,

@@ -204,6 +204,64 @@ pub async fn curate(config: Config, until_caught_up: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Every table of the lake: L1, L2 and the configured L3 tables.
+fn all_specs(config: &Config) -> Vec<marketlake_lake::TableSpec> {
+    marketlake_ingest::l1_specs()
+        .into_iter()
+        .chain(marketlake_enrich::pipeline::l2_specs())
+        .chain(marketlake_curate::pipeline::l3_specs(&config.curate))
+        .collect()
+}
+
+/// One maintenance pass over every table that exists.
+async fn maintain_once(config: &Config) -> anyhow::Result<()> {
+    let small = i64::try_from(config.maintain.small_file_mb.saturating_mul(1024 * 1024))
+        .unwrap_or(i64::MAX);
+    for spec in all_specs(config) {
+        if !config
+            .lake
+            .root
+            .join(spec.name.relative_path())
+            .join("_delta_log")
+            .exists()
+        {
+            continue;
+        }
+        let report = marketlake_lake::maintain::maintain_table(&config.lake, &spec, small)
+            .await
+            .with_context(|| format!("maintaining {}", spec.name))?;
+        println!(
+            "{}: {} files ({:.1} MB) → {} files ({:.1} MB); {} small files rewritten into {}{}; checkpoint at version {}",
+            report.table,
+            report.files_before,
+            report.bytes_before as f64 / 1e6,
+            report.files_after,
+            report.bytes_after as f64 / 1e6,
+            report.rewritten,
+            report.written,
+            if report.gave_way { " (gave way to a writer; next pass retries)" } else { "" },
+            report.checkpoint_version.map_or("-".into(), |v| v.to_string()),
+        );
+    }
+    Ok(())
+}
+
+/// `marketlake maintain [--every SECS]`: one pass, or passes on a schedule until Ctrl-C.
+pub async fn maintain(config: Config, every: Option<u64>) -> anyhow::Result<()> {
+    config.lake.validate()?;
+    let shutdown = shutdown_on_signal();
+    loop {
+        maintain_once(&config).await?;
+        let Some(every) = every.filter(|s| *s > 0) else {
+            return Ok(());
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(every)) => {}
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
 fn print_source_report(report: &SourceReport) {
     let seconds = report.elapsed.as_secs_f64().max(1e-9);
     println!(
@@ -276,6 +334,21 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         curate_job(&config, false),
         shutdown.clone(),
     ));
+    if config.maintain.every_secs > 0 {
+        let maintenance = config.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(maintenance.maintain.every_secs)) => {}
+                    _ = stop.cancelled() => return,
+                }
+                if let Err(e) = maintain_once(&maintenance).await {
+                    tracing::warn!(error = %format!("{e:#}"), "maintenance pass failed; next pass retries");
+                }
+            }
+        });
+    }
     let producer = Arc::new(RawProducer::new(&config.kafka)?);
     let root = std::fs::canonicalize(&config.lake.root).unwrap_or(config.lake.root.clone());
     println!(
@@ -429,12 +502,7 @@ pub async fn connect(config: Config, args: ConnectArgs) -> anyhow::Result<()> {
 }
 
 fn parse_table(config: &Config, name: &str) -> anyhow::Result<TableName> {
-    let mut known: Vec<TableName> = marketlake_ingest::l1_specs()
-        .into_iter()
-        .chain(marketlake_enrich::pipeline::l2_specs())
-        .chain(marketlake_curate::pipeline::l3_specs(&config.curate))
-        .map(|s| s.name)
-        .collect();
+    let mut known: Vec<TableName> = all_specs(config).into_iter().map(|s| s.name).collect();
     known.sort();
     known
         .iter()

@@ -1,0 +1,159 @@
+//! Table maintenance: compaction of small files and checkpoints, without blocking writers and
+//! without breaking time travel.
+//!
+//! Freshness makes writers commit small files (one per partition per commit); compaction rewrites
+//! the small files of each partition into larger ones in one Delta commit whose `add` and
+//! `remove` actions carry `dataChange = false` — allowed on append-only tables, and invisible to
+//! change readers. Removed files stay on disk (vacuum is never run here), so every version inside
+//! the retention period still reads exactly as before. The commit is made at exactly the next
+//! version with no automatic rebase: when a writer commits first, the compaction gives way (its
+//! new files are deleted) and the next run tries again; writers never wait for it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Remove};
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::DeltaOperation;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use object_store::ObjectStoreExt;
+
+use crate::read::{data_files, read_file, DataFile};
+use crate::spec::{open_or_create, LakeConfig, TableSpec};
+use crate::{delta_error, Result};
+
+/// What one maintenance pass did to one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub table: String,
+    pub files_before: usize,
+    pub bytes_before: i64,
+    pub files_after: usize,
+    pub bytes_after: i64,
+    /// Small files rewritten, and the files they became.
+    pub rewritten: usize,
+    pub written: usize,
+    /// The compaction commit's version, when one was made.
+    pub compaction_version: Option<i64>,
+    /// A writer committed first: nothing was changed, try again later.
+    pub gave_way: bool,
+    pub checkpoint_version: Option<i64>,
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX)
+}
+
+/// Compact the files smaller than `small_file_bytes` of each partition (when a partition has
+/// at least two), then write a checkpoint of the latest version.
+pub async fn maintain_table(
+    config: &LakeConfig,
+    spec: &TableSpec,
+    small_file_bytes: i64,
+) -> Result<MaintenanceReport> {
+    let name = spec.name.to_string();
+    let mut table = open_or_create(config, spec).await?;
+    let files = data_files(&table).await?;
+    let mut report = MaintenanceReport {
+        table: name.clone(),
+        files_before: files.len(),
+        bytes_before: files.iter().map(|f| f.size).sum(),
+        ..Default::default()
+    };
+    let mut groups: BTreeMap<Vec<(String, Option<String>)>, Vec<&DataFile>> = BTreeMap::new();
+    for file in files.iter().filter(|f| f.size < small_file_bytes) {
+        groups
+            .entry(file.partition_values.clone())
+            .or_default()
+            .push(file);
+    }
+    groups.retain(|_, files| files.len() >= 2);
+    if !groups.is_empty() {
+        let store = table.object_store();
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_statistics_enabled(deltalake::parquet::file::properties::EnabledStatistics::Page)
+            .build();
+        let mut writer = RecordBatchWriter::for_table(&table)
+            .map_err(delta_error(&name))?
+            .with_writer_properties(properties)
+            .with_target_file_size(config.target_file_size_mb.saturating_mul(1024 * 1024));
+        let mut removes = Vec::new();
+        for files in groups.values() {
+            for file in files {
+                for batch in read_file(&store, file).await? {
+                    writer.write(batch).await.map_err(delta_error(&name))?;
+                }
+                removes.push(Remove {
+                    path: file.path.clone(),
+                    data_change: false,
+                    deletion_timestamp: Some(now_ms()),
+                    extended_file_metadata: Some(true),
+                    partition_values: Some(
+                        file.partition_values
+                            .iter()
+                            .cloned()
+                            .collect::<HashMap<_, _>>(),
+                    ),
+                    size: Some(file.size),
+                    tags: None,
+                    deletion_vector: None,
+                    base_row_id: None,
+                    default_row_commit_version: None,
+                });
+            }
+        }
+        let mut adds = writer.flush().await.map_err(delta_error(&name))?;
+        for add in &mut adds {
+            add.data_change = false;
+        }
+        report.rewritten = removes.len();
+        report.written = adds.len();
+        let mut actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
+        actions.extend(removes.into_iter().map(Action::Remove));
+        let snapshot = table.snapshot().map_err(delta_error(&name))?;
+        let committed = CommitBuilder::from(CommitProperties::default().with_max_retries(0))
+            .with_actions(actions)
+            .build(
+                Some(snapshot),
+                table.log_store(),
+                DeltaOperation::Optimize {
+                    predicate: None,
+                    target_size: small_file_bytes,
+                },
+            )
+            .await;
+        match committed {
+            Ok(finalized) => {
+                report.compaction_version = i64::try_from(finalized.version()).ok();
+            }
+            Err(e) => {
+                tracing::info!(table = %name, error = %e, "a writer committed during compaction; compaction gave way and will run again");
+                report.gave_way = true;
+                for add in &adds {
+                    let _ = store
+                        .delete(&deltalake::Path::from(add.path.as_str()))
+                        .await;
+                }
+            }
+        }
+        table.update_state().await.map_err(delta_error(&name))?;
+    }
+    if table.version().is_some_and(|v| v > 0) {
+        deltalake::checkpoints::create_checkpoint(&table, None)
+            .await
+            .map_err(delta_error(&name))?;
+        report.checkpoint_version = table.version().and_then(|v| i64::try_from(v).ok());
+    }
+    let after = data_files(&table).await?;
+    report.files_after = after.len();
+    report.bytes_after = after.iter().map(|f| f.size).sum();
+    Ok(report)
+}
