@@ -233,6 +233,43 @@ pub async fn run(config: Config, args: EnrichBenchArgs) -> anyhow::Result<()> {
             .await?;
         }
     }
+    file_counts(&lake, &curate_settings, &config.maintain).await
+}
+
+/// Files per table after the run, then after one maintenance pass.
+async fn file_counts(
+    lake: &LakeConfig,
+    curate: &CurateSettings,
+    maintain: &crate::config::MaintainConfig,
+) -> anyhow::Result<()> {
+    let specs: Vec<_> = marketlake_ingest::l1_specs()
+        .into_iter()
+        .chain(marketlake_enrich::pipeline::l2_specs())
+        .chain(marketlake_curate::pipeline::l3_specs(curate))
+        .collect();
+    let small = i64::try_from(maintain.small_file_mb * 1024 * 1024).unwrap_or(i64::MAX);
+    println!("\n| table | files | avg file KB | files after compaction | avg KB after |");
+    println!("|---|---:|---:|---:|---:|");
+    for spec in specs {
+        if !lake
+            .root
+            .join(spec.name.relative_path())
+            .join("_delta_log")
+            .exists()
+        {
+            continue;
+        }
+        let report = marketlake_lake::maintain::maintain_table(lake, &spec, small).await?;
+        let avg = |bytes: i64, files: usize| bytes as f64 / 1024.0 / files.max(1) as f64;
+        println!(
+            "| {} | {} | {:.0} | {} | {:.0} |",
+            report.table,
+            report.files_before,
+            avg(report.bytes_before, report.files_before),
+            report.files_after,
+            avg(report.bytes_after, report.files_after),
+        );
+    }
     Ok(())
 }
 
