@@ -2,6 +2,7 @@
 //! Each test starts its own tansu broker on a free loopback port and its own temporary lake,
 //! so tests run in parallel and clean up after themselves.
 
+mod api;
 mod config_errors;
 mod crash;
 mod curated;

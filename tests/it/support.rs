@@ -159,6 +159,15 @@ impl Lake {
             Broker::start(dir.path())?
         };
         let config_path = dir.path().join("marketlake.toml");
+        // Every lake gets its own API port and catalog (services under `up` include the API).
+        let mut extra = options.extra_toml.clone();
+        if !extra.contains("[api]") {
+            extra.push_str(&format!(
+                "\n[api]\nlisten = \"127.0.0.1:{}\"\ncatalog_url = \"sqlite://{}\"\n",
+                free_port(),
+                dir.path().join("catalog.db").display()
+            ));
+        }
         let config = format!(
             r#"state_dir = "{state}"
 log = "{log}"
@@ -185,7 +194,7 @@ rejoin_when_idle_secs = 8
                 "info,rdkafka=warn,deltalake_core=warn,deltalake_core::writer::stats=error,buoyant_kernel=warn".into()
             }),
             sources = options.sources_toml,
-            extra = options.extra_toml,
+            extra = extra,
         );
         std::fs::write(&config_path, config)?;
         Ok(Lake {

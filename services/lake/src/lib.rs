@@ -4,10 +4,12 @@
 //!   created append-only with retention measured in years.
 //! - [`ExactlyOnceSink`]: commit a batch together with the Kafka offsets it covers as Delta `txn`
 //!   actions, refusing the commit when another writer moved those offsets first.
+//! - [`extract`]: entitlement row filters, projections and masks on Arrow batches; JSON/NDJSON/CSV.
 //! - [`maintain`]: compaction of small files and checkpoints, without blocking writers.
 //! - [`read`]: read a table (or one version of it) back as Arrow batches, for tests, tools and
 //!   as-of reads.
 
+pub mod extract;
 pub mod maintain;
 pub mod read;
 pub mod sink;

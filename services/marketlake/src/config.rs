@@ -34,6 +34,8 @@ pub struct Config {
     #[serde(default)]
     pub maintain: MaintainConfig,
     #[serde(default)]
+    pub api: marketlake_api::ApiConfig,
+    #[serde(default)]
     pub sources: Vec<SourceConfig>,
 }
 
@@ -95,6 +97,7 @@ impl Config {
         self.ingest.validate()?;
         self.enrich.validate()?;
         self.curate.validate()?;
+        self.api.validate().map_err(|e| anyhow::anyhow!(e))?;
         if self.maintain.small_file_mb == 0 {
             bail!("setting `maintain.small_file_mb`: must be at least 1 (megabytes)");
         }
@@ -116,6 +119,8 @@ impl Config {
     pub fn show(&self) -> anyhow::Result<String> {
         let mut masked = self.clone();
         masked.kafka = self.kafka.masked();
+        masked.api.auth.hmac_secret = "***".into();
+        masked.api.mask_key = "***".into();
         Ok(toml::to_string_pretty(&masked)?)
     }
 }

@@ -63,6 +63,22 @@ enum Command {
         #[arg(long)]
         every: Option<u64>,
     },
+    /// Serve the entitled, audited REST API (JWT bearer tokens, grants from the catalog).
+    Serve,
+    /// Mint a local HS256 token for the demo API.
+    Token {
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated roles.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
     /// Create the topics the services use (they also do it at start).
     Topics,
     /// Show a table: version, files, rows per source.
@@ -154,6 +170,13 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Enrich { until_caught_up } => run::enrich(config, until_caught_up).await,
         Command::Curate { until_caught_up } => run::curate(config, until_caught_up).await,
         Command::Maintain { every } => run::maintain(config, every).await,
+        Command::Serve => run::serve(config).await,
+        Command::Token {
+            sub,
+            roles,
+            groups,
+            ttl,
+        } => run::token(&config, &sub, &roles, &groups, ttl),
         Command::Topics => run::topics(&config).await,
         Command::Inspect { table, version } => run::inspect(&config, &table, version).await,
         Command::Bench { command } => bench::run(config, command).await,

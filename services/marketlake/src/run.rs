@@ -246,6 +246,56 @@ async fn maintain_once(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Build the API state: catalog (migrated, seeded when empty) and the lake's datasets.
+async fn api_state(config: &Config) -> anyhow::Result<Arc<marketlake_api::http::AppState>> {
+    let catalog = marketlake_api::catalog::Catalog::connect(&config.api.catalog_url).await?;
+    if let Some(seed) = &config.api.seed_grants_file {
+        let loaded = catalog.seed(seed).await?;
+        if loaded > 0 {
+            tracing::info!(grants = loaded, file = %seed.display(), "catalog seeded with grants");
+        }
+    }
+    Ok(Arc::new(marketlake_api::http::AppState {
+        config: config.api.clone(),
+        lake: config.lake.clone(),
+        catalog,
+        tables: all_specs(config),
+    }))
+}
+
+/// `marketlake serve`: the entitled, audited API until Ctrl-C.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.lake.validate()?;
+    config.api.validate().map_err(|e| anyhow::anyhow!(e))?;
+    let state = api_state(&config).await?;
+    println!(
+        "marketlake API on http://{} (Ctrl-C stops it)",
+        config.api.listen
+    );
+    marketlake_api::http::serve(state, shutdown_on_signal())
+        .await
+        .with_context(|| {
+            format!(
+                "setting `api.listen`: cannot serve on {}",
+                config.api.listen
+            )
+        })?;
+    Ok(())
+}
+
+/// `marketlake token`: a local HS256 token signed with `api.auth.hmac_secret`.
+pub fn token(
+    config: &Config,
+    sub: &str,
+    roles: &[String],
+    groups: &[String],
+    ttl: i64,
+) -> anyhow::Result<()> {
+    let token = marketlake_api::auth::mint(&config.api.auth, sub, roles, groups, ttl)?;
+    println!("{token}");
+    Ok(())
+}
+
 /// `marketlake maintain [--every SECS]`: one pass, or passes on a schedule until Ctrl-C.
 pub async fn maintain(config: Config, every: Option<u64>) -> anyhow::Result<()> {
     config.lake.validate()?;
@@ -349,8 +399,15 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let api_state = api_state(&config).await?;
+    let api_shutdown = shutdown.clone();
+    let api = tokio::spawn(marketlake_api::http::serve(api_state, api_shutdown));
     let producer = Arc::new(RawProducer::new(&config.kafka)?);
     let root = std::fs::canonicalize(&config.lake.root).unwrap_or(config.lake.root.clone());
+    println!(
+        "API on http://{} (token: marketlake token --sub alice --groups desk-eq)",
+        config.api.listen
+    );
     println!(
         "marketlake is up: broker {}, {} sources, tables under {} (l1: trades_raw, news_raw, dead_letters; l2: trades, news, quarantine; l3: bars_*, late_records, news_trade_windows). Ctrl-C stops it.",
         config.kafka.brokers,
@@ -391,6 +448,13 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
         Ok(report) => print_curate_report(&report),
         Err(e) => {
             failure.get_or_insert(anyhow::Error::from(e).context("curation"));
+        }
+    }
+    shutdown.cancel();
+    match api.await.context("API task panicked")? {
+        Ok(()) => {}
+        Err(e) => {
+            failure.get_or_insert(anyhow::Error::from(e).context("API (setting api.listen)"));
         }
     }
     match failure {

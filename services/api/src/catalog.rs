@@ -1,0 +1,380 @@
+//! The SQL catalog: numbered migrations (the same files on SQLite and PostgreSQL), grants and
+//! audit events. Every query binds its values; nothing from a request is pasted into SQL.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use marketlake_lake::extract::{Mask, RowFilter};
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::auth::Principal;
+
+/// The migrations, in order: `(version, name, sql)`.
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "catalog",
+    include_str!("../../../migrations/0001_catalog.sql"),
+)];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog {url}: {source}")]
+    Database {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("grants file {path}: {message}")]
+    Seed { path: String, message: String },
+}
+
+type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// A grant of one dataset to a user or a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    #[serde(default)]
+    pub grant_id: String,
+    pub dataset: String,
+    /// `user` (matched against the token's `sub`) or `group`.
+    pub principal_kind: String,
+    pub principal: String,
+    #[serde(default)]
+    pub symbols: Option<Vec<String>>,
+    #[serde(default)]
+    pub venues: Option<Vec<String>>,
+    /// Column → `hide` or `hash`.
+    #[serde(default)]
+    pub column_masks: BTreeMap<String, String>,
+}
+
+/// What a principal may see of one dataset, all its grants combined: rows allowed by any grant;
+/// a column masked only when every grant masks it (hashed if any grant shows it hashed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entitlement {
+    pub grant_ids: Vec<String>,
+    pub filter: RowFilter,
+    pub masks: BTreeMap<String, Mask>,
+}
+
+fn combine(grants: &[Grant]) -> Option<Entitlement> {
+    let first = grants.first()?;
+    let union = |pick: fn(&Grant) -> &Option<Vec<String>>| -> Option<BTreeSet<String>> {
+        let mut all = BTreeSet::new();
+        for grant in grants {
+            all.extend(pick(grant).as_ref()?.iter().cloned());
+        }
+        Some(all)
+    };
+    let mut masks = BTreeMap::new();
+    for column in first.column_masks.keys() {
+        let mut mask = Some(Mask::Hide);
+        for grant in grants {
+            match grant.column_masks.get(column).map(String::as_str) {
+                Some("hide") => {}
+                Some(_) => mask = mask.map(|_| Mask::Hash),
+                None => mask = None,
+            }
+        }
+        if let Some(mask) = mask {
+            masks.insert(column.clone(), mask);
+        }
+    }
+    Some(Entitlement {
+        grant_ids: grants.iter().map(|g| g.grant_id.clone()).collect(),
+        filter: RowFilter {
+            symbols: union(|g| &g.symbols),
+            venues: union(|g| &g.venues),
+            ..Default::default()
+        },
+        masks,
+    })
+}
+
+/// One audit event (see `audit_events` in the migrations).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEvent {
+    pub event_id: String,
+    pub at_ns: i64,
+    pub request_id: String,
+    pub principal: String,
+    pub groups: Vec<String>,
+    pub endpoint: String,
+    pub query: String,
+    pub entitlements: Vec<String>,
+    pub as_of: Option<String>,
+    pub status: u16,
+    pub rows_returned: i64,
+    pub bytes_returned: i64,
+    pub body_sha256: String,
+}
+
+#[derive(Clone)]
+pub struct Catalog {
+    pool: AnyPool,
+    url: String,
+}
+
+pub fn new_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Catalog {
+    /// Connect (creating a SQLite file and its directory when missing) and migrate.
+    pub async fn connect(url: &str) -> Result<Catalog> {
+        sqlx::any::install_default_drivers();
+        let mut connect_url = url.to_string();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(parent) = Path::new(path).parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            if !url.contains('?') {
+                connect_url = format!("{url}?mode=rwc");
+            }
+        }
+        let err = |source| CatalogError::Database {
+            url: url.to_string(),
+            source,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .connect(&connect_url)
+            .await
+            .map_err(err)?;
+        let catalog = Catalog {
+            pool,
+            url: url.to_string(),
+        };
+        catalog.migrate().await?;
+        Ok(catalog)
+    }
+
+    fn err(&self) -> impl Fn(sqlx::Error) -> CatalogError + '_ {
+        move |source| CatalogError::Database {
+            url: self.url.clone(),
+            source,
+        }
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_ns BIGINT NOT NULL)",
+        )
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        for (version, name, sql) in MIGRATIONS {
+            let applied: Option<AnyRow> =
+                sqlx::query("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(*version)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(self.err())?;
+            if applied.is_some() {
+                continue;
+            }
+            let mut tx = self.pool.begin().await.map_err(self.err())?;
+            sqlx::raw_sql(*sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(self.err())?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at_ns) VALUES ($1, $2, $3)",
+            )
+            .bind(*version)
+            .bind(*name)
+            .bind(marketlake_schemas::now_utc_ns())
+            .execute(&mut *tx)
+            .await
+            .map_err(self.err())?;
+            tx.commit().await.map_err(self.err())?;
+            tracing::info!(version, name, "catalog migration applied");
+        }
+        Ok(())
+    }
+
+    pub async fn ready(&self) -> bool {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
+    }
+
+    pub async fn add_grant(&self, grant: &Grant, by: &str) -> Result<String> {
+        let id = if grant.grant_id.is_empty() {
+            new_id()
+        } else {
+            grant.grant_id.clone()
+        };
+        let json = |v: &Option<Vec<String>>| {
+            v.as_ref()
+                .map(|v| serde_json::to_string(v).unwrap_or_default())
+        };
+        sqlx::query(
+            "INSERT INTO grants (grant_id, dataset, principal_kind, principal, symbols, venues, column_masks, created_by, created_at_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&id)
+        .bind(&grant.dataset)
+        .bind(&grant.principal_kind)
+        .bind(&grant.principal)
+        .bind(json(&grant.symbols))
+        .bind(json(&grant.venues))
+        .bind(serde_json::to_string(&grant.column_masks).unwrap_or_else(|_| "{}".into()))
+        .bind(by)
+        .bind(marketlake_schemas::now_utc_ns())
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(id)
+    }
+
+    /// Load grants from a TOML file (`[[grants]]` entries) when the catalog holds none.
+    pub async fn seed(&self, path: &Path) -> Result<usize> {
+        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM grants")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.err())?
+            .try_get("n")
+            .map_err(self.err())?;
+        if count > 0 {
+            return Ok(0);
+        }
+        let seed_err = |message: String| CatalogError::Seed {
+            path: path.display().to_string(),
+            message,
+        };
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct SeedFile {
+            grants: Vec<Grant>,
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| seed_err(e.to_string()))?;
+        let file: SeedFile = toml_from_str(&text).map_err(seed_err)?;
+        for grant in &file.grants {
+            if !matches!(grant.principal_kind.as_str(), "user" | "group") {
+                return Err(seed_err(format!(
+                    "principal_kind `{}`: use user or group",
+                    grant.principal_kind
+                )));
+            }
+            for (column, mask) in &grant.column_masks {
+                if !matches!(mask.as_str(), "hide" | "hash") {
+                    return Err(seed_err(format!(
+                        "mask `{mask}` of column `{column}`: use hide or hash"
+                    )));
+                }
+            }
+            self.add_grant(grant, "seed").await?;
+        }
+        Ok(file.grants.len())
+    }
+
+    fn grant_of(row: &AnyRow) -> std::result::Result<Grant, sqlx::Error> {
+        let list =
+            |text: Option<String>| text.and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok());
+        Ok(Grant {
+            grant_id: row.try_get("grant_id")?,
+            dataset: row.try_get("dataset")?,
+            principal_kind: row.try_get("principal_kind")?,
+            principal: row.try_get("principal")?,
+            symbols: list(row.try_get("symbols")?),
+            venues: list(row.try_get("venues")?),
+            column_masks: serde_json::from_str(&row.try_get::<String, _>("column_masks")?)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Every grant that applies to `principal` (its own and its groups').
+    pub async fn grants_for(&self, principal: &Principal) -> Result<Vec<Grant>> {
+        let mut grants = Vec::new();
+        let mut asks = vec![("user", principal.sub.as_str())];
+        asks.extend(principal.groups.iter().map(|g| ("group", g.as_str())));
+        for (kind, name) in asks {
+            let rows = sqlx::query(
+                "SELECT grant_id, dataset, principal_kind, principal, symbols, venues, column_masks FROM grants WHERE principal_kind = $1 AND principal = $2",
+            )
+            .bind(kind)
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.err())?;
+            for row in &rows {
+                grants.push(Self::grant_of(row).map_err(self.err())?);
+            }
+        }
+        Ok(grants)
+    }
+
+    /// The datasets `principal` may read, with the combined entitlement of each.
+    pub async fn entitlements(
+        &self,
+        principal: &Principal,
+    ) -> Result<BTreeMap<String, Entitlement>> {
+        let mut by_dataset: BTreeMap<String, Vec<Grant>> = BTreeMap::new();
+        for grant in self.grants_for(principal).await? {
+            by_dataset
+                .entry(grant.dataset.clone())
+                .or_default()
+                .push(grant);
+        }
+        Ok(by_dataset
+            .into_iter()
+            .filter_map(|(dataset, grants)| combine(&grants).map(|e| (dataset, e)))
+            .collect())
+    }
+
+    pub async fn record(&self, event: &AuditEvent) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_events (event_id, at_ns, request_id, principal, groups_json, endpoint, query, entitlements, as_of, status, rows_returned, bytes_returned, body_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&event.event_id)
+        .bind(event.at_ns)
+        .bind(&event.request_id)
+        .bind(&event.principal)
+        .bind(serde_json::to_string(&event.groups).unwrap_or_default())
+        .bind(&event.endpoint)
+        .bind(&event.query)
+        .bind(serde_json::to_string(&event.entitlements).unwrap_or_default())
+        .bind(event.as_of.clone())
+        .bind(i32::from(event.status))
+        .bind(event.rows_returned)
+        .bind(event.bytes_returned)
+        .bind(&event.body_sha256)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Audit events of a principal, oldest first: `(endpoint, rows, bytes, body_sha256)`.
+    pub async fn audit_of(&self, principal: &str) -> Result<Vec<(String, i64, i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT endpoint, rows_returned, bytes_returned, body_sha256 FROM audit_events WHERE principal = $1 ORDER BY at_ns",
+        )
+        .bind(principal)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("endpoint")?,
+                    r.try_get("rows_returned")?,
+                    r.try_get("bytes_returned")?,
+                    r.try_get("body_sha256")?,
+                ))
+            })
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(self.err())
+    }
+}
+
+fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
+    // Grants files are small TOML documents; JSON is accepted too.
+    if text.trim_start().starts_with('{') {
+        return serde_json::from_str(text).map_err(|e| e.to_string());
+    }
+    toml::from_str(text).map_err(|e| e.to_string())
+}
