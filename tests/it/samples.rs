@@ -328,21 +328,8 @@ print(json.dumps(out))
             "l3/news_trade_windows",
         ),
     ];
-    let root = lake.dir.path().join("lake");
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&root)
-        .args(tables.iter().map(|(_, path)| *path))
-        .output()
-        .context("python3 with deltalake and duckdb (scripts/ensure-tools --with-test-tools)")?;
-    if !output.status.success() {
-        bail!(
-            "python readers failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let result: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let paths: Vec<&str> = tables.iter().map(|(_, path)| *path).collect();
+    let result = python_readers(lake, script, &paths)?;
     for (table, path) in tables {
         let ours: usize = crate::curated::table_batches(lake, table)
             .await?
@@ -407,21 +394,11 @@ for name in sys.argv[2:]:
     }
 print(json.dumps(out))
 "#;
-    let root = lake.dir.path().join("lake");
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&root)
-        .args(["l1/trades_raw", "l1/news_raw", "l1/dead_letters"])
-        .output()
-        .context("python3 with deltalake and duckdb (scripts/ensure-tools --with-test-tools)")?;
-    if !output.status.success() {
-        bail!(
-            "python readers failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let result: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let result = python_readers(
+        lake,
+        script,
+        &["l1/trades_raw", "l1/news_raw", "l1/dead_letters"],
+    )?;
     for (table, path) in [
         (L1_TRADES_RAW, "l1/trades_raw"),
         (L1_NEWS_RAW, "l1/news_raw"),
@@ -462,4 +439,23 @@ print(json.dumps(out))
         );
     }
     Ok(())
+}
+
+/// Run a Python reader script over tables of the lake (argv: lake root, then table paths) and
+/// parse the JSON it prints.
+fn python_readers(lake: &Lake, script: &str, tables: &[&str]) -> Result<serde_json::Value> {
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(lake.dir.path().join("lake"))
+        .args(tables)
+        .output()
+        .context("python3 with deltalake and duckdb (scripts/ensure-tools --with-test-tools)")?;
+    if !output.status.success() {
+        bail!(
+            "python readers failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
 }

@@ -548,8 +548,7 @@ impl Enrich {
     }
 
     fn drained(&self) -> bool {
-        let owned = self.consumer.owned();
-        self.assigned_once && !owned.is_empty() && owned.iter().all(|k| self.consumer.caught_up(k))
+        self.assigned_once && self.consumer.drained()
     }
 }
 

@@ -519,6 +519,11 @@ impl VerifiedConsumer {
         self.stall_after = wait;
     }
 
+    /// This process owns partitions and every one is proven caught up (end of a drain).
+    pub fn drained(&self) -> bool {
+        !self.tracks.is_empty() && self.tracks.values().all(|t| t.caught_up)
+    }
+
     /// Whether every owned partition is proven to hold nothing beyond what was delivered.
     pub fn caught_up(&self, key: &PartitionKey) -> bool {
         self.tracks.get(key).is_some_and(|t| t.caught_up)

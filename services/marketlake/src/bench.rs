@@ -327,6 +327,77 @@ async fn ingest(config: Config, args: IngestBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The source id of the benches' FIX drop-copy listener.
+pub(crate) const DROPCOPY_SOURCE: &str = "bench-dropcopy";
+
+type SourceTask = tokio::task::JoinHandle<
+    Result<marketlake_connectors::source::SourceReport, marketlake_connectors::ConnectorError>,
+>;
+
+/// A FIX drop-copy listener on a free loopback port, publishing until `stop`.
+pub(crate) fn start_dropcopy(
+    kafka: &KafkaConfig,
+    state_dir: &Path,
+    stop: CancellationToken,
+) -> anyhow::Result<(String, SourceTask)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let spec = SourceConfig {
+        id: DROPCOPY_SOURCE.into(),
+        kind: ConnectorKind::Fix,
+        settings: serde_json::json!({ "listen": listen }),
+    }
+    .validate("bench")?;
+    let producer = Arc::new(RawProducer::new(kafka)?);
+    let task = tokio::spawn(run_source(
+        spec,
+        producer,
+        state_dir.to_path_buf(),
+        stop,
+        Arc::new(SourceStats::default()),
+    ));
+    Ok((listen, task))
+}
+
+/// Send `rate` execution reports a second for `seconds` to a drop-copy listener, in 10 ms
+/// ticks; with `now_times` each carries the send time as its event time. Returns how many were
+/// sent and how long sending took.
+pub(crate) async fn send_paced(
+    listen: &str,
+    rate: u64,
+    seconds: u64,
+    first_seq: u64,
+    now_times: bool,
+) -> anyhow::Result<(u64, Duration)> {
+    let mut stream = tokio::net::TcpStream::connect(listen).await?;
+    let total = rate * seconds;
+    let started = Instant::now();
+    let tick = Duration::from_millis(10);
+    let per_tick = (rate / 100).max(1);
+    let mut sent = 0u64;
+    let mut next = tokio::time::Instant::now();
+    while sent < total {
+        let mut chunk = Vec::new();
+        let now = marketlake_schemas::now_utc_ns();
+        for _ in 0..per_tick.min(total - sent) {
+            let seq = first_seq + sent;
+            chunk.extend_from_slice(&if now_times {
+                execution_report_at(seq, now)
+            } else {
+                execution_report(seq)
+            });
+            sent += 1;
+        }
+        stream.write_all(&chunk).await?;
+        next += tick;
+        tokio::time::sleep_until(next).await;
+    }
+    stream.shutdown().await?;
+    Ok((sent, started.elapsed()))
+}
+
 /// Paced FIX traffic into the drop-copy listener while ingest runs; receipt → visible latency.
 async fn freshness(
     kafka: &KafkaConfig,
@@ -335,7 +406,7 @@ async fn freshness(
     args: &IngestBenchArgs,
     dir: &Path,
 ) -> anyhow::Result<()> {
-    let source_id = "bench-dropcopy";
+    let source_id = DROPCOPY_SOURCE;
     ensure_topics(
         kafka,
         &[TopicSpec {
@@ -344,25 +415,8 @@ async fn freshness(
         }],
     )
     .await?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let spec = SourceConfig {
-        id: source_id.into(),
-        kind: ConnectorKind::Fix,
-        settings: serde_json::json!({ "listen": listen }),
-    }
-    .validate("bench")?;
     let stop = CancellationToken::new();
-    let producer = Arc::new(RawProducer::new(kafka)?);
-    let connector = tokio::spawn(run_source(
-        spec,
-        producer,
-        dir.join("state"),
-        stop.clone(),
-        Arc::new(SourceStats::default()),
-    ));
+    let (listen, connector) = start_dropcopy(kafka, &dir.join("state"), stop.clone())?;
     let ingest = tokio::spawn(marketlake_ingest::run(
         IngestJob {
             kafka: kafka.clone(),
@@ -375,25 +429,7 @@ async fn freshness(
     ));
     // Let the ingest join its group before traffic starts.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut stream = tokio::net::TcpStream::connect(&listen).await?;
-    let total = args.rate * args.seconds;
-    let started = Instant::now();
-    let tick = Duration::from_millis(10);
-    let per_tick = (args.rate / 100).max(1);
-    let mut sent = 0u64;
-    let mut next = tokio::time::Instant::now();
-    while sent < total {
-        let mut chunk = Vec::new();
-        for _ in 0..per_tick.min(total - sent) {
-            chunk.extend_from_slice(&execution_report(10_000_000 + sent));
-            sent += 1;
-        }
-        stream.write_all(&chunk).await?;
-        next += tick;
-        tokio::time::sleep_until(next).await;
-    }
-    stream.shutdown().await?;
-    let sending = started.elapsed();
+    let (sent, sending) = send_paced(&listen, args.rate, args.seconds, 10_000_000, false).await?;
     // Give the last commit time to land, then stop both.
     tokio::time::sleep(Duration::from_millis(
         ingest_config.commit_interval_ms * 3 + 2_000,

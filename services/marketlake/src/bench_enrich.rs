@@ -5,7 +5,7 @@
 //! 1-minute bar's visibility after its window closed.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use marketlake_connectors::source::{run_source, SourceStats};
 use marketlake_connectors::{ConnectorKind, SourceConfig};
@@ -18,10 +18,11 @@ use marketlake_lake::LakeConfig;
 use marketlake_schemas::names::{
     dead_letter_topic, TOPIC_ENRICHED_NEWS, TOPIC_ENRICHED_TRADES, TOPIC_RAW_NEWS, TOPIC_RAW_TRADES,
 };
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{execution_report_at, start_private_broker, write_fix_file};
+use crate::bench::{
+    send_paced, start_dropcopy, start_private_broker, write_fix_file, DROPCOPY_SOURCE,
+};
 use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
@@ -285,26 +286,10 @@ async fn freshness(
     seconds: u64,
     dir: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let source_id = "bench-dropcopy";
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let spec = SourceConfig {
-        id: source_id.into(),
-        kind: ConnectorKind::Fix,
-        settings: serde_json::json!({ "listen": listen }),
-    }
-    .validate("bench")?;
+    let source_id = DROPCOPY_SOURCE;
     let stop = CancellationToken::new();
-    let producer = Arc::new(RawProducer::new(kafka)?);
-    let connector = tokio::spawn(run_source(
-        spec,
-        producer,
-        dir.join(format!("state-{rate}")),
-        stop.clone(),
-        Arc::new(SourceStats::default()),
-    ));
+    let (listen, connector) =
+        start_dropcopy(kafka, &dir.join(format!("state-{rate}")), stop.clone())?;
     let ingest = tokio::spawn(marketlake_ingest::run(
         IngestJob {
             kafka: kafka.clone(),
@@ -334,26 +319,8 @@ async fn freshness(
         stop.clone(),
     ));
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let mut stream = tokio::net::TcpStream::connect(&listen).await?;
-    let total = rate * seconds;
-    let started = Instant::now();
-    let tick = Duration::from_millis(10);
-    let per_tick = (rate / 100).max(1);
-    let mut sent = 0u64;
-    let mut next = tokio::time::Instant::now();
-    while sent < total {
-        let mut chunk = Vec::new();
-        let now = marketlake_schemas::now_utc_ns();
-        for _ in 0..per_tick.min(total - sent) {
-            chunk.extend_from_slice(&execution_report_at(20_000_000 + rate * 1_000 + sent, now));
-            sent += 1;
-        }
-        stream.write_all(&chunk).await?;
-        next += tick;
-        tokio::time::sleep_until(next).await;
-    }
-    stream.shutdown().await?;
-    let sending = started.elapsed();
+    let (sent, sending) =
+        send_paced(&listen, rate, seconds, 20_000_000 + rate * 1_000, true).await?;
     tokio::time::sleep(Duration::from_secs(6)).await;
     stop.cancel();
     let ingest = ingest.await??;
