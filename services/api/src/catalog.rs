@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use marketlake_lake::extract::{Mask, RowFilter};
+use marketlake_lake::extract::{GrantRows, Mask, RowFilter};
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
@@ -12,11 +12,18 @@ use sqlx::{AnyPool, Row};
 use crate::auth::Principal;
 
 /// The migrations, in order: `(version, name, sql)`.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "catalog",
-    include_str!("../../../migrations/0001_catalog.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "catalog",
+        include_str!("../../../migrations/0001_catalog.sql"),
+    ),
+    (
+        2,
+        "catalog_events",
+        include_str!("../../../migrations/0002_catalog_events.sql"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -51,8 +58,11 @@ pub struct Grant {
     pub column_masks: BTreeMap<String, String>,
 }
 
-/// What a principal may see of one dataset, all its grants combined: rows allowed by any grant;
-/// a column masked only when every grant masks it (hashed if any grant shows it hashed).
+/// What a principal may see of one dataset, all its grants combined: a row passes when any
+/// one grant's restrictions all hold (never one grant's symbols with another's venues); a column
+/// is masked as strictly as any grant masks it (hidden if any hides it, else hashed if any
+/// hashes it). Strictest masks can show a principal with several grants less than one grant
+/// alone would; they never show more.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entitlement {
     pub grant_ids: Vec<String>,
@@ -61,33 +71,37 @@ pub struct Entitlement {
 }
 
 fn combine(grants: &[Grant]) -> Option<Entitlement> {
-    let first = grants.first()?;
-    let union = |pick: fn(&Grant) -> &Option<Vec<String>>| -> Option<BTreeSet<String>> {
-        let mut all = BTreeSet::new();
-        for grant in grants {
-            all.extend(pick(grant).as_ref()?.iter().cloned());
-        }
-        Some(all)
+    if grants.is_empty() {
+        return None;
+    }
+    let set = |v: &Option<Vec<String>>| {
+        v.as_ref()
+            .map(|v| v.iter().cloned().collect::<BTreeSet<_>>())
     };
-    let mut masks = BTreeMap::new();
-    for column in first.column_masks.keys() {
-        let mut mask = Some(Mask::Hide);
-        for grant in grants {
-            match grant.column_masks.get(column).map(String::as_str) {
-                Some("hide") => {}
-                Some(_) => mask = mask.map(|_| Mask::Hash),
-                None => mask = None,
+    let mut masks: BTreeMap<String, Mask> = BTreeMap::new();
+    for grant in grants {
+        for (column, mask) in &grant.column_masks {
+            let mask = if mask == "hash" {
+                Mask::Hash
+            } else {
+                Mask::Hide
+            };
+            let entry = masks.entry(column.clone()).or_insert(mask);
+            if mask == Mask::Hide {
+                *entry = Mask::Hide;
             }
-        }
-        if let Some(mask) = mask {
-            masks.insert(column.clone(), mask);
         }
     }
     Some(Entitlement {
         grant_ids: grants.iter().map(|g| g.grant_id.clone()).collect(),
         filter: RowFilter {
-            symbols: union(|g| &g.symbols),
-            venues: union(|g| &g.venues),
+            any_of: grants
+                .iter()
+                .map(|g| GrantRows {
+                    symbols: set(&g.symbols),
+                    venues: set(&g.venues),
+                })
+                .collect(),
             ..Default::default()
         },
         masks,
@@ -203,6 +217,13 @@ impl Catalog {
     }
 
     pub async fn add_grant(&self, grant: &Grant, by: &str) -> Result<String> {
+        validate_grant(grant).map_err(|message| CatalogError::Seed {
+            path: format!(
+                "grant of {} to {} {}",
+                grant.dataset, grant.principal_kind, grant.principal
+            ),
+            message,
+        })?;
         let id = if grant.grant_id.is_empty() {
             new_id()
         } else {
@@ -230,15 +251,15 @@ impl Catalog {
         Ok(id)
     }
 
-    /// Load grants from a TOML file (`[[grants]]` entries) when the catalog holds none.
+    /// Load grants from a TOML file (`[[grants]]` entries) once in the catalog's life: a
+    /// catalog whose grants were all revoked stays empty.
     pub async fn seed(&self, path: &Path) -> Result<usize> {
-        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM grants")
-            .fetch_one(&self.pool)
+        let seeded: Option<AnyRow> = sqlx::query("SELECT name FROM catalog_events WHERE name = $1")
+            .bind("grants_seeded")
+            .fetch_optional(&self.pool)
             .await
-            .map_err(self.err())?
-            .try_get("n")
             .map_err(self.err())?;
-        if count > 0 {
+        if seeded.is_some() {
             return Ok(0);
         }
         let seed_err = |message: String| CatalogError::Seed {
@@ -253,37 +274,37 @@ impl Catalog {
         let text = std::fs::read_to_string(path).map_err(|e| seed_err(e.to_string()))?;
         let file: SeedFile = toml_from_str(&text).map_err(seed_err)?;
         for grant in &file.grants {
-            if !matches!(grant.principal_kind.as_str(), "user" | "group") {
-                return Err(seed_err(format!(
-                    "principal_kind `{}`: use user or group",
-                    grant.principal_kind
-                )));
-            }
-            for (column, mask) in &grant.column_masks {
-                if !matches!(mask.as_str(), "hide" | "hash") {
-                    return Err(seed_err(format!(
-                        "mask `{mask}` of column `{column}`: use hide or hash"
-                    )));
-                }
-            }
+            validate_grant(grant).map_err(seed_err)?;
             self.add_grant(grant, "seed").await?;
         }
+        sqlx::query("INSERT INTO catalog_events (name, at_ns) VALUES ($1, $2)")
+            .bind("grants_seeded")
+            .bind(marketlake_schemas::now_utc_ns())
+            .execute(&self.pool)
+            .await
+            .map_err(self.err())?;
         Ok(file.grants.len())
     }
 
+    /// A grant row; a malformed filter or mask fails the request rather than widening access.
     fn grant_of(row: &AnyRow) -> std::result::Result<Grant, sqlx::Error> {
-        let list =
-            |text: Option<String>| text.and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok());
-        Ok(Grant {
+        let decode = |e: serde_json::Error| sqlx::Error::Decode(Box::new(e));
+        let list = |text: Option<String>| -> std::result::Result<Option<Vec<String>>, sqlx::Error> {
+            text.map(|t| serde_json::from_str::<Vec<String>>(&t).map_err(decode))
+                .transpose()
+        };
+        let grant = Grant {
             grant_id: row.try_get("grant_id")?,
             dataset: row.try_get("dataset")?,
             principal_kind: row.try_get("principal_kind")?,
             principal: row.try_get("principal")?,
-            symbols: list(row.try_get("symbols")?),
-            venues: list(row.try_get("venues")?),
+            symbols: list(row.try_get("symbols")?)?,
+            venues: list(row.try_get("venues")?)?,
             column_masks: serde_json::from_str(&row.try_get::<String, _>("column_masks")?)
-                .unwrap_or_default(),
-        })
+                .map_err(decode)?,
+        };
+        validate_grant(&grant).map_err(|m| sqlx::Error::Decode(m.into()))?;
+        Ok(grant)
     }
 
     /// Every grant that applies to `principal` (its own and its groups').
@@ -369,6 +390,24 @@ impl Catalog {
             .collect::<std::result::Result<_, sqlx::Error>>()
             .map_err(self.err())
     }
+}
+
+/// A grant must name a user or a group and use known masks.
+pub fn validate_grant(grant: &Grant) -> std::result::Result<(), String> {
+    if !matches!(grant.principal_kind.as_str(), "user" | "group") {
+        return Err(format!(
+            "principal_kind `{}`: use user or group",
+            grant.principal_kind
+        ));
+    }
+    for (column, mask) in &grant.column_masks {
+        if !matches!(mask.as_str(), "hide" | "hash") {
+            return Err(format!(
+                "mask `{mask}` of column `{column}`: use hide or hash"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {

@@ -77,6 +77,23 @@ impl ApiConfig {
         if self.auth.hmac_secret.len() < 16 {
             return Err("setting `api.auth.hmac_secret`: at least 16 characters".into());
         }
+        // The shipped demo secrets are public: anyone could mint tokens or reverse masked
+        // values with them. They are accepted on loopback only.
+        let loopback = self
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        let defaults = ApiConfig::default();
+        if !loopback {
+            if self.auth.hmac_secret == defaults.auth.hmac_secret
+                || self.auth.hmac_secret.len() < 32
+            {
+                return Err("setting `api.auth.hmac_secret`: the API listens beyond loopback, so set a secret of at least 32 characters (MARKETLAKE__API__AUTH__HMAC_SECRET) instead of the demo one".into());
+            }
+            if self.mask_key == defaults.mask_key || self.mask_key.len() < 32 {
+                return Err("setting `api.mask_key`: the API listens beyond loopback, so set a key of at least 32 characters (MARKETLAKE__API__MASK_KEY) instead of the demo one".into());
+            }
+        }
         for alg in &self.auth.algorithms {
             if !matches!(alg.as_str(), "HS256" | "HS384" | "HS512") {
                 return Err(format!(

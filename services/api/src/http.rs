@@ -100,9 +100,9 @@ async fn audit(
     query: String,
     entitlements: Vec<String>,
     as_of: Option<String>,
-    rows: usize,
+    (status, rows): (u16, usize),
     body: &[u8],
-) -> Result<(), ApiError> {
+) -> Result<String, ApiError> {
     let event = AuditEvent {
         event_id: new_id(),
         at_ns: marketlake_schemas::now_utc_ns(),
@@ -113,7 +113,7 @@ async fn audit(
         query,
         entitlements,
         as_of,
-        status: 200,
+        status,
         rows_returned: i64::try_from(rows).unwrap_or(i64::MAX),
         bytes_returned: i64::try_from(body.len()).unwrap_or(i64::MAX),
         body_sha256: Sha256::digest(body)
@@ -126,7 +126,8 @@ async fn audit(
         .catalog
         .record(&event)
         .await
-        .map_err(ApiError::internal)
+        .map_err(ApiError::internal)?;
+    Ok(event.request_id)
 }
 
 async fn entitlements(
@@ -178,26 +179,33 @@ async fn datasets(
             "description": spec.description,
             "latest_version": version,
             "columns": columns,
-            "row_filter": {
-                "symbols": entitlement.filter.symbols,
-                "venues": entitlement.filter.venues,
-            },
+            "row_filter": entitlement.filter.any_of.iter().map(|g| serde_json::json!({
+                "symbols": g.symbols,
+                "venues": g.venues,
+            })).collect::<Vec<_>>(),
         }));
     }
     let body =
         serde_json::to_vec(&serde_json::json!({ "datasets": list })).map_err(ApiError::internal)?;
-    audit(
+    let request_id = audit(
         &state,
         &principal,
         "/v1/datasets",
         String::new(),
         applied,
         None,
-        list.len(),
+        (200, list.len()),
         &body,
     )
     .await?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::HeaderName::from_static("x-request-id"), request_id),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,14 +243,23 @@ async fn rows(
     let principal = principal(&state, &headers)?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let granted = entitlements(&state, &principal).await?;
-    let spec = state
-        .tables
-        .iter()
-        .find(|s| s.name.to_string() == name)
-        .ok_or_else(|| ApiError::not_found(&name))?;
-    let entitlement = granted
-        .get(&name)
-        .ok_or_else(|| ApiError::not_found(&name))?;
+    let spec = state.tables.iter().find(|s| s.name.to_string() == name);
+    let (Some(spec), Some(entitlement)) = (spec, granted.get(&name)) else {
+        // Denials are audited too (probing for datasets leaves a trace), and look the same
+        // whether the dataset does not exist or is not granted.
+        audit(
+            &state,
+            &principal,
+            &format!("/v1/datasets/{name}/rows"),
+            "denied: no such dataset or no grant".into(),
+            Vec::new(),
+            None,
+            (404, 0),
+            b"",
+        )
+        .await?;
+        return Err(ApiError::not_found(&name));
+    };
     let (format, content_type) = match query.format.as_deref().unwrap_or("json") {
         "json" => (Format::Json, "application/json"),
         "ndjson" => (Format::Ndjson, "application/x-ndjson"),
@@ -254,14 +271,31 @@ async fn rows(
             ))
         }
     };
-    let mut filter = entitlement.filter.clone();
-    if let Some(asked) = split(&query.symbols) {
-        let asked: std::collections::BTreeSet<String> = asked.into_iter().collect();
-        filter.symbols = Some(match filter.symbols {
-            Some(allowed) => allowed.intersection(&asked).cloned().collect(),
-            None => asked,
-        });
+    // Filtering on a column the principal may not read would reveal its values.
+    let masked = |column: &str| entitlement.masks.contains_key(column);
+    if query.symbols.is_some() && masked("symbol") {
+        return Err(ApiError::bad_request(
+            "filter_on_masked_column",
+            "`symbols` filters a column this principal may not read",
+        ));
     }
+    if (query.from.is_some() || query.to.is_some())
+        && [
+            "event_time_ns",
+            "published_at_ns",
+            "window_start_ns",
+            "received_at_ns",
+        ]
+        .iter()
+        .any(|c| masked(c))
+    {
+        return Err(ApiError::bad_request(
+            "filter_on_masked_column",
+            "`from`/`to` filter a time column this principal may not read",
+        ));
+    }
+    let mut filter = entitlement.filter.clone();
+    filter.symbols = split(&query.symbols).map(|asked| asked.into_iter().collect());
     filter.from_ns = query.from;
     filter.to_ns = query.to;
     let limit = query
@@ -272,10 +306,10 @@ async fn rows(
     let table = load_table(&state.lake, spec.name, query.as_of_version)
         .await
         .map_err(|e| match query.as_of_version {
-            Some(v) => ApiError::bad_request(
-                "bad_version",
-                format!("version {v} of {name} cannot be read: {e}"),
-            ),
+            Some(v) => {
+                tracing::info!(dataset = %name, version = v, error = %e, "as_of_version not readable");
+                ApiError::bad_request("bad_version", format!("version {v} of {name} cannot be read"))
+            }
             None => ApiError::not_found(&name),
         })?;
     let key = state.config.mask_key.as_bytes().to_vec();
@@ -304,18 +338,25 @@ async fn rows(
         "columns": columns, "limit": limit, "format": query.format,
     })
     .to_string();
-    audit(
+    let request_id = audit(
         &state,
         &principal,
         &format!("/v1/datasets/{name}/rows"),
         query_text,
         entitlement.grant_ids.clone(),
         table.version().map(|v| format!("version {v}")),
-        count,
+        (200, count),
         &body,
     )
     .await?;
-    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (header::HeaderName::from_static("x-request-id"), request_id),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// Serve until `shutdown`.

@@ -566,6 +566,19 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
         offsets = state.offsets.clone();
         tracing::info!(cycle, "curator state restored");
     }
+    // The tables must not be ahead of the state: a lost or stale state directory (or a second
+    // curator) would otherwise skip cycles already committed and emit their windows again.
+    let newest_stored = sinks.values().filter_map(|(_, stored)| *stored).max();
+    if let Some(stored) = newest_stored {
+        if stored > cycle {
+            return Err(PipelineError::State {
+                path: store.dir.display().to_string(),
+                message: format!(
+                    "the L3 tables hold cycle {stored} but the newest state file is cycle {cycle}: the state directory was lost, restored from an older copy, or belongs to another curator; restore it (setting `curate.state_dir`) rather than starting over"
+                ),
+            });
+        }
+    }
     let topics = [TOPIC_ENRICHED_TRADES, TOPIC_ENRICHED_NEWS];
     let mut consumer = VerifiedConsumer::subscribe(&job.kafka, &job.curate.group, &topics)?;
     if job.until_caught_up {

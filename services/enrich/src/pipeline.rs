@@ -448,7 +448,7 @@ impl Enrich {
                             trades
                                 .iter()
                                 .take(room)
-                                .map(|t| (visible - t.received_at_ns) / 1_000),
+                                .map(|t| visible.saturating_sub(t.received_at_ns) / 1_000),
                         );
                     } else if name == L2_NEWS {
                         self.report.news += rows as u64;
@@ -626,6 +626,9 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
             Polled::Revoked(keys) => {
                 tracing::info!(partitions = ?keys, "partitions revoked");
                 enrich.on_revoked(&keys);
+                // The buffer held rows of the partitions kept too: re-read them from what the
+                // tables hold (an incremental rebalance keeps them flowing).
+                enrich.restart_owned().await?;
             }
             Polled::Idle => {}
         }

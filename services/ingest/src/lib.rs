@@ -285,7 +285,7 @@ async fn commit_rows(
         latencies_us = rows
             .iter()
             .take(latency_samples_wanted)
-            .map(|(row, _, _)| (visible_at - row.received_at_ns()) / 1_000)
+            .map(|(row, _, _)| visible_at.saturating_sub(row.received_at_ns()) / 1_000)
             .collect();
     }
     Landed {
@@ -445,14 +445,18 @@ impl Ingest {
         if table.buffer.is_empty() {
             return Ok(());
         }
+        // The sink first: without it nothing may be taken from the buffer or advanced.
+        let Some(sink) = table.sink.take() else {
+            return Err(IngestError::Config {
+                setting: "internal".into(),
+                message: format!("{name} was flushed while its commit was in flight"),
+            });
+        };
         let advances = table.buffer.advances();
         let (rows, spans) = table.buffer.take();
         for (key, span) in &spans {
             self.stored.insert(key.clone(), Some(span.to));
         }
-        let Some(sink) = table.sink.take() else {
-            return Ok(());
-        };
         table.inflight = Some(tokio::spawn(commit_rows(
             name, sink, rows, spans, advances, wanted,
         )));

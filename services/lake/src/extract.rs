@@ -13,14 +13,34 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema};
 
 use crate::{LakeError, RecordBatch, Result};
 
+/// The rows one grant lets through: symbol AND venue restrictions (`None`: any).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantRows {
+    pub symbols: Option<BTreeSet<String>>,
+    pub venues: Option<BTreeSet<String>>,
+}
+
 /// Which rows an entitlement (and the request) lets through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RowFilter {
+    /// A row passes when any one grant's restrictions all hold (grants are never mixed: one
+    /// grant's symbols with another's venues). Empty: no row passes.
+    pub any_of: Vec<GrantRows>,
+    /// The request's own symbol list (narrows, never widens).
     pub symbols: Option<BTreeSet<String>>,
-    pub venues: Option<BTreeSet<String>>,
     /// Event-time range `[from, to)`, UTC ns, on the table's time column.
     pub from_ns: Option<i64>,
     pub to_ns: Option<i64>,
+}
+
+impl RowFilter {
+    /// Everything (one unrestricted grant).
+    pub fn all() -> Self {
+        RowFilter {
+            any_of: vec![GrantRows::default()],
+            ..Default::default()
+        }
+    }
 }
 
 /// What happens to a column a principal may not see in clear.
@@ -61,22 +81,10 @@ fn strings(batch: &RecordBatch, name: &str) -> Result<Option<StringArray>> {
     Ok(cast.as_any().downcast_ref::<StringArray>().cloned())
 }
 
-fn keep_in(
-    keep: &mut [bool],
-    batch: &RecordBatch,
-    column: &str,
-    allowed: &BTreeSet<String>,
-) -> Result<()> {
-    match strings(batch, column)? {
-        // Fail closed: a restriction on a column the table lacks lets nothing through.
-        None => keep.iter_mut().for_each(|k| *k = false),
-        Some(values) => {
-            for (row, k) in keep.iter_mut().enumerate() {
-                *k = *k && !values.is_null(row) && allowed.contains(values.value(row));
-            }
-        }
-    }
-    Ok(())
+/// Whether row `row` of `values` is in `allowed`; a restriction on a column the table lacks
+/// lets nothing through (fail closed).
+fn allowed_value(values: Option<&StringArray>, row: usize, allowed: &BTreeSet<String>) -> bool {
+    values.is_some_and(|v| !v.is_null(row) && allowed.contains(v.value(row)))
 }
 
 /// Apply `filter`, then project `columns` (all when `None`) minus hidden ones, then hash the
@@ -88,13 +96,27 @@ pub fn apply(
     masks: &BTreeMap<String, Mask>,
     hash: &dyn Fn(&str) -> String,
 ) -> Result<RecordBatch> {
-    let mut keep = vec![true; batch.num_rows()];
-    if let Some(symbols) = &filter.symbols {
-        keep_in(&mut keep, batch, "symbol", symbols)?;
-    }
-    if let Some(venues) = &filter.venues {
-        keep_in(&mut keep, batch, "venue", venues)?;
-    }
+    let symbols = strings(batch, "symbol")?;
+    let venues = strings(batch, "venue")?;
+    let mut keep: Vec<bool> = (0..batch.num_rows())
+        .map(|row| {
+            let granted = filter.any_of.iter().any(|grant| {
+                grant
+                    .symbols
+                    .as_ref()
+                    .is_none_or(|s| allowed_value(symbols.as_ref(), row, s))
+                    && grant
+                        .venues
+                        .as_ref()
+                        .is_none_or(|v| allowed_value(venues.as_ref(), row, v))
+            });
+            granted
+                && filter
+                    .symbols
+                    .as_ref()
+                    .is_none_or(|s| allowed_value(symbols.as_ref(), row, s))
+        })
+        .collect();
     if filter.from_ns.is_some() || filter.to_ns.is_some() {
         let time = TIME_COLUMNS
             .iter()

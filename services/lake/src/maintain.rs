@@ -135,12 +135,25 @@ pub async fn maintain_table(
                 report.compaction_version = i64::try_from(finalized.version()).ok();
             }
             Err(e) => {
-                tracing::info!(table = %name, error = %e, "a writer committed during compaction; compaction gave way and will run again");
-                report.gave_way = true;
-                for add in &adds {
-                    let _ = store
-                        .delete(&deltalake::Path::from(add.path.as_str()))
-                        .await;
+                // An error can come back for a commit that landed: look before deleting
+                // anything, or the table would point at files that are gone.
+                table.update_state().await.map_err(delta_error(&name))?;
+                let live: std::collections::HashSet<String> = data_files(&table)
+                    .await?
+                    .into_iter()
+                    .map(|f| f.path)
+                    .collect();
+                if adds.iter().any(|a| live.contains(&a.path)) {
+                    tracing::warn!(table = %name, error = %e, "the compaction commit reported an error but landed");
+                    report.compaction_version = table.version().and_then(|v| i64::try_from(v).ok());
+                } else {
+                    tracing::info!(table = %name, error = %e, "a writer committed during compaction; compaction gave way and will run again");
+                    report.gave_way = true;
+                    for add in &adds {
+                        let _ = store
+                            .delete(&deltalake::Path::from(add.path.as_str()))
+                            .await;
+                    }
                 }
             }
         }

@@ -366,24 +366,49 @@ async fn run_sources(
     }
 }
 
+/// Run a service on its own task; when it fails, log it and cancel `shutdown` for the others.
+fn spawn_service<T, E>(
+    name: &'static str,
+    service: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<Result<T, E>>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    tokio::spawn(async move {
+        let result = service.await;
+        if let Err(e) = &result {
+            tracing::error!(service = name, error = %e, "service failed; stopping the others");
+            shutdown.cancel();
+        }
+        result
+    })
+}
+
 pub async fn up(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     let specs = config.source_specs()?;
     let ids: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
     prepare_topics(&config, &ids).await?;
     let shutdown = shutdown_on_signal();
-    let ingest = tokio::spawn(marketlake_ingest::run(
-        ingest_job(&config, false),
+    // Any service failing stops the others at once: a half-running lake is worse than a
+    // stopped one.
+    let ingest = spawn_service(
+        "ingest",
+        marketlake_ingest::run(ingest_job(&config, false), shutdown.clone()),
         shutdown.clone(),
-    ));
-    let enrich = tokio::spawn(marketlake_enrich::pipeline::run(
-        enrich_job(&config, false),
+    );
+    let enrich = spawn_service(
+        "enrichment",
+        marketlake_enrich::pipeline::run(enrich_job(&config, false), shutdown.clone()),
         shutdown.clone(),
-    ));
-    let curate = tokio::spawn(marketlake_curate::pipeline::run(
-        curate_job(&config, false),
+    );
+    let curate = spawn_service(
+        "curation",
+        marketlake_curate::pipeline::run(curate_job(&config, false), shutdown.clone()),
         shutdown.clone(),
-    ));
+    );
     if config.maintain.every_secs > 0 {
         let maintenance = config.clone();
         let stop = shutdown.clone();
@@ -401,7 +426,11 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
     }
     let api_state = api_state(&config).await?;
     let api_shutdown = shutdown.clone();
-    let api = tokio::spawn(marketlake_api::http::serve(api_state, api_shutdown));
+    let api = spawn_service(
+        "API",
+        marketlake_api::http::serve(api_state, api_shutdown),
+        shutdown.clone(),
+    );
     let producer = Arc::new(RawProducer::new(&config.kafka)?);
     let root = std::fs::canonicalize(&config.lake.root).unwrap_or(config.lake.root.clone());
     println!(
