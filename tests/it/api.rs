@@ -346,6 +346,12 @@ principal = "compliance"
             .display()
     ))
     .await?;
+    let refused = catalog.audit_of("-").await?;
+    assert_eq!(
+        refused.len(),
+        16,
+        "every refused token is audited: {refused:?}"
+    );
     let events = catalog.audit_of("alice").await?;
     assert_eq!(events.len(), 6, "{events:?}");
     let last = events.last().context("an event")?;

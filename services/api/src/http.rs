@@ -57,6 +57,37 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// The principal of a request; a refused token is audited (as `-`, with its reason code) before
+/// the 401 goes out, so probing with bad tokens leaves a trace.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    endpoint: &str,
+) -> Result<Principal, ApiError> {
+    match principal(state, headers) {
+        Ok(principal) => Ok(principal),
+        Err(refused) => {
+            let anonymous = Principal {
+                sub: "-".into(),
+                roles: Vec::new(),
+                groups: Vec::new(),
+            };
+            audit(
+                state,
+                &anonymous,
+                endpoint,
+                format!("refused: {}", refused.code),
+                Vec::new(),
+                None,
+                (refused.status.as_u16(), 0),
+                b"",
+            )
+            .await?;
+            Err(refused)
+        }
+    }
+}
+
 fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
         ApiError::unauthorized("token_missing", "send Authorization: Bearer <JWT>")
@@ -145,7 +176,7 @@ async fn datasets(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = principal(&state, &headers)?;
+    let principal = authenticate(&state, &headers, "/v1/datasets").await?;
     let granted = entitlements(&state, &principal).await?;
     let mut list = Vec::new();
     let mut applied = Vec::new();
@@ -240,7 +271,7 @@ async fn rows(
     query: Result<Query<RowsQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let principal = principal(&state, &headers)?;
+    let principal = authenticate(&state, &headers, &format!("/v1/datasets/{name}/rows")).await?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
     let granted = entitlements(&state, &principal).await?;
     let spec = state.tables.iter().find(|s| s.name.to_string() == name);

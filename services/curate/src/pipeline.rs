@@ -433,7 +433,8 @@ impl Curate {
                 .collect(),
             outbox,
         };
-        self.store.save(&state)?;
+        // Serialising and fsyncing the state blocks: keep it off the async workers' hot path.
+        tokio::task::block_in_place(|| self.store.save(&state))?;
         self.last_save = Instant::now();
         self.cycle = state.cycle;
         self.consumed_since_cycle = 0;
@@ -538,6 +539,19 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
         job.lake.root.join(&job.curate.state_dir)
     };
     let store = StateStore { dir: state_dir };
+    // One curator per lake: an exclusive lock on the state directory, held for the whole run
+    // (released by the OS if the process dies).
+    std::fs::create_dir_all(&store.dir).map_err(|e| store.error(&store.dir, e))?;
+    let lock_path = store.dir.join(".lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| store.error(&lock_path, e))?;
+    if let Err(e) = lock.try_lock() {
+        return Err(PipelineError::State {
+            path: lock_path.display().to_string(),
+            message: format!(
+                "another curator is running on this lake ({e}); run one curator per lake"
+            ),
+        });
+    }
     let mut sinks = BTreeMap::new();
     for spec in l3_specs(&job.curate) {
         let name = spec.name;
@@ -653,5 +667,6 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
         }
     }
     curate.report.elapsed = started.elapsed();
+    drop(lock);
     Ok(curate.report)
 }
