@@ -218,7 +218,11 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn enricher(master: bool) -> Enricher {
-        Enricher::new(&EnricherConfig::default(), master.then(|| shared_master(5))).unwrap()
+        Enricher::new(
+            &EnricherConfig::default(),
+            master.then(|| shared_master(5).unwrap()),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -226,21 +230,14 @@ mod tests {
         let enricher = enricher(true);
         let mut samples: Vec<(RawRecord, usize)> = Vec::new();
         let mut add = |records: Vec<RawRecord>| samples.extend(records.into_iter().map(|r| (r, 0)));
-        add(fix_records("fix/fix42_pipe_delimited.log"));
-        add(fix_records("fix/jse_indices_fixt11_marketdata_part1.fix"));
-        add(csv_records("marketdata/csv/20131007_ibm_Trade_Tick.csv"));
-        add(csv_records("marketdata/csv/20151223_goog_minute_trade.csv"));
-        add(iex_records(
-            "marketdata/iex/iex_tops16_sample_part1.pcap.gz",
-        ));
-        add(feed_records("news/sec_press_releases.rss.xml"));
-        add(feed_records(
-            "news/sec_edgar_company_filings_0001844419.atom.xml",
-        ));
-        add(jsonl_records(
-            "news/iex_news_aapl.json",
-            serde_json::json!({}),
-        ));
+        add(fix_records("fix/fix42_pipe_delimited.log").unwrap());
+        add(fix_records("fix/jse_indices_fixt11_marketdata_part1.fix").unwrap());
+        add(csv_records("marketdata/csv/20131007_ibm_Trade_Tick.csv").unwrap());
+        add(csv_records("marketdata/csv/20151223_goog_minute_trade.csv").unwrap());
+        add(iex_records("marketdata/iex/iex_tops16_sample_part1.pcap.gz").unwrap());
+        add(feed_records("news/sec_press_releases.rss.xml").unwrap());
+        add(feed_records("news/sec_edgar_company_filings_0001844419.atom.xml").unwrap());
+        add(jsonl_records("news/iex_news_aapl.json", serde_json::json!({})).unwrap());
         let (mut trades, mut news, mut skipped) = (0, 0, 0);
         for (raw, _) in &samples {
             let out = enricher.enrich(raw, &at(), RECEIVED_AT_NS);
@@ -272,7 +269,9 @@ mod tests {
     #[test]
     fn malformed_and_rejected_records_are_quarantined_with_their_bytes() {
         let enricher = enricher(false);
-        let mut raw = fix_records("fix/fix42_pipe_delimited.log").remove(0);
+        let mut raw = fix_records("fix/fix42_pipe_delimited.log")
+            .unwrap()
+            .remove(0);
         raw.payload =
             b"8=FIX.4.2|9=5|35=8|17=7|31=abc|32=1|55=DELL|52=20040521-13:27:25|10=000|".to_vec();
         let out = enricher.enrich(&raw, &at(), RECEIVED_AT_NS);
@@ -301,7 +300,9 @@ mod tests {
         );
         assert!(out.trades.is_empty());
 
-        let mut news = feed_records("news/sec_press_releases.rss.xml").remove(0);
+        let mut news = feed_records("news/sec_press_releases.rss.xml")
+            .unwrap()
+            .remove(0);
         news.payload = b"<item><title>x".to_vec();
         let out = enricher.enrich(&news, &at(), RECEIVED_AT_NS);
         assert_eq!(out.quarantine[0].target_table, "l2.news");
@@ -331,12 +332,16 @@ mod tests {
     #[test]
     fn news_from_the_future_is_flagged_and_master_swaps() {
         let mut enricher = enricher(false);
-        let raw = jsonl_records("news/iex_news_aapl.json", serde_json::json!({})).remove(0);
+        let raw = jsonl_records("news/iex_news_aapl.json", serde_json::json!({}))
+            .unwrap()
+            .remove(0);
         // Enriched "in 2000": every item is from the future.
         let out = enricher.enrich(&raw, &at(), 946_684_800_000_000_000);
         assert_eq!(out.news[0].flags, ["not_in_future"]);
         assert_eq!(out.news[0].reference_version, None);
-        enricher.set_master(Some(shared_master(8))).unwrap();
+        enricher
+            .set_master(Some(shared_master(8).unwrap()))
+            .unwrap();
         let out = enricher.enrich(&raw, &at(), RECEIVED_AT_NS);
         assert!(out.news[0].flags.is_empty());
         assert_eq!(out.news[0].reference_version, Some(8));
@@ -373,27 +378,31 @@ mod tests {
         let mut seeds: Vec<RawRecord> = Vec::new();
         seeds.extend(
             fix_records("fix/fix42_pipe_delimited.log")
+                .unwrap()
                 .into_iter()
                 .skip(10)
                 .take(4),
         );
         seeds.extend(
             fix_records("fix/jse_indices_fixt11_marketdata_part1.fix")
+                .unwrap()
                 .into_iter()
                 .skip(100)
                 .take(3),
         );
         seeds.extend(
             csv_records("marketdata/csv/20131007_ibm_Trade_Tick.csv")
+                .unwrap()
                 .into_iter()
                 .take(2),
         );
         seeds.extend(
             csv_records("marketdata/csv/20140605_aapl_minute_trade.csv")
+                .unwrap()
                 .into_iter()
                 .take(1),
         );
-        let iex = iex_records("marketdata/iex/iex_tops16_sample_part1.pcap.gz");
+        let iex = iex_records("marketdata/iex/iex_tops16_sample_part1.pcap.gz").unwrap();
         seeds.extend(
             iex.iter()
                 .filter(|r| r.payload.first() == Some(&b'T'))
@@ -408,16 +417,19 @@ mod tests {
         );
         seeds.extend(
             feed_records("news/sec_press_releases.rss.xml")
+                .unwrap()
                 .into_iter()
                 .take(2),
         );
         seeds.extend(
             feed_records("news/sec_usgaap_xbrl_filings.rss.xml")
+                .unwrap()
                 .into_iter()
                 .take(1),
         );
         seeds.extend(
             feed_records("news/sec_edgar_company_filings_0001844419.atom.xml")
+                .unwrap()
                 .into_iter()
                 .take(1),
         );
@@ -426,11 +438,13 @@ mod tests {
                 "news/stocknet_tweets_GOOG_2015-12-14_to_2015-12-27.jsonl",
                 serde_json::json!({}),
             )
+            .unwrap()
             .into_iter()
             .take(2),
         );
         seeds.extend(
             jsonl_records("news/iex_news_aapl.json", serde_json::json!({}))
+                .unwrap()
                 .into_iter()
                 .take(1),
         );

@@ -283,7 +283,7 @@ mod tests {
                 .unwrap();
         assert_eq!(listings.len(), 10_848);
 
-        let master = bundled(7);
+        let master = bundled(7).unwrap();
         assert_eq!(master.version, 7);
         assert!(master.len() >= 10_848);
         let apple = master.lookup("aapl").unwrap();

@@ -12,6 +12,29 @@ use marketlake_schemas::{FeedClass, KafkaPosition, PayloadFormat, RawRecord};
 
 use crate::instruments::InstrumentMaster;
 
+/// Why a bundled sample could not be turned into records (a broken checkout, not a test
+/// failure of the code under test).
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    #[error("sample {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("sample {path}: the decoder stopped at byte {consumed} of {len}")]
+    Partial {
+        path: String,
+        consumed: usize,
+        len: usize,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, SampleError>;
+
+fn failed(relative: &str, e: impl std::fmt::Display) -> SampleError {
+    SampleError::Read {
+        path: relative.to_owned(),
+        message: e.to_string(),
+    }
+}
+
 /// A receive time inside the samples' future (2025-06-01T00:00:00Z).
 pub const RECEIVED_AT_NS: i64 = 1_748_736_000_000_000_000;
 
@@ -19,9 +42,8 @@ pub fn data_path(relative: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../data")).join(relative)
 }
 
-fn read(relative: &str) -> Vec<u8> {
-    let path = data_path(relative);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+fn read(relative: &str) -> Result<Vec<u8>> {
+    std::fs::read(data_path(relative)).map_err(|e| failed(relative, e))
 }
 
 pub fn at() -> KafkaPosition {
@@ -34,7 +56,7 @@ pub fn at() -> KafkaPosition {
 }
 
 /// The SEC tickers and the listings identifiers, merged.
-pub fn bundled_master(version: i64) -> InstrumentMaster {
+pub fn bundled_master(version: i64) -> Result<InstrumentMaster> {
     InstrumentMaster::from_paths(
         &[
             data_path("refdata/sec_company_tickers_exchange_2025-01.json"),
@@ -42,11 +64,11 @@ pub fn bundled_master(version: i64) -> InstrumentMaster {
         ],
         version,
     )
-    .unwrap()
+    .map_err(|e| failed("refdata", e))
 }
 
-pub fn shared_master(version: i64) -> Arc<InstrumentMaster> {
-    Arc::new(bundled_master(version))
+pub fn shared_master(version: i64) -> Result<Arc<InstrumentMaster>> {
+    bundled_master(version).map(Arc::new)
 }
 
 fn record(
@@ -62,7 +84,7 @@ fn record(
         class,
         format,
         source_uri: format!("file://{}", data_path(relative).display()),
-        source_position: i64::try_from(frame.position).unwrap(),
+        source_position: i64::try_from(frame.position).unwrap_or(i64::MAX),
         received_at_ns: RECEIVED_AT_NS,
         symbol: frame.symbol,
         payload: frame.bytes,
@@ -80,26 +102,36 @@ fn records_only(items: Vec<Framed>) -> Vec<Frame> {
         .collect()
 }
 
-fn decode_all(decoder: &mut dyn StreamDecoder, bytes: &[u8]) -> Vec<Frame> {
+fn decode_all(relative: &str, decoder: &mut dyn StreamDecoder, bytes: &[u8]) -> Result<Vec<Frame>> {
     let mut out = Vec::new();
     let consumed = decoder.decode(bytes, 0, true, &mut out);
-    assert_eq!(consumed, bytes.len());
-    records_only(out)
+    if consumed != bytes.len() {
+        return Err(SampleError::Partial {
+            path: relative.to_owned(),
+            consumed,
+            len: bytes.len(),
+        });
+    }
+    Ok(records_only(out))
 }
 
-pub fn fix_records(relative: &str) -> Vec<RawRecord> {
-    decode_all(&mut fix::FixDecoder::new(), &read(relative))
-        .into_iter()
-        .map(|f| record(relative, "fix", FeedClass::Trades, PayloadFormat::Fix, f))
-        .collect()
+pub fn fix_records(relative: &str) -> Result<Vec<RawRecord>> {
+    Ok(
+        decode_all(relative, &mut fix::FixDecoder::new(), &read(relative)?)?
+            .into_iter()
+            .map(|f| record(relative, "fix", FeedClass::Trades, PayloadFormat::Fix, f))
+            .collect(),
+    )
 }
 
-pub fn csv_records(relative: &str) -> Vec<RawRecord> {
+pub fn csv_records(relative: &str) -> Result<Vec<RawRecord>> {
     let path = data_path(relative);
     let settings: trades_csv::TradesCsvSettings =
-        serde_json::from_value(serde_json::json!({ "file": path })).unwrap();
-    let mut decoder = trades_csv::TradesCsvDecoder::new(&settings, relative).unwrap();
-    decode_all(&mut decoder, &read(relative))
+        serde_json::from_value(serde_json::json!({ "file": path }))
+            .map_err(|e| failed(relative, e))?;
+    let mut decoder =
+        trades_csv::TradesCsvDecoder::new(&settings, relative).map_err(|e| failed(relative, e))?;
+    Ok(decode_all(relative, &mut decoder, &read(relative)?)?
         .into_iter()
         .map(|f| {
             record(
@@ -110,31 +142,33 @@ pub fn csv_records(relative: &str) -> Vec<RawRecord> {
                 f,
             )
         })
-        .collect()
+        .collect())
 }
 
-pub fn iex_records(relative: &str) -> Vec<RawRecord> {
+pub fn iex_records(relative: &str) -> Result<Vec<RawRecord>> {
     let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(read(relative).as_slice())
+    flate2::read::GzDecoder::new(read(relative)?.as_slice())
         .read_to_end(&mut bytes)
-        .unwrap();
-    decode_all(&mut iex_tops::IexTopsDecoder::new(), &bytes)
-        .into_iter()
-        .map(|f| {
-            record(
-                relative,
-                "iex-tops",
-                FeedClass::Trades,
-                PayloadFormat::IexTops,
-                f,
-            )
-        })
-        .collect()
+        .map_err(|e| failed(relative, e))?;
+    Ok(
+        decode_all(relative, &mut iex_tops::IexTopsDecoder::new(), &bytes)?
+            .into_iter()
+            .map(|f| {
+                record(
+                    relative,
+                    "iex-tops",
+                    FeedClass::Trades,
+                    PayloadFormat::IexTops,
+                    f,
+                )
+            })
+            .collect(),
+    )
 }
 
 /// The feed's items as the rss connector publishes them (attributes included).
-pub fn feed_records(relative: &str) -> Vec<RawRecord> {
-    let document = read(relative);
+pub fn feed_records(relative: &str) -> Result<Vec<RawRecord>> {
+    let document = read(relative)?;
     let head = String::from_utf8_lossy(&document[..200.min(document.len())]).to_lowercase();
     let encoding = head
         .split("encoding=")
@@ -142,8 +176,8 @@ pub fn feed_records(relative: &str) -> Vec<RawRecord> {
         .and_then(|rest| rest.get(1..))
         .and_then(|rest| rest.split(['"', '\'']).next())
         .map(str::to_owned);
-    rss::parse_feed(&document)
-        .unwrap()
+    Ok(rss::parse_feed(&document)
+        .map_err(|e| failed(relative, e))?
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
@@ -160,15 +194,16 @@ pub fn feed_records(relative: &str) -> Vec<RawRecord> {
             };
             record(relative, "rss", FeedClass::News, item.format, frame)
         })
-        .collect()
+        .collect())
 }
 
-pub fn jsonl_records(relative: &str, settings: serde_json::Value) -> Vec<RawRecord> {
+pub fn jsonl_records(relative: &str, settings: serde_json::Value) -> Result<Vec<RawRecord>> {
     let mut settings = settings;
     settings["file"] = serde_json::json!(data_path(relative));
-    let settings: news_jsonl::NewsJsonlSettings = serde_json::from_value(settings).unwrap();
+    let settings: news_jsonl::NewsJsonlSettings =
+        serde_json::from_value(settings).map_err(|e| failed(relative, e))?;
     let mut decoder = news_jsonl::NewsJsonlDecoder::new(&settings);
-    decode_all(&mut decoder, &read(relative))
+    Ok(decode_all(relative, &mut decoder, &read(relative)?)?
         .into_iter()
         .map(|f| {
             record(
@@ -179,5 +214,5 @@ pub fn jsonl_records(relative: &str, settings: serde_json::Value) -> Vec<RawReco
                 f,
             )
         })
-        .collect()
+        .collect())
 }

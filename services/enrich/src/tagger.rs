@@ -488,7 +488,7 @@ mod tests {
 
     #[test]
     fn bundled_master_tags_names_cashtags_and_explicit_tickers() {
-        let tagger = TickerTagger::new(Some(Arc::new(bundled_master(4))));
+        let tagger = TickerTagger::new(Some(Arc::new(bundled_master(4).unwrap())));
         assert!(tagger.name_count() > 5_000, "{}", tagger.name_count());
         assert_eq!(tagger.reference_version(), Some(4));
         assert_eq!(tagger.tag(&["Apple unveils a new iPhone"], &[]), ["AAPL"]);

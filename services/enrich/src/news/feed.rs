@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn sec_press_releases_rss() {
-        let records = feed_records("news/sec_press_releases.rss.xml");
+        let records = feed_records("news/sec_press_releases.rss.xml").unwrap();
         let rows = items(&records, &TickerTagger::new(None));
         assert_eq!(rows.len(), 25);
         let keys: std::collections::BTreeSet<_> = rows.iter().map(|r| r.news_key.clone()).collect();
@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn sec_xbrl_rss_in_windows_1252() {
-        let records = feed_records("news/sec_usgaap_xbrl_filings.rss.xml");
+        let records = feed_records("news/sec_usgaap_xbrl_filings.rss.xml").unwrap();
         assert_eq!(records[0].attributes["encoding"], "windows-1252");
         let rows = items(&records, &TickerTagger::new(None));
         assert_eq!(rows.len(), 200);
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn sec_edgar_atom() {
-        let records = feed_records("news/sec_edgar_company_filings_0001844419.atom.xml");
+        let records = feed_records("news/sec_edgar_company_filings_0001844419.atom.xml").unwrap();
         let rows = items(&records, &TickerTagger::new(None));
         assert_eq!(rows.len(), 5);
         let first = rows
@@ -353,7 +353,9 @@ mod tests {
 
     #[test]
     fn rss_variants_and_errors() {
-        let mut raw = feed_records("news/sec_press_releases.rss.xml").remove(0);
+        let mut raw = feed_records("news/sec_press_releases.rss.xml")
+            .unwrap()
+            .remove(0);
         let tagger = TickerTagger::new(None);
         raw.payload = br#"<item rdf:about="urn:x:1"><title><![CDATA[Tesla & $TSLA]]></title><dc:date>2024-01-02T03:04:05Z</dc:date><dc:creator>Jane</dc:creator><dc:language>en</dc:language></item>"#.to_vec();
         let NewsParse::Item(row) = parse_news(&raw, &at(), &tagger) else {

@@ -146,12 +146,13 @@ mod tests {
 
     #[test]
     fn stocknet_tweets() {
-        let master = shared_master(3);
+        let master = shared_master(3).unwrap();
         let tagger = TickerTagger::new(Some(master));
         let aapl = jsonl_records(
             "news/stocknet_tweets_AAPL_2014-06-01_to_2014-06-08.jsonl",
             serde_json::json!({ "symbol": "AAPL" }),
-        );
+        )
+        .unwrap();
         let rows = items(&aapl, &tagger);
         assert_eq!(rows.len(), 334);
         assert!(rows.iter().all(|r| r.tickers.contains(&"AAPL".to_owned())));
@@ -160,7 +161,8 @@ mod tests {
         let goog = jsonl_records(
             "news/stocknet_tweets_GOOG_2015-12-14_to_2015-12-27.jsonl",
             serde_json::json!({ "symbol": "GOOG" }),
-        );
+        )
+        .unwrap();
         let rows = items(&goog, &tagger);
         assert_eq!(rows.len(), 43);
         // The first line: created_at "Mon Dec 14 14:41:45 +0000 2015", id_str 676411761269059584.
@@ -199,8 +201,9 @@ mod tests {
         let records = jsonl_records(
             "news/iex_news_aapl.json",
             serde_json::json!({ "symbol_field": "related" }),
-        );
-        let tagger = TickerTagger::new(Some(shared_master(1)));
+        )
+        .unwrap();
+        let tagger = TickerTagger::new(Some(shared_master(1).unwrap()));
         let rows = items(&records, &tagger);
         assert_eq!(rows.len(), 10);
         let first = &rows[0];
@@ -241,7 +244,9 @@ mod tests {
 
     #[test]
     fn json_shapes_and_errors() {
-        let mut raw = jsonl_records("news/iex_news_aapl.json", serde_json::json!({})).remove(0);
+        let mut raw = jsonl_records("news/iex_news_aapl.json", serde_json::json!({}))
+            .unwrap()
+            .remove(0);
         raw.attributes.clear();
         raw.symbol = None;
         let tagger = TickerTagger::new(None);

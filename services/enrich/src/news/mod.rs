@@ -151,7 +151,9 @@ pub(crate) mod tests {
 
     #[test]
     fn items_without_any_text_are_malformed() {
-        let mut raw = feed_records("news/sec_press_releases.rss.xml").remove(0);
+        let mut raw = feed_records("news/sec_press_releases.rss.xml")
+            .unwrap()
+            .remove(0);
         raw.payload = b"<item><link>https://x</link></item>".to_vec();
         assert!(matches!(
             parse_news(&raw, &at(), &TickerTagger::new(None)),
@@ -172,7 +174,9 @@ pub(crate) mod tests {
 
     #[test]
     fn headline_falls_back_to_the_body_and_key_to_the_position() {
-        let mut raw = feed_records("news/sec_press_releases.rss.xml").remove(0);
+        let mut raw = feed_records("news/sec_press_releases.rss.xml")
+            .unwrap()
+            .remove(0);
         let long = "word ".repeat(100);
         raw.payload = format!("<item><description>&lt;p&gt;{long}&lt;/p&gt;</description></item>")
             .into_bytes();

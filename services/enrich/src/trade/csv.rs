@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn ibm_ticks_match_provenance() {
-        let records = csv_records("marketdata/csv/20131007_ibm_Trade_Tick.csv");
+        let records = csv_records("marketdata/csv/20131007_ibm_Trade_Tick.csv").unwrap();
         let rows = trades_of(&records, None);
         assert_eq!(rows.len(), 24_293);
         let quantity: i64 = rows.iter().map(|r| r.quantity).sum();
@@ -247,7 +247,7 @@ mod tests {
             "marketdata/csv/20140605_aapl_minute_trade.csv",
             "marketdata/csv/20151224_goog_minute_trade.csv",
         ] {
-            let records = csv_records(file);
+            let records = csv_records(file).unwrap();
             assert!(!records.is_empty());
             for raw in &records {
                 match parse_trade(raw, &at(), None) {
@@ -261,7 +261,9 @@ mod tests {
     }
 
     fn line(columns: &str, payload: &str) -> RawRecord {
-        let mut raw = csv_records("marketdata/csv/20131007_ibm_Trade_Tick.csv").remove(0);
+        let mut raw = csv_records("marketdata/csv/20131007_ibm_Trade_Tick.csv")
+            .unwrap()
+            .remove(0);
         raw.attributes.clear();
         raw.attributes.insert("columns".into(), columns.into());
         raw.payload = payload.as_bytes().to_vec();
@@ -346,7 +348,9 @@ mod tests {
                 ..
             }
         ));
-        let mut lean = csv_records("marketdata/csv/20131007_ibm_Trade_Tick.csv").remove(0);
+        let mut lean = csv_records("marketdata/csv/20131007_ibm_Trade_Tick.csv")
+            .unwrap()
+            .remove(0);
         lean.payload = b"99999999999,1815200,283,P,20002020,1".to_vec();
         assert!(
             matches!(parse_trade(&lean, &at(), None), TradeParse::Malformed { reason, .. } if reason.contains("time_ms"))

@@ -498,7 +498,9 @@ mod tests {
     use marketlake_schemas::RawRecord;
 
     fn message(text: &str) -> RawRecord {
-        let mut raw = fix_records("fix/fix42_pipe_delimited.log").remove(0);
+        let mut raw = fix_records("fix/fix42_pipe_delimited.log")
+            .unwrap()
+            .remove(0);
         raw.payload = text.as_bytes().to_vec();
         raw.attributes.insert("delimiter".into(), "pipe".into());
         raw
@@ -526,7 +528,7 @@ mod tests {
             ),
             ("fix/malformed/derived_defects.fix", 0),
         ] {
-            let records = fix_records(file);
+            let records = fix_records(file).unwrap();
             assert!(!records.is_empty(), "{file}");
             assert_eq!(trades_of(&records, None).len(), want, "{file}");
         }
@@ -535,7 +537,7 @@ mod tests {
     #[test]
     fn hand_checked_fills() {
         // 8=FIX.4.2|...|35=8|...|52=20040521-13:27:25.000|...|17=4|...|31=43.2|32=100|37=2|...|54=1|55=DELL|150=2
-        let rows = trades_of(&fix_records("fix/fix42_pipe_delimited.log"), None);
+        let rows = trades_of(&fix_records("fix/fix42_pipe_delimited.log").unwrap(), None);
         let dell = &rows[0];
         assert_eq!(dell.trade_key, "fix-sample:4");
         assert_eq!(dell.action, TradeAction::New);
@@ -550,7 +552,10 @@ mod tests {
         assert_eq!(rows[1].trade_key, "fix-sample:5");
 
         // The same session with `^A` delimiters reads the same.
-        let caret = trades_of(&fix_records("fix/edge/fix42_caretA_delimited.log"), None);
+        let caret = trades_of(
+            &fix_records("fix/edge/fix42_caretA_delimited.log").unwrap(),
+            None,
+        );
         assert_eq!(
             caret
                 .iter()
@@ -562,7 +567,10 @@ mod tests {
         );
 
         // 35=8|...|52=20121105-23:24:42|...|17=2|...|31=12.3|32=10000|37=2|...|54=1|55=MSFT|150=2
-        let banzai = trades_of(&fix_records("fix/fix41_banzai_exec_session.fix"), None);
+        let banzai = trades_of(
+            &fix_records("fix/fix41_banzai_exec_session.fix").unwrap(),
+            None,
+        );
         let msft = &banzai[0];
         assert_eq!(
             (msft.symbol.as_str(), msft.price, msft.quantity),
@@ -577,7 +585,8 @@ mod tests {
     fn non_fills_say_why() {
         let records = fix_records(
             "fix/log4fixj/FIX42-CoyTrade-BCExchange-TargetMessagePerLineNoExtraLoggingInfo.log",
-        );
+        )
+        .unwrap();
         let reasons: Vec<String> = records
             .iter()
             .map(|raw| match parse_trade(raw, &at(), None) {
@@ -737,7 +746,7 @@ mod tests {
 
     #[test]
     fn jse_market_data_trades_match_an_independent_scan() {
-        let records = fix_records("fix/jse_indices_fixt11_marketdata_part1.fix");
+        let records = fix_records("fix/jse_indices_fixt11_marketdata_part1.fix").unwrap();
         assert_eq!(records.len(), 6944);
         let rows = trades_of(&records, None);
         assert_eq!(rows.len(), scanned_trade_entries(&records));
@@ -757,7 +766,9 @@ mod tests {
     fn market_data_trade_entries() {
         let soh = |text: &str| text.replace('|', "\x01");
         let incremental = soh("8=FIXT.1.1|9=5|35=X|52=20111124-06:29:10.994|268=3|279=0|55=JA00|269=3|270=76.51|273=06:30:15.000|279=0|55=NPN|269=2|270=1523.5|271=300|273=06:30:16.250|278=T77|279=2|55=NPN|269=2|270=1523|271=100|278=T70|10=000|");
-        let mut raw = fix_records("fix/jse_indices_fixt11_marketdata_part1.fix").remove(0);
+        let mut raw = fix_records("fix/jse_indices_fixt11_marketdata_part1.fix")
+            .unwrap()
+            .remove(0);
         raw.payload = incremental.into_bytes();
         let TradeParse::Trades(rows) = parse_trade(&raw, &at(), None) else {
             panic!()

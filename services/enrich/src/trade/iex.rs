@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn tops_sample_trades_and_breaks() {
-        let records = iex_records("marketdata/iex/iex_tops16_sample_part1.pcap.gz");
+        let records = iex_records("marketdata/iex/iex_tops16_sample_part1.pcap.gz").unwrap();
         assert_eq!(records.len(), 44_225);
         let rows = trades_of(&records, None);
         let new: Vec<_> = rows
@@ -180,7 +180,8 @@ mod tests {
 
     #[test]
     fn deep_sample_trades() {
-        let records = iex_records("marketdata/iex/iex_deep10_20231002_premarket_5000pkts.pcap.gz");
+        let records =
+            iex_records("marketdata/iex/iex_deep10_20231002_premarket_5000pkts.pcap.gz").unwrap();
         let rows = trades_of(&records, None);
         assert_eq!(rows.len(), 37);
         let shares: i64 = rows.iter().map(|r| r.quantity).sum();
@@ -199,8 +200,9 @@ mod tests {
 
     #[test]
     fn short_and_other_messages() {
-        let mut raw =
-            iex_records("marketdata/iex/iex_deep10_20231002_premarket_5000pkts.pcap.gz").remove(0);
+        let mut raw = iex_records("marketdata/iex/iex_deep10_20231002_premarket_5000pkts.pcap.gz")
+            .unwrap()
+            .remove(0);
         raw.payload = vec![b'T', 0, 1, 2];
         assert!(matches!(
             parse_trade(&raw, &at(), None),

@@ -178,8 +178,8 @@ pub(crate) mod tests {
 
     #[test]
     fn reference_data_is_joined_and_versioned() {
-        let master = bundled_master(12);
-        let records = fix_records("fix/fix41_banzai_exec_session.fix");
+        let master = bundled_master(12).unwrap();
+        let records = fix_records("fix/fix41_banzai_exec_session.fix").unwrap();
         let rows = trades_of(&records, Some(&master));
         let msft = rows.iter().find(|r| r.symbol == "MSFT").unwrap();
         assert_eq!(msft.instrument_name.as_deref(), Some("MICROSOFT CORP"));
@@ -198,7 +198,9 @@ pub(crate) mod tests {
 
     #[test]
     fn news_formats_are_not_trades() {
-        let mut raw = fix_records("fix/fix41_banzai_exec_session.fix").remove(0);
+        let mut raw = fix_records("fix/fix41_banzai_exec_session.fix")
+            .unwrap()
+            .remove(0);
         raw.format = PayloadFormat::Json;
         assert!(matches!(
             parse_trade(&raw, &at(), None),
