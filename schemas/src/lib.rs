@@ -40,3 +40,15 @@ pub fn now_utc_ns() -> i64 {
         .unwrap_or_default();
     i64::try_from(now.as_nanos()).unwrap_or(i64::MAX)
 }
+
+/// The `q`-quantile (0..=1, nearest rank) of latency samples in microseconds, as milliseconds;
+/// `None` without samples. Shared by every service report and bench.
+pub fn quantile_ms(samples_us: &[i64], q: f64) -> Option<f64> {
+    if samples_us.is_empty() {
+        return None;
+    }
+    let mut sorted = samples_us.to_vec();
+    sorted.sort_unstable();
+    let index = ((sorted.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    sorted.get(index).map(|us| *us as f64 / 1_000.0)
+}

@@ -84,11 +84,19 @@ pub fn l3_bars(interval_secs: u64) -> TableName {
     } else {
         format!("bars_{interval_secs}s")
     };
-    // A handful of names per process, made once from the configuration.
-    TableName {
-        layer: "l3",
-        name: Box::leak(label.into_boxed_str()),
-    }
+    // Table names are `&'static str`: each interval's name is made once per process and kept
+    // (a handful, from the configuration), however often it is asked for.
+    static NAMES: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::BTreeMap<u64, &'static str>>,
+    > = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(Default::default);
+    let mut names = names
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let name = *names
+        .entry(interval_secs)
+        .or_insert_with(|| Box::leak(label.into_boxed_str()));
+    TableName { layer: "l3", name }
 }
 
 #[cfg(test)]

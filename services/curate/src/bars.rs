@@ -272,13 +272,7 @@ impl IntervalState {
                 break;
             };
             if self.pending.remove(&key) {
-                out.push(materialize(
-                    self.secs,
-                    self.ns,
-                    &key,
-                    &mut window,
-                    watermark,
-                ));
+                out.push(materialize(self.secs, &key, &mut window, watermark));
             }
             for order in window.fills.keys() {
                 self.index.remove(&order.trade_key);
@@ -289,36 +283,17 @@ impl IntervalState {
     fn drain_pending(&mut self, watermark: i64, out: &mut Vec<BarRow>) {
         for key in std::mem::take(&mut self.pending) {
             if let Some(window) = self.windows.get_mut(&key) {
-                out.push(materialize(self.secs, self.ns, &key, window, watermark));
+                out.push(materialize(self.secs, &key, window, watermark));
             }
         }
     }
 }
 
 /// The next revision of a window as a row (`fired_at_ns` is stamped by `drain`).
-fn materialize(secs: u64, ns: i64, key: &WindowKey, window: &mut Window, watermark: i64) -> BarRow {
+fn materialize(secs: u64, key: &WindowKey, window: &mut Window, watermark: i64) -> BarRow {
     let revision = window.emitted_revision.map_or(0, |r| r.saturating_add(1));
     window.emitted_revision = Some(revision);
-    let s = Summary::of(&window.fills);
-    BarRow {
-        symbol: key.1.clone(),
-        interval_secs: i64::try_from(secs).unwrap_or(i64::MAX),
-        window_start_ns: key.0,
-        window_end_ns: key.0.saturating_add(ns),
-        open: s.open,
-        high: s.high,
-        low: s.low,
-        close: s.close,
-        volume: s.volume_i64(),
-        vwap: s.vwap(),
-        notional: s.notional,
-        trade_count: s.count,
-        first_trade_ns: s.first_ns,
-        last_trade_ns: s.last_ns,
-        revision,
-        watermark_ns: watermark,
-        fired_at_ns: 0,
-    }
+    Summary::of(&window.fills).bar(key.1.clone(), secs, key.0, revision, watermark)
 }
 
 /// Streaming event-time bar aggregation; see the module documentation for the semantics.

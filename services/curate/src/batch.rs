@@ -74,31 +74,7 @@ pub fn compute_bars(trades: &[TradeRow], intervals_secs: &[u64]) -> Result<Vec<B
     }
     Ok(windows
         .into_iter()
-        .map(|((symbol, secs, start), fills)| {
-            let s = Summary::of(&fills);
-            let ns = i64::try_from(secs)
-                .unwrap_or(i64::MAX)
-                .saturating_mul(NS_PER_SEC);
-            BarRow {
-                symbol,
-                interval_secs: i64::try_from(secs).unwrap_or(i64::MAX),
-                window_start_ns: start,
-                window_end_ns: start.saturating_add(ns),
-                open: s.open,
-                high: s.high,
-                low: s.low,
-                close: s.close,
-                volume: s.volume_i64(),
-                vwap: s.vwap(),
-                notional: s.notional,
-                trade_count: s.count,
-                first_trade_ns: s.first_ns,
-                last_trade_ns: s.last_ns,
-                revision: 0,
-                watermark_ns: 0,
-                fired_at_ns: 0,
-            }
-        })
+        .map(|((symbol, secs, start), fills)| Summary::of(&fills).bar(symbol, secs, start, 0, 0))
         .collect())
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use marketlake_schemas::decimal::{PRICE_SCALE, QTY_SCALE};
 use marketlake_schemas::l2::TradeRow;
-use marketlake_schemas::l3::NOTIONAL_SCALE;
+use marketlake_schemas::l3::{BarRow, NOTIONAL_SCALE};
 use serde::{Deserialize, Serialize};
 
 /// Total order of trades: event time, then (received time, raw partition, raw offset) so ties
@@ -119,6 +119,40 @@ impl Summary {
     /// window is beyond any feed, and the exact VWAP is computed from the i128 sum anyway.
     pub fn volume_i64(&self) -> i64 {
         i64::try_from(self.volume).unwrap_or(if self.volume < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    /// The bar row of window `[start_ns, start_ns + secs)`; `revision`, `watermark_ns` and
+    /// `fired_at_ns` are the caller's (the stream stamps them, the batch leaves them 0).
+    pub fn bar(
+        &self,
+        symbol: String,
+        secs: u64,
+        start_ns: i64,
+        revision: i32,
+        watermark_ns: i64,
+    ) -> BarRow {
+        let ns = i64::try_from(secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000_000);
+        BarRow {
+            symbol,
+            interval_secs: i64::try_from(secs).unwrap_or(i64::MAX),
+            window_start_ns: start_ns,
+            window_end_ns: start_ns.saturating_add(ns),
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            close: self.close,
+            volume: self.volume_i64(),
+            vwap: self.vwap(),
+            notional: self.notional,
+            trade_count: self.count,
+            first_trade_ns: self.first_ns,
+            last_trade_ns: self.last_ns,
+            revision,
+            watermark_ns,
+            fired_at_ns: 0,
+        }
     }
 
     /// `notional / volume` at `PRICE_SCALE`, rounded half away from zero; `None` for no volume.

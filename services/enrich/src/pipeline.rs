@@ -163,13 +163,7 @@ pub struct EnrichReport {
 impl EnrichReport {
     /// The `q`-quantile of the trade visibility latency, milliseconds.
     pub fn latency_ms(&self, q: f64) -> Option<f64> {
-        if self.trade_visibility_us.is_empty() {
-            return None;
-        }
-        let mut sorted = self.trade_visibility_us.clone();
-        sorted.sort_unstable();
-        let index = ((sorted.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
-        sorted.get(index).map(|us| *us as f64 / 1_000.0)
+        marketlake_schemas::quantile_ms(&self.trade_visibility_us, q)
     }
 }
 
@@ -316,7 +310,7 @@ fn quarantine_undecodable(record: &ConsumedRecord, reason: String) -> Quarantine
 }
 
 impl Enrich {
-    fn on_record(&mut self, record: ConsumedRecord) {
+    fn on_record(&mut self, mut record: ConsumedRecord) {
         let key = PartitionKey {
             topic: record.topic.clone(),
             partition: record.partition,
@@ -328,8 +322,12 @@ impl Enrich {
             offset,
             timestamp_ms: record.timestamp_ms,
         };
-        let decoded = RawRecord::from_kafka_parts(record.headers.iter(), || record.payload.clone());
-        let enriched = match decoded {
+        // The payload moves into the record; it is only taken once the headers are valid, so
+        // the quarantine path below still has it.
+        let decoded = RawRecord::from_kafka_parts(record.headers.iter(), || {
+            std::mem::take(&mut record.payload)
+        });
+        let mut enriched = match decoded {
             Ok(raw) => self.enricher.enrich(&raw, &at, now_utc_ns()),
             Err(e) => crate::Enriched {
                 quarantine: vec![quarantine_undecodable(&record, e.to_string())],
@@ -346,14 +344,13 @@ impl Enrich {
                 continue;
             }
             output.see(&key, offset);
+            // Each kind of row has exactly one table: move the rows, no copies.
             if *name == L2_TRADES {
-                buffers.trades.extend(enriched.trades.iter().cloned());
+                buffers.trades.append(&mut enriched.trades);
             } else if *name == L2_NEWS {
-                buffers.news.extend(enriched.news.iter().cloned());
+                buffers.news.append(&mut enriched.news);
             } else {
-                buffers
-                    .quarantine
-                    .extend(enriched.quarantine.iter().cloned());
+                buffers.quarantine.append(&mut enriched.quarantine);
             }
         }
         buffers.records += 1;
@@ -411,15 +408,12 @@ impl Enrich {
         let names: Vec<TableName> = self.outputs.keys().copied().collect();
         let mut conflicted = false;
         for name in names {
-            let (batch, rows) = if name == L2_TRADES {
-                (l2::trades_batch(&trades, enriched_at)?, trades.len())
+            let rows = if name == L2_TRADES {
+                trades.len()
             } else if name == L2_NEWS {
-                (l2::news_batch(&news, enriched_at)?, news.len())
+                news.len()
             } else {
-                (
-                    l2::quarantine_batch(&quarantine, enriched_at)?,
-                    quarantine.len(),
-                )
+                quarantine.len()
             };
             let Some(output) = self.outputs.get_mut(&name) else {
                 continue;
@@ -431,6 +425,14 @@ impl Enrich {
                 // Nothing to write: keep accumulating the offsets seen, commit them later.
                 continue;
             }
+            // Built only for a table that commits now.
+            let batch = if name == L2_TRADES {
+                l2::trades_batch(&trades, enriched_at)?
+            } else if name == L2_NEWS {
+                l2::news_batch(&news, enriched_at)?
+            } else {
+                l2::quarantine_batch(&quarantine, enriched_at)?
+            };
             let advances = output.advances();
             match output.sink.commit(batch, &advances).await? {
                 CommitOutcome::Committed { version } => {

@@ -172,13 +172,7 @@ pub struct IngestReport {
 impl IngestReport {
     /// The `q`-quantile (0..=1) of the visibility latency, in milliseconds.
     pub fn latency_ms(&self, q: f64) -> Option<f64> {
-        if self.visibility_latency_us.is_empty() {
-            return None;
-        }
-        let mut sorted = self.visibility_latency_us.clone();
-        sorted.sort_unstable();
-        let index = ((sorted.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
-        sorted.get(index).map(|us| *us as f64 / 1_000.0)
+        marketlake_schemas::quantile_ms(&self.visibility_latency_us, q)
     }
 }
 

@@ -61,13 +61,7 @@ fn cpu_seconds() -> f64 {
 }
 
 fn quantile(values: &[i64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[index.min(sorted.len() - 1)] as f64 / 1_000.0
+    marketlake_schemas::quantile_ms(values, q).unwrap_or(f64::NAN)
 }
 
 pub async fn run(config: Config, args: EnrichBenchArgs) -> anyhow::Result<()> {
