@@ -16,7 +16,7 @@ use sha2::Digest;
 
 use crate::support::{free_port, sigint, wait_output, Lake, LakeOptions};
 
-fn trade(i: i64, symbol: &str, account: &str) -> TradeRow {
+pub(crate) fn trade(i: i64, symbol: &str, account: &str) -> TradeRow {
     TradeRow {
         trade_key: format!("t:{i}"),
         action: TradeAction::New,
@@ -50,7 +50,7 @@ fn trade(i: i64, symbol: &str, account: &str) -> TradeRow {
     }
 }
 
-async fn commit(
+pub(crate) async fn commit(
     sink: &mut ExactlyOnceSink,
     rows: &[TradeRow],
     from: Option<i64>,
@@ -68,13 +68,13 @@ async fn commit(
     Ok(())
 }
 
-struct Client {
-    base: String,
-    http: reqwest::Client,
+pub(crate) struct Client {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Client {
-    async fn get(&self, path: &str, token: Option<&str>) -> Result<(u16, Vec<u8>)> {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> Result<(u16, Vec<u8>)> {
         let mut request = self.http.get(format!("{}{path}", self.base));
         if let Some(token) = token {
             request = request.header("Authorization", format!("Bearer {token}"));
@@ -85,7 +85,27 @@ impl Client {
     }
 }
 
-fn code(body: &[u8]) -> String {
+/// The rows of a JSON page.
+pub(crate) fn page_rows(body: &[u8]) -> Result<Vec<BTreeMap<String, serde_json::Value>>> {
+    let page: serde_json::Value = serde_json::from_slice(body)?;
+    Ok(serde_json::from_value(page["rows"].clone())?)
+}
+
+/// A body as text whatever its format (binary formats decoded, then written as NDJSON), so
+/// the same leak checks apply to every format.
+fn as_text(format: &str, body: Vec<u8>) -> Result<String> {
+    use marketlake_lake::extract::{decode, encode, Format};
+    let format = Format::parse(format).context("format")?;
+    if !matches!(format, Format::Arrow | Format::Parquet) {
+        return Ok(String::from_utf8(body)?);
+    }
+    let batches = decode(format, body)?;
+    let schema = batches.first().context("at least one batch")?.schema();
+    let (text, _) = encode(schema, &batches, Format::Ndjson)?;
+    Ok(String::from_utf8(text)?)
+}
+
+pub(crate) fn code(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
@@ -119,6 +139,18 @@ fn jku_token(auth: &AuthConfig) -> Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_authenticates_entitles_and_audits() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    security_matrix(&format!("sqlite://{}/catalog.db", dir.path().display())).await
+}
+
+/// The same matrix with the catalog on PostgreSQL (several API instances share one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_authenticates_entitles_and_audits_on_postgres() -> Result<()> {
+    let postgres = crate::support::Postgres::start()?;
+    security_matrix(&postgres.url).await
+}
+
+async fn security_matrix(catalog_url: &str) -> Result<()> {
     let port = free_port();
     let grants = tempfile::NamedTempFile::new()?;
     std::fs::write(
@@ -139,8 +171,7 @@ principal = "compliance"
     )?;
     let lake = Lake::new(LakeOptions {
         extra_toml: format!(
-            "[api]\nlisten = \"127.0.0.1:{port}\"\ncatalog_url = \"sqlite://{}/catalog.db\"\nseed_grants_file = \"{}\"\n",
-            std::env::temp_dir().join(format!("ml-api-{port}")).display(),
+            "[api]\nlisten = \"127.0.0.1:{port}\"\ncatalog_url = \"{catalog_url}\"\nseed_grants_file = \"{}\"\n",
             grants.path().display()
         ),
         ..LakeOptions::default()
@@ -271,7 +302,7 @@ principal = "compliance"
     assert_eq!(code(&denied), code(&missing));
 
     // The quant: only AAPL and IBM, account hashed, trader hidden, in every format.
-    for format in ["json", "ndjson", "csv"] {
+    for format in ["json", "ndjson", "csv", "arrow", "parquet"] {
         let (status, body) = client
             .get(
                 &format!("/v1/datasets/l2.trades/rows?format={format}"),
@@ -279,7 +310,7 @@ principal = "compliance"
             )
             .await?;
         assert_eq!(status, 200, "{format}: {}", String::from_utf8_lossy(&body));
-        let text = String::from_utf8_lossy(&body);
+        let text = as_text(format, body)?;
         assert!(
             !text.contains("MSFT"),
             "{format} leaks a row outside the filter: {text}"
@@ -302,7 +333,7 @@ principal = "compliance"
     let (_, body) = client
         .get("/v1/datasets/l2.trades/rows", Some(&quant))
         .await?;
-    let rows: Vec<BTreeMap<String, serde_json::Value>> = serde_json::from_slice(&body)?;
+    let rows = page_rows(&body)?;
     assert_eq!(rows.len(), 3);
     for row in &rows {
         let account = row["account"].as_str().context("account")?;
@@ -315,7 +346,7 @@ principal = "compliance"
             Some(&quant),
         )
         .await?;
-    let rows: Vec<BTreeMap<String, serde_json::Value>> = serde_json::from_slice(&body)?;
+    let rows = page_rows(&body)?;
     assert!(rows.iter().all(|r| r["symbol"] == "AAPL") && rows.len() == 2);
     let last_quant_body = body.clone();
 
@@ -323,7 +354,7 @@ principal = "compliance"
     let (_, body) = client
         .get("/v1/datasets/l2.trades/rows", Some(&compliance))
         .await?;
-    let rows: Vec<BTreeMap<String, serde_json::Value>> = serde_json::from_slice(&body)?;
+    let rows = page_rows(&body)?;
     assert_eq!(rows.len(), 5);
     assert!(String::from_utf8_lossy(&body).contains("ACC-3"));
     let (_, body) = client
@@ -332,20 +363,14 @@ principal = "compliance"
             Some(&compliance),
         )
         .await?;
-    let rows: Vec<BTreeMap<String, serde_json::Value>> = serde_json::from_slice(&body)?;
+    let rows = page_rows(&body)?;
     assert_eq!(rows.len(), 3, "as_of_version=1 holds the first commit only");
 
     // Every data response was audited with the hash of the exact body.
     sigint(&server);
     let exit = wait_output(server, Duration::from_secs(20))?;
     assert!(exit.status.success(), "{}", lake.log("serve.log"));
-    let catalog = marketlake_api::catalog::Catalog::connect(&format!(
-        "sqlite://{}/catalog.db",
-        std::env::temp_dir()
-            .join(format!("ml-api-{port}"))
-            .display()
-    ))
-    .await?;
+    let catalog = marketlake_api::catalog::Catalog::connect(catalog_url).await?;
     let refused = catalog.audit_of("-").await?;
     assert_eq!(
         refused.len(),
@@ -353,7 +378,7 @@ principal = "compliance"
         "every refused token is audited: {refused:?}"
     );
     let events = catalog.audit_of("alice").await?;
-    assert_eq!(events.len(), 6, "{events:?}");
+    assert_eq!(events.len(), 8, "{events:?}");
     let last = events.last().context("an event")?;
     let sha: String = sha2::Sha256::digest(&last_quant_body)
         .iter()
@@ -362,6 +387,5 @@ principal = "compliance"
     assert_eq!(last.3, sha, "audit hash of the last body sent to alice");
     assert_eq!(last.1, 2, "rows returned");
     assert_eq!(last.2, last_quant_body.len() as i64, "bytes returned");
-    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("ml-api-{port}")));
     Ok(())
 }

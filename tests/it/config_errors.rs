@@ -93,3 +93,16 @@ fn config_show_masks_secrets() {
     assert!(!stdout.contains("hunter2"), "{stdout}");
     assert!(stdout.contains("***"), "{stdout}");
 }
+
+#[test]
+fn mixed_token_algorithm_families_are_refused() {
+    let lake = Lake::new(LakeOptions {
+        extra_toml: "[api.auth]\nalgorithms = [\"HS256\", \"RS256\"]\n".into(),
+        ..LakeOptions::default()
+    })
+    .unwrap();
+    let (ok, stderr) = stderr_of(&lake, &["config", "check"], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("api.auth.algorithms"), "{stderr}");
+    assert!(stderr.contains("one family"), "{stderr}");
+}

@@ -3,6 +3,8 @@
 //! so tests run in parallel and clean up after themselves.
 
 mod api;
+mod api_ops;
+mod api_search;
 mod config_errors;
 mod crash;
 mod curated;

@@ -373,3 +373,121 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// A throwaway PostgreSQL server on a loopback port (Debian's packages, installed by
+/// `scripts/ensure-tools --with-test-tools`), stopped and deleted on drop.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    as_postgres_user: bool,
+    pub url: String,
+}
+
+fn postgres_bin() -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL is not installed: run scripts/ensure-tools --with-test-tools")?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .context("no /usr/lib/postgresql/*/bin/initdb: run scripts/ensure-tools --with-test-tools")
+}
+
+impl Postgres {
+    pub fn start() -> Result<Postgres> {
+        let bin = postgres_bin()?;
+        let dir = tempfile::Builder::new().prefix("ml-pg-").tempdir()?;
+        // initdb refuses to run as root: the server runs as the `postgres` user then.
+        let as_postgres_user = std::env::var("USER").as_deref() == Ok("root")
+            || Command::new("id")
+                .arg("-u")
+                .output()
+                .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        if as_postgres_user {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()?;
+            anyhow::ensure!(
+                status.success(),
+                "chown of the PostgreSQL data directory failed"
+            );
+        }
+        let port = free_port();
+        let data = dir.path().join("data");
+        let run = |program: &str, args: &[&str]| -> Result<()> {
+            let mut command = if as_postgres_user {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(bin.join(program));
+                c
+            } else {
+                Command::new(bin.join(program))
+            };
+            let output = command
+                .args(args)
+                .current_dir(dir.path())
+                .stdin(Stdio::null())
+                .output()?;
+            anyhow::ensure!(
+                output.status.success(),
+                "{program} {args:?}: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Ok(())
+        };
+        let data_text = data.display().to_string();
+        run(
+            "initdb",
+            &[
+                "-D",
+                &data_text,
+                "-A",
+                "trust",
+                "-U",
+                "marketlake",
+                "--no-sync",
+            ],
+        )?;
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            dir.path().display()
+        );
+        let log = dir.path().join("server.log").display().to_string();
+        run(
+            "pg_ctl",
+            &[
+                "-D", &data_text, "-o", &options, "-l", &log, "-w", "-t", "60", "start",
+            ],
+        )?;
+        Ok(Postgres {
+            url: format!("postgres://marketlake@127.0.0.1:{port}/postgres"),
+            dir,
+            bin,
+            as_postgres_user,
+        })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let mut command = if self.as_postgres_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"])
+                .arg(self.bin.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bin.join("pg_ctl"))
+        };
+        let _ = command
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}

@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "catalog_events",
         include_str!("../../../migrations/0002_catalog_events.sql"),
     ),
+    (
+        3,
+        "audit_outcome_and_grant_changes",
+        include_str!("../../../migrations/0003_audit_outcome_and_grant_changes.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +129,30 @@ pub struct AuditEvent {
     pub rows_returned: i64,
     pub bytes_returned: i64,
     pub body_sha256: String,
+    /// `complete` for a response sent in one piece; `streaming` until a streamed response ends.
+    pub outcome: String,
+}
+
+/// How a streamed response ended, recorded into its audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub rows_returned: i64,
+    pub bytes_returned: i64,
+    pub body_sha256: String,
+    /// `complete`, `aborted: <why>` or `failed: <why>`.
+    pub outcome: String,
+}
+
+/// One change to the grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GrantChange {
+    pub change_id: String,
+    pub at_ns: i64,
+    pub actor: String,
+    pub action: String,
+    pub grant_id: String,
+    pub grant: serde_json::Value,
+    pub request_id: Option<String>,
 }
 
 #[derive(Clone)]
@@ -275,7 +304,7 @@ impl Catalog {
         let file: SeedFile = toml_from_str(&text).map_err(seed_err)?;
         for grant in &file.grants {
             validate_grant(grant).map_err(seed_err)?;
-            self.add_grant(grant, "seed").await?;
+            self.grant(grant, "seed", None).await?;
         }
         sqlx::query("INSERT INTO catalog_events (name, at_ns) VALUES ($1, $2)")
             .bind("grants_seeded")
@@ -348,7 +377,7 @@ impl Catalog {
 
     pub async fn record(&self, event: &AuditEvent) -> Result<()> {
         sqlx::query(
-            "INSERT INTO audit_events (event_id, at_ns, request_id, principal, groups_json, endpoint, query, entitlements, as_of, status, rows_returned, bytes_returned, body_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "INSERT INTO audit_events (event_id, at_ns, request_id, principal, groups_json, endpoint, query, entitlements, as_of, status, rows_returned, bytes_returned, body_sha256, outcome, completed_at_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&event.event_id)
         .bind(event.at_ns)
@@ -363,10 +392,139 @@ impl Catalog {
         .bind(event.rows_returned)
         .bind(event.bytes_returned)
         .bind(&event.body_sha256)
+        .bind(&event.outcome)
+        .bind((event.outcome != "streaming").then_some(event.at_ns))
         .execute(&self.pool)
         .await
         .map_err(self.err())?;
         Ok(())
+    }
+
+    /// Complete the audit event of a streamed response.
+    pub async fn complete(&self, event_id: &str, completion: &Completion) -> Result<()> {
+        sqlx::query(
+            "UPDATE audit_events SET rows_returned = $1, bytes_returned = $2, body_sha256 = $3, outcome = $4, completed_at_ns = $5 WHERE event_id = $6",
+        )
+        .bind(completion.rows_returned)
+        .bind(completion.bytes_returned)
+        .bind(&completion.body_sha256)
+        .bind(&completion.outcome)
+        .bind(marketlake_schemas::now_utc_ns())
+        .bind(event_id)
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Every grant, by dataset and principal.
+    pub async fn list_grants(&self) -> Result<Vec<Grant>> {
+        let rows = sqlx::query(
+            "SELECT grant_id, dataset, principal_kind, principal, symbols, venues, column_masks FROM grants ORDER BY dataset, principal_kind, principal, grant_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        rows.iter()
+            .map(Self::grant_of)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(self.err())
+    }
+
+    /// Create a grant and record the change (the grant first: a failed history insert leaves the
+    /// grant in place and the request fails, so the caller retries rather than losing history).
+    pub async fn grant(
+        &self,
+        grant: &Grant,
+        actor: &str,
+        request_id: Option<&str>,
+    ) -> Result<Grant> {
+        let mut grant = grant.clone();
+        if grant.grant_id.is_empty() {
+            grant.grant_id = new_id();
+        }
+        let id = self.add_grant(&grant, actor).await?;
+        grant.grant_id = id;
+        self.record_change(actor, "grant", &grant, request_id)
+            .await?;
+        Ok(grant)
+    }
+
+    /// Revoke a grant (delete it; its history stays in `grant_changes`). `None` when no such
+    /// grant exists.
+    pub async fn revoke(
+        &self,
+        grant_id: &str,
+        actor: &str,
+        request_id: Option<&str>,
+    ) -> Result<Option<Grant>> {
+        let row = sqlx::query(
+            "SELECT grant_id, dataset, principal_kind, principal, symbols, venues, column_masks FROM grants WHERE grant_id = $1",
+        )
+        .bind(grant_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.err())?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let grant = Self::grant_of(&row).map_err(self.err())?;
+        sqlx::query("DELETE FROM grants WHERE grant_id = $1")
+            .bind(grant_id)
+            .execute(&self.pool)
+            .await
+            .map_err(self.err())?;
+        self.record_change(actor, "revoke", &grant, request_id)
+            .await?;
+        Ok(Some(grant))
+    }
+
+    async fn record_change(
+        &self,
+        actor: &str,
+        action: &str,
+        grant: &Grant,
+        request_id: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO grant_changes (change_id, at_ns, actor, action, grant_id, grant_json, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(new_id())
+        .bind(marketlake_schemas::now_utc_ns())
+        .bind(actor)
+        .bind(action)
+        .bind(&grant.grant_id)
+        .bind(serde_json::to_string(grant).unwrap_or_default())
+        .bind(request_id.map(str::to_owned))
+        .execute(&self.pool)
+        .await
+        .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The history of the grants, oldest first.
+    pub async fn grant_changes(&self) -> Result<Vec<GrantChange>> {
+        let rows = sqlx::query(
+            "SELECT change_id, at_ns, actor, action, grant_id, grant_json, request_id FROM grant_changes ORDER BY at_ns, change_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(self.err())?;
+        rows.iter()
+            .map(|r| {
+                let json: String = r.try_get("grant_json")?;
+                Ok(GrantChange {
+                    change_id: r.try_get("change_id")?,
+                    at_ns: r.try_get("at_ns")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    grant_id: r.try_get("grant_id")?,
+                    grant: serde_json::from_str(&json).unwrap_or(serde_json::Value::Null),
+                    request_id: r.try_get("request_id")?,
+                })
+            })
+            .collect::<std::result::Result<_, sqlx::Error>>()
+            .map_err(self.err())
     }
 
     /// Audit events of a principal, oldest first: `(endpoint, rows, bytes, body_sha256)`.

@@ -1,11 +1,13 @@
 //! marketlake-api: the way people get data out — authenticated, entitled, audited.
 //!
 //! - [`config`]: `[api]` settings (listen address, token issuer/audience/keys, catalog URL).
-//! - [`auth`]: bearer JWT validation (HS256 for local use) with stable reason codes, and minting
+//! - [`auth`]: bearer JWT validation (HMAC secret or JWKS public keys) with stable reason codes, and minting
 //!   demo tokens.
 //! - [`catalog`]: the SQL catalog (SQLite by default, PostgreSQL by URL): migrations, grants of
 //!   datasets to users and groups with row filters and column masks, audit events.
-//! - [`http`]: the axum router: `/health`, `/ready`, `/v1/datasets`, `/v1/datasets/{name}/rows`.
+//! - [`http`]: the axum router: extraction (streamed, paged, time travel), news search, grant
+//!   administration, `/health`, `/ready`, `/metrics`; [`http::Api`] starts and serves it all.
+//! - [`indexer`]: keeps the news search index in step with `l2.news`.
 //! - [`error`]: the one API error type, JSON with a stable `code`.
 
 pub mod auth;
@@ -13,6 +15,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod indexer;
 
 pub use config::ApiConfig;
 pub use error::ApiError;

@@ -7,9 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, StringArray};
+pub use deltalake::arrow::array::BooleanArray;
+use deltalake::arrow::array::{Array, ArrayRef, Int64Array, StringArray};
 use deltalake::arrow::compute::{cast, filter_record_batch};
-use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::{LakeError, RecordBatch, Result};
 
@@ -53,18 +54,41 @@ pub enum Mask {
 /// The output encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// The rows as a JSON array of objects (the API wraps it in an envelope).
     Json,
     Ndjson,
     Csv,
+    /// Arrow IPC stream format.
+    Arrow,
+    Parquet,
 }
 
-/// The time column a range applies to, first present of these.
-const TIME_COLUMNS: &[&str] = &[
-    "event_time_ns",
-    "published_at_ns",
-    "window_start_ns",
-    "received_at_ns",
-];
+impl Format {
+    pub const NAMES: &'static str = "json, ndjson, csv, arrow or parquet";
+
+    pub fn parse(name: &str) -> Option<Format> {
+        Some(match name {
+            "json" => Format::Json,
+            "ndjson" => Format::Ndjson,
+            "csv" => Format::Csv,
+            "arrow" => Format::Arrow,
+            "parquet" => Format::Parquet,
+            _ => return None,
+        })
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::Ndjson => "application/x-ndjson",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Arrow => "application/vnd.apache.arrow.stream",
+            Format::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+}
+
+use crate::scan::TIME_COLUMNS;
 
 fn error(message: impl std::fmt::Display) -> LakeError {
     LakeError::Read {
@@ -96,6 +120,18 @@ pub fn apply(
     masks: &BTreeMap<String, Mask>,
     hash: &dyn Fn(&str) -> String,
 ) -> Result<RecordBatch> {
+    let keep = row_mask(batch, filter)?;
+    let filtered = filter_record_batch(batch, &keep).map_err(error)?;
+    project(&filtered, columns, masks, hash)
+}
+
+/// The rows of `batch` where `keep` holds.
+pub fn filter_batch(batch: &RecordBatch, keep: &BooleanArray) -> Result<RecordBatch> {
+    filter_record_batch(batch, keep).map_err(error)
+}
+
+/// Which rows of `batch` pass `filter`.
+pub fn row_mask(batch: &RecordBatch, filter: &RowFilter) -> Result<BooleanArray> {
     let symbols = strings(batch, "symbol")?;
     let venues = strings(batch, "venue")?;
     let mut keep: Vec<bool> = (0..batch.num_rows())
@@ -135,7 +171,16 @@ pub fn apply(
             }
         }
     }
-    let filtered = filter_record_batch(batch, &BooleanArray::from(keep)).map_err(error)?;
+    Ok(BooleanArray::from(keep))
+}
+
+/// Project `columns` (all when `None`) minus hidden ones, and hash the masked ones with `hash`.
+pub fn project(
+    filtered: &RecordBatch,
+    columns: Option<&[String]>,
+    masks: &BTreeMap<String, Mask>,
+    hash: &dyn Fn(&str) -> String,
+) -> Result<RecordBatch> {
     let schema = filtered.schema();
     let mut fields = Vec::new();
     let mut arrays: Vec<ArrayRef> = Vec::new();
@@ -165,68 +210,275 @@ pub fn apply(
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(error)
 }
 
-/// Encode batches; returns the body and its row count.
-pub fn encode(batches: &[RecordBatch], format: Format) -> Result<(Vec<u8>, usize)> {
-    let rows = batches.iter().map(RecordBatch::num_rows).sum();
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    let body = match format {
-        Format::Json => {
-            let mut writer = deltalake::arrow::json::ArrayWriter::new(Vec::new());
-            writer.write_batches(&refs).map_err(error)?;
-            writer.finish().map_err(error)?;
-            let mut body = writer.into_inner();
-            if body.is_empty() {
-                body = b"[]".to_vec();
+/// A growable buffer the Arrow IPC and Parquet writers write into, drained after every batch so
+/// that encoded bytes leave as soon as they exist.
+#[derive(Clone, Default)]
+struct SharedBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl SharedBuffer {
+    fn take(&self) -> Vec<u8> {
+        match self.0.lock() {
+            Ok(mut bytes) => std::mem::take(&mut *bytes),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+}
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.lock() {
+            Ok(mut bytes) => bytes.extend_from_slice(buf),
+            Err(poisoned) => poisoned.into_inner().extend_from_slice(buf),
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Rows per Parquet row group in a Parquet response: bounds what the writer buffers.
+const PARQUET_ROWS_PER_GROUP: usize = 65_536;
+
+enum EncoderState {
+    Json { first: bool },
+    Ndjson,
+    Csv { header: bool },
+    Arrow(Box<deltalake::arrow::ipc::writer::StreamWriter<SharedBuffer>>),
+    Parquet(Box<deltalake::parquet::arrow::ArrowWriter<SharedBuffer>>),
+}
+
+/// An incremental encoder: `begin`, then `batch` per batch, then `finish`; each returns the
+/// bytes to send next. Every batch must have the schema given to `new`.
+pub struct Encoder {
+    schema: SchemaRef,
+    state: EncoderState,
+    buffer: SharedBuffer,
+    rows: usize,
+}
+
+impl Encoder {
+    pub fn new(format: Format, schema: SchemaRef) -> Result<Encoder> {
+        let buffer = SharedBuffer::default();
+        let state = match format {
+            Format::Json => EncoderState::Json { first: true },
+            Format::Ndjson => EncoderState::Ndjson,
+            Format::Csv => EncoderState::Csv { header: false },
+            Format::Arrow => EncoderState::Arrow(Box::new(
+                deltalake::arrow::ipc::writer::StreamWriter::try_new(buffer.clone(), &schema)
+                    .map_err(error)?,
+            )),
+            Format::Parquet => {
+                let properties = deltalake::parquet::file::properties::WriterProperties::builder()
+                    .set_max_row_group_row_count(Some(PARQUET_ROWS_PER_GROUP))
+                    .set_compression(deltalake::parquet::basic::Compression::SNAPPY)
+                    .build();
+                EncoderState::Parquet(Box::new(
+                    deltalake::parquet::arrow::ArrowWriter::try_new(
+                        buffer.clone(),
+                        schema.clone(),
+                        Some(properties),
+                    )
+                    .map_err(error)?,
+                ))
             }
-            body
-        }
-        Format::Ndjson => {
-            let mut writer = deltalake::arrow::json::LineDelimitedWriter::new(Vec::new());
-            writer.write_batches(&refs).map_err(error)?;
-            writer.finish().map_err(error)?;
-            writer.into_inner()
-        }
-        Format::Csv => {
-            let mut out = csv::Writer::from_writer(Vec::new());
-            if let Some(first) = batches.first() {
-                let names: Vec<String> = first
-                    .schema()
+        };
+        Ok(Encoder {
+            schema,
+            state,
+            buffer,
+            rows: 0,
+        })
+    }
+
+    /// Rows encoded so far.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The bytes before the first row.
+    pub fn begin(&mut self) -> Result<Vec<u8>> {
+        Ok(match &mut self.state {
+            EncoderState::Json { .. } => b"[".to_vec(),
+            EncoderState::Csv { header } => {
+                *header = true;
+                let mut out = csv::Writer::from_writer(Vec::new());
+                let names: Vec<&str> = self
+                    .schema
                     .fields()
                     .iter()
-                    .map(|f| f.name().clone())
+                    .map(|f| f.name().as_str())
                     .collect();
                 out.write_record(&names).map_err(error)?;
+                out.into_inner().map_err(error)?
             }
-            for batch in batches {
-                let columns: Vec<StringArray> = (0..batch.num_columns())
-                    .map(|i| {
-                        let column = batch.column(i);
-                        // Lists and structs are rendered as JSON text by casting is not
-                        // supported; fall back to their debug form.
-                        match cast(column, &DataType::Utf8) {
-                            Ok(values) => values
-                                .as_any()
-                                .downcast_ref::<StringArray>()
-                                .cloned()
-                                .unwrap_or_else(|| {
-                                    StringArray::from(vec![None::<String>; column.len()])
-                                }),
-                            Err(_) => (0..column.len())
-                                .map(|row| Some(format!("{:?}", column.slice(row, 1))))
-                                .collect(),
-                        }
-                    })
-                    .collect();
-                for row in 0..batch.num_rows() {
-                    let record: Vec<&str> = columns
-                        .iter()
-                        .map(|c| if c.is_null(row) { "" } else { c.value(row) })
-                        .collect();
-                    out.write_record(&record).map_err(error)?;
-                }
-            }
-            out.into_inner().map_err(error)?
+            // The IPC writer has written the schema message when it was made.
+            _ => self.buffer.take(),
+        })
+    }
+
+    /// The bytes of one batch.
+    pub fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>> {
+        if batch.num_rows() == 0 {
+            return Ok(Vec::new());
         }
-    };
+        // The binary formats carry one schema for the whole response; files differ from the
+        // table's schema in details (a list's item field name, nullability) that a cast
+        // reconciles. A real type difference fails the cast and the response.
+        let binary = matches!(
+            self.state,
+            EncoderState::Arrow(_) | EncoderState::Parquet(_)
+        );
+        let batch = if !binary || batch.schema() == self.schema {
+            batch.clone()
+        } else {
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(self.schema.fields())
+                .map(|(column, field)| {
+                    if column.data_type() == field.data_type() {
+                        Ok(column.clone())
+                    } else {
+                        cast(column, field.data_type())
+                    }
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(error)?;
+            RecordBatch::try_new(self.schema.clone(), columns).map_err(error)?
+        };
+        self.rows += batch.num_rows();
+        match &mut self.state {
+            EncoderState::Json { first } => {
+                let mut writer = deltalake::arrow::json::LineDelimitedWriter::new(Vec::new());
+                writer.write(&batch).map_err(error)?;
+                writer.finish().map_err(error)?;
+                let lines = writer.into_inner();
+                // Serialized objects never hold a raw newline (JSON escapes it): the line
+                // breaks are exactly the separators.
+                let mut out = Vec::with_capacity(lines.len() + 1);
+                for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    if !*first {
+                        out.push(b',');
+                    }
+                    *first = false;
+                    out.extend_from_slice(line);
+                }
+                Ok(out)
+            }
+            EncoderState::Ndjson => {
+                let mut writer = deltalake::arrow::json::LineDelimitedWriter::new(Vec::new());
+                writer.write(&batch).map_err(error)?;
+                writer.finish().map_err(error)?;
+                Ok(writer.into_inner())
+            }
+            EncoderState::Csv { .. } => csv_rows(&batch),
+            EncoderState::Arrow(writer) => {
+                writer.write(&batch).map_err(error)?;
+                Ok(self.buffer.take())
+            }
+            EncoderState::Parquet(writer) => {
+                writer.write(&batch).map_err(error)?;
+                Ok(self.buffer.take())
+            }
+        }
+    }
+
+    /// The bytes after the last row.
+    pub fn finish(self) -> Result<Vec<u8>> {
+        match self.state {
+            EncoderState::Json { .. } => Ok(b"]".to_vec()),
+            EncoderState::Ndjson | EncoderState::Csv { .. } => Ok(Vec::new()),
+            EncoderState::Arrow(mut writer) => {
+                writer.finish().map_err(error)?;
+                Ok(self.buffer.take())
+            }
+            EncoderState::Parquet(writer) => {
+                writer.close().map_err(error)?;
+                Ok(self.buffer.take())
+            }
+        }
+    }
+}
+
+/// The rows of a batch as JSON objects, one string per row.
+pub fn json_rows(batch: &RecordBatch) -> Result<Vec<String>> {
+    let mut writer = deltalake::arrow::json::LineDelimitedWriter::new(Vec::new());
+    writer.write(batch).map_err(error)?;
+    writer.finish().map_err(error)?;
+    let text = String::from_utf8(writer.into_inner()).map_err(error)?;
+    Ok(text.lines().map(str::to_owned).collect())
+}
+
+/// CSV lines of a batch: scalars as text; lists and structs, which have no cast to text, in
+/// their Arrow debug form.
+fn csv_rows(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let columns: Vec<StringArray> = (0..batch.num_columns())
+        .map(|i| {
+            let column = batch.column(i);
+            match cast(column, &DataType::Utf8) {
+                Ok(values) => values
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .unwrap_or_else(|| StringArray::from(vec![None::<String>; column.len()])),
+                Err(_) => (0..column.len())
+                    .map(|row| Some(format!("{:?}", column.slice(row, 1))))
+                    .collect(),
+            }
+        })
+        .collect();
+    for row in 0..batch.num_rows() {
+        let record: Vec<&str> = columns
+            .iter()
+            .map(|c| if c.is_null(row) { "" } else { c.value(row) })
+            .collect();
+        out.write_record(&record).map_err(error)?;
+    }
+    out.into_inner().map_err(error)
+}
+
+/// Encode batches in one piece (tests and tools); returns the body and its row count.
+pub fn encode(
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    format: Format,
+) -> Result<(Vec<u8>, usize)> {
+    let mut encoder = Encoder::new(format, schema)?;
+    let mut body = encoder.begin()?;
+    for batch in batches {
+        body.extend(encoder.batch(batch)?);
+    }
+    let rows = encoder.rows();
+    body.extend(encoder.finish()?);
     Ok((body, rows))
+}
+
+/// Decode an Arrow IPC stream or a Parquet body back into batches (clients, tests, tools).
+pub fn decode(format: Format, body: Vec<u8>) -> Result<Vec<RecordBatch>> {
+    match format {
+        Format::Arrow => {
+            let reader = deltalake::arrow::ipc::reader::StreamReader::try_new(
+                std::io::Cursor::new(body),
+                None,
+            )
+            .map_err(error)?;
+            reader.map(|b| b.map_err(error)).collect()
+        }
+        Format::Parquet => {
+            let reader =
+                deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                    bytes::Bytes::from(body),
+                )
+                .map_err(error)?
+                .build()
+                .map_err(error)?;
+            reader.map(|b| b.map_err(error)).collect()
+        }
+        other => Err(error(format!(
+            "{other:?} bodies are text; read them as such"
+        ))),
+    }
 }

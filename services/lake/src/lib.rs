@@ -6,12 +6,14 @@
 //!   actions, refusing the commit when another writer moved those offsets first.
 //! - [`extract`]: entitlement row filters, projections and masks on Arrow batches; JSON/NDJSON/CSV.
 //! - [`maintain`]: compaction of small files and checkpoints, without blocking writers.
+//! - [`scan`]: pruned, streaming, resumable reads of a version (what the API serves from).
 //! - [`read`]: read a table (or one version of it) back as Arrow batches, for tests, tools and
 //!   as-of reads.
 
 pub mod extract;
 pub mod maintain;
 pub mod read;
+pub mod scan;
 pub mod sink;
 pub mod spec;
 

@@ -9,7 +9,8 @@ pub use deltalake::arrow::array::{
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use deltalake::{DeltaTable, DeltaTableBuilder};
+pub use deltalake::DeltaTable;
+use deltalake::DeltaTableBuilder;
 use futures::TryStreamExt;
 use marketlake_schemas::names::TableName;
 use object_store::ObjectStoreExt;
@@ -26,6 +27,8 @@ pub struct DataFile {
     pub local_path: Option<std::path::PathBuf>,
     pub size: i64,
     pub partition_values: Vec<(String, Option<String>)>,
+    /// The log's statistics of the file (JSON: `numRecords`, `minValues`, `maxValues`, ...).
+    pub stats: Option<String>,
 }
 
 /// Load a table at `version` (latest when `None`).
@@ -45,6 +48,59 @@ pub async fn load_table(
         builder = builder.with_version(version);
     }
     builder.load().await.map_err(delta_error(&label))
+}
+
+/// Which version of a table to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    Latest,
+    Version(i64),
+    /// The version current at this instant, UTC ns (Delta time travel by timestamp).
+    Time(i64),
+}
+
+/// Load a table as of a version or an instant.
+pub async fn load_table_as_of(
+    config: &LakeConfig,
+    name: TableName,
+    as_of: AsOf,
+) -> Result<DeltaTable> {
+    match as_of {
+        AsOf::Latest => load_table(config, name, None).await,
+        AsOf::Version(v) => load_table(config, name, Some(v)).await,
+        AsOf::Time(ns) => {
+            let label = name.to_string();
+            let url = config.table_url(name)?;
+            let at = chrono::DateTime::from_timestamp_nanos(ns);
+            let table = DeltaTableBuilder::from_url(url)
+                .map_err(delta_error(&label))?
+                .with_timestamp(at)
+                .load()
+                .await
+                .map_err(delta_error(&label))?;
+            // Before the first commit there is no version to show: delta-rs answers with the
+            // first one, which did not exist yet at that instant.
+            let committed_ms = table
+                .version()
+                .and_then(|v| table.snapshot().ok().and_then(|s| s.version_timestamp(v)));
+            if committed_ms.is_some_and(|ms| ms.saturating_mul(1_000_000) > ns) {
+                return Err(LakeError::Read {
+                    what: label,
+                    message: "the table did not exist yet at that instant".into(),
+                });
+            }
+            Ok(table)
+        }
+    }
+}
+
+/// Bring a loaded table up to its latest version (reads only the new log entries).
+pub async fn refresh(table: &mut DeltaTable) -> Result<()> {
+    let label = table.table_url().to_string();
+    table
+        .update_incremental(None)
+        .await
+        .map_err(delta_error(&label))
 }
 
 /// The data files of a loaded table version.
@@ -68,6 +124,7 @@ pub async fn data_files(table: &DeltaTable) -> Result<Vec<DataFile>> {
             DataFile {
                 local_path: root.as_ref().map(|r| r.join(&path)),
                 size: view.size(),
+                stats: view.stats(),
                 path,
                 partition_values,
             }
@@ -116,7 +173,9 @@ pub async fn read_file(
     Ok(batches)
 }
 
-fn with_partition_columns(
+/// Partition columns come back as nullable text, whatever the file, so that every batch of a
+/// scan has one schema.
+pub(crate) fn with_partition_columns(
     batch: RecordBatch,
     values: &[(String, Option<String>)],
 ) -> std::result::Result<RecordBatch, deltalake::arrow::error::ArrowError> {
@@ -131,7 +190,7 @@ fn with_partition_columns(
         .collect();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     for (name, value) in values {
-        fields.push(Field::new(name, DataType::Utf8, value.is_none()));
+        fields.push(Field::new(name, DataType::Utf8, true));
         columns.push(Arc::new(StringArray::from(vec![
             value.clone();
             batch.num_rows()

@@ -79,6 +79,11 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+    /// Manage grants in the catalog (the same changes as the admin API, recorded as `cli:<user>`).
+    Grants {
+        #[command(subcommand)]
+        command: GrantsCommand,
+    },
     /// Create the topics the services use (they also do it at start).
     Topics,
     /// Show a table: version, files, rows per source.
@@ -99,6 +104,37 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantsCommand {
+    /// Every grant.
+    List,
+    /// Grant a dataset to a user or a group.
+    Add {
+        /// Dataset, e.g. l2.trades.
+        #[arg(long)]
+        dataset: String,
+        /// The token `sub` to grant to.
+        #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+        user: Option<String>,
+        /// The group to grant to.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only these symbols (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        symbols: Option<Vec<String>>,
+        /// Only these venues (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        venues: Option<Vec<String>>,
+        /// Column masks, `column=hide` or `column=hash` (repeatable).
+        #[arg(long = "mask")]
+        masks: Vec<String>,
+    },
+    /// Revoke a grant by id.
+    Revoke { grant_id: String },
+    /// Who granted or revoked what, when.
+    History,
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +213,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             groups,
             ttl,
         } => run::token(&config, &sub, &roles, &groups, ttl),
+        Command::Grants { command } => run::grants(&config, command).await,
         Command::Topics => run::topics(&config).await,
         Command::Inspect { table, version } => run::inspect(&config, &table, version).await,
         Command::Bench { command } => bench::run(config, command).await,

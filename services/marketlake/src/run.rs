@@ -246,40 +246,101 @@ async fn maintain_once(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Build the API state: catalog (migrated, seeded when empty) and the lake's datasets.
-async fn api_state(config: &Config) -> anyhow::Result<Arc<marketlake_api::http::AppState>> {
-    let catalog = marketlake_api::catalog::Catalog::connect(&config.api.catalog_url).await?;
-    if let Some(seed) = &config.api.seed_grants_file {
-        let loaded = catalog.seed(seed).await?;
-        if loaded > 0 {
-            tracing::info!(grants = loaded, file = %seed.display(), "catalog seeded with grants");
+/// Start the API: catalog (migrated, seeded when empty), token keys, news index.
+async fn start_api(config: &Config) -> anyhow::Result<marketlake_api::http::Api> {
+    Ok(
+        marketlake_api::http::Api::start(
+            config.api.clone(),
+            config.lake.clone(),
+            all_specs(config),
+        )
+        .await?,
+    )
+}
+
+/// `marketlake grants ...`: the catalog's grants, changed as `cli:<user>`.
+pub async fn grants(config: &Config, command: crate::GrantsCommand) -> anyhow::Result<()> {
+    use marketlake_api::catalog::{validate_grant, Catalog, Grant};
+    let catalog = Catalog::connect(&config.api.catalog_url).await?;
+    let actor = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    match command {
+        crate::GrantsCommand::List => {
+            for grant in catalog.list_grants().await? {
+                println!("{}", serde_json::to_string(&grant)?);
+            }
+        }
+        crate::GrantsCommand::History => {
+            for change in catalog.grant_changes().await? {
+                println!("{}", serde_json::to_string(&change)?);
+            }
+        }
+        crate::GrantsCommand::Add {
+            dataset,
+            user,
+            group,
+            symbols,
+            venues,
+            masks,
+        } => {
+            if !all_specs(config)
+                .iter()
+                .any(|s| s.name.to_string() == dataset)
+            {
+                anyhow::bail!("no dataset `{dataset}` (see `marketlake inspect` for table names)");
+            }
+            let (principal_kind, principal) = match (user, group) {
+                (Some(user), None) => ("user", user),
+                (None, Some(group)) => ("group", group),
+                _ => anyhow::bail!("give exactly one of --user or --group"),
+            };
+            let mut column_masks = std::collections::BTreeMap::new();
+            for mask in masks {
+                let (column, how) = mask
+                    .split_once('=')
+                    .with_context(|| format!("--mask {mask}: use column=hide or column=hash"))?;
+                column_masks.insert(column.to_string(), how.to_string());
+            }
+            let grant = Grant {
+                grant_id: String::new(),
+                dataset,
+                principal_kind: principal_kind.into(),
+                principal,
+                symbols,
+                venues,
+                column_masks,
+            };
+            validate_grant(&grant).map_err(|e| anyhow::anyhow!(e))?;
+            let created = catalog.grant(&grant, &actor, None).await?;
+            println!("{}", serde_json::to_string(&created)?);
+        }
+        crate::GrantsCommand::Revoke { grant_id } => {
+            match catalog.revoke(&grant_id, &actor, None).await? {
+                Some(revoked) => println!("revoked {}", serde_json::to_string(&revoked)?),
+                None => anyhow::bail!("no grant `{grant_id}` (see `marketlake grants list`)"),
+            }
         }
     }
-    Ok(Arc::new(marketlake_api::http::AppState {
-        config: config.api.clone(),
-        lake: config.lake.clone(),
-        catalog,
-        tables: all_specs(config),
-    }))
+    Ok(())
 }
 
 /// `marketlake serve`: the entitled, audited API until Ctrl-C.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.lake.validate()?;
     config.api.validate().map_err(|e| anyhow::anyhow!(e))?;
-    let state = api_state(&config).await?;
+    let api = start_api(&config).await?;
     println!(
         "marketlake API on http://{} (Ctrl-C stops it)",
         config.api.listen
     );
-    marketlake_api::http::serve(state, shutdown_on_signal())
-        .await
-        .with_context(|| {
-            format!(
-                "setting `api.listen`: cannot serve on {}",
-                config.api.listen
-            )
-        })?;
+    api.serve(shutdown_on_signal()).await.with_context(|| {
+        format!(
+            "setting `api.listen`: cannot serve on {}",
+            config.api.listen
+        )
+    })?;
     Ok(())
 }
 
@@ -424,13 +485,8 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let api_state = api_state(&config).await?;
-    let api_shutdown = shutdown.clone();
-    let api = spawn_service(
-        "API",
-        marketlake_api::http::serve(api_state, api_shutdown),
-        shutdown.clone(),
-    );
+    let api_service = start_api(&config).await?;
+    let api = spawn_service("API", api_service.serve(shutdown.clone()), shutdown.clone());
     let producer = Arc::new(RawProducer::new(&config.kafka)?);
     let root = std::fs::canonicalize(&config.lake.root).unwrap_or(config.lake.root.clone());
     println!(

@@ -1,0 +1,654 @@
+//! Extraction: the datasets a principal may read, and their rows — streamed.
+//!
+//! A rows request is planned before anything is sent (table version, files pruned by the log's
+//! statistics, output schema), so every refusal is a JSON error. Then a producer task reads the
+//! planned files row group by row group, filters and masks each batch, encodes it and hands it
+//! to the response through a small bounded channel: memory holds a few batches whatever the
+//! size of the result, and a slow client slows the scan instead of filling memory. The audit
+//! event is stored before the first byte and completed (rows, bytes, SHA-256 of the body,
+//! outcome) before the last one, so a client that has the whole body can find its audit.
+//!
+//! JSON answers a page (`limit`, at most `api.max_rows`) in an envelope with `next_cursor`;
+//! the cursor pins the table version and the position after the last row sent. The other
+//! formats stream every matching row unless a `limit` is given.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use futures::StreamExt;
+use marketlake_lake::extract::{self, Encoder, Format, Mask, RowFilter};
+use marketlake_lake::read::{data_files, load_table, load_table_as_of, AsOf};
+use marketlake_lake::scan::{self, Position, ScanPlan, ScanRequest};
+use marketlake_lake::{RecordBatch, TableSpec};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::{audit, authenticate, entitlements, hex, json_response, keyed_hash, AppState};
+use crate::catalog::{new_id, AuditEvent, Completion, Entitlement};
+use crate::error::ApiError;
+
+/// `GET /v1/datasets`: what this principal may read, with schema, layer, rows and version.
+pub(super) async fn datasets(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let principal = authenticate(&state, &headers, "/v1/datasets").await?;
+    let granted = entitlements(&state, &principal).await?;
+    let mut list = Vec::new();
+    let mut applied = Vec::new();
+    for spec in &state.tables {
+        let name = spec.name.to_string();
+        let Some(entitlement) = granted.get(&name) else {
+            continue;
+        };
+        applied.extend(entitlement.grant_ids.iter().cloned());
+        let (version, rows) = match load_table(&state.lake, spec.name, None).await {
+            Ok(table) => {
+                // Rows in the latest version, from the log's statistics (no file is opened).
+                let rows = match data_files(&table).await {
+                    Ok(files) => files
+                        .iter()
+                        .map(|f| {
+                            f.stats
+                                .as_deref()
+                                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                                .and_then(|s| s.get("numRecords").and_then(|n| n.as_i64()))
+                        })
+                        .sum::<Option<i64>>(),
+                    Err(_) => None,
+                };
+                (table.version(), rows)
+            }
+            Err(_) => (None, Some(0)),
+        };
+        let columns: Vec<serde_json::Value> = spec
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| entitlement.masks.get(f.name().as_str()) != Some(&Mask::Hide))
+            .map(|f| {
+                let masked = entitlement.masks.contains_key(f.name().as_str());
+                serde_json::json!({
+                    "name": f.name(),
+                    "type": if masked { "Utf8 (keyed hash)".to_string() } else { f.data_type().to_string() },
+                    "nullable": f.is_nullable() || masked,
+                })
+            })
+            .collect();
+        // Row counts are of the whole table: a row-filtered principal is told it is filtered.
+        let filtered = entitlement
+            .filter
+            .any_of
+            .iter()
+            .any(|g| g.symbols.is_some() || g.venues.is_some());
+        list.push(serde_json::json!({
+            "name": name,
+            "layer": spec.name.layer,
+            "description": spec.description,
+            "latest_version": version,
+            "row_count": if filtered { None } else { rows },
+            "columns": columns,
+            "row_filter": entitlement.filter.any_of.iter().map(|g| serde_json::json!({
+                "symbols": g.symbols,
+                "venues": g.venues,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "datasets": list })).map_err(ApiError::internal)?;
+    let request_id = audit(
+        &state,
+        &principal,
+        "/v1/datasets",
+        String::new(),
+        applied,
+        None,
+        (200, list.len()),
+        &body,
+    )
+    .await?;
+    Ok(json_response(body, request_id))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RowsQuery {
+    /// Comma-separated symbols.
+    symbols: Option<String>,
+    /// Event time range `[from, to)`, UTC nanoseconds.
+    from: Option<i64>,
+    to: Option<i64>,
+    /// Comma-separated columns.
+    columns: Option<String>,
+    limit: Option<usize>,
+    as_of_version: Option<i64>,
+    /// RFC 3339 instant or UTC nanoseconds: the version current then.
+    as_of_time: Option<String>,
+    /// `next_cursor` of the previous JSON page.
+    cursor: Option<String>,
+    /// json (default), ndjson, csv, arrow, parquet.
+    format: Option<String>,
+}
+
+fn split(list: &Option<String>) -> Option<Vec<String>> {
+    list.as_ref().map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+/// What a cursor holds: the version read and where the next row lies.
+#[derive(Debug, Serialize, Deserialize)]
+struct Cursor {
+    v: i64,
+    p: Position,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(text: &str) -> Result<Cursor, ApiError> {
+        let bad = || ApiError::bad_request("bad_cursor", "the cursor is not one this API issued");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| bad())?;
+        serde_json::from_slice(&bytes).map_err(|_| bad())
+    }
+}
+
+fn parse_instant(text: &str) -> Result<i64, ApiError> {
+    if let Ok(ns) = text.parse::<i64>() {
+        return Ok(ns);
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_as_of_time",
+                format!(
+                    "as_of_time `{text}`: use RFC 3339 (2026-11-23T17:00:00Z) or UTC nanoseconds"
+                ),
+            )
+        })
+}
+
+/// The symbols no row outside of which can pass: the request's, narrowed by the grants' when
+/// every grant restricts symbols. Only used to skip files; rows are still filtered one by one.
+fn pruning_symbols(filter: &RowFilter) -> Option<BTreeSet<String>> {
+    let granted: Option<BTreeSet<String>> = filter
+        .any_of
+        .iter()
+        .map(|g| g.symbols.clone())
+        .collect::<Option<Vec<_>>>()
+        .map(|sets| sets.into_iter().flatten().collect());
+    match (&filter.symbols, granted) {
+        (Some(asked), Some(granted)) => Some(asked.intersection(&granted).cloned().collect()),
+        (Some(asked), None) => Some(asked.clone()),
+        (None, granted) => granted,
+    }
+}
+
+/// Everything a rows response needs once it has been planned.
+struct Extraction {
+    plan: ScanPlan,
+    filter: RowFilter,
+    columns: Option<Vec<String>>,
+    masks: std::collections::BTreeMap<String, Mask>,
+    mask_key: Vec<u8>,
+    encoder: Encoder,
+    limit: usize,
+    /// For JSON: the envelope's dataset name.
+    envelope: Option<String>,
+    deadline: Instant,
+}
+
+/// `GET /v1/datasets/{name}/rows`.
+pub(super) async fn rows(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    query: Result<Query<RowsQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let endpoint = format!("/v1/datasets/{name}/rows");
+    let principal = authenticate(&state, &headers, &endpoint).await?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
+    let granted = entitlements(&state, &principal).await?;
+    let spec = state.tables.iter().find(|s| s.name.to_string() == name);
+    let (Some(spec), Some(entitlement)) = (spec, granted.get(&name)) else {
+        // Denials are audited too (probing for datasets leaves a trace), and look the same
+        // whether the dataset does not exist or is not granted.
+        audit(
+            &state,
+            &principal,
+            &endpoint,
+            "denied: no such dataset or no grant".into(),
+            Vec::new(),
+            None,
+            (404, 0),
+            b"",
+        )
+        .await?;
+        return Err(ApiError::not_found(&name));
+    };
+    let format_name = query.format.as_deref().unwrap_or("json");
+    let format = Format::parse(format_name).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_format",
+            format!("format `{format_name}`: use {}", Format::NAMES),
+        )
+    })?;
+    let (extraction, as_of) = plan(&state, spec, entitlement, &query, format).await?;
+    let version = extraction.plan.version;
+    let scan_files = format!(
+        "{}/{}",
+        extraction.plan.files.len(),
+        extraction.plan.files_in_version
+    );
+    let query_text = serde_json::json!({
+        "symbols": extraction.filter.symbols, "from": query.from, "to": query.to,
+        "columns": extraction.columns, "limit": query.limit, "format": format_name,
+        "cursor": query.cursor, "as_of_time": query.as_of_time,
+        "files_planned": extraction.plan.files.len(),
+        "files_in_version": extraction.plan.files_in_version,
+    })
+    .to_string();
+    // A scan slot, waited for a little: a burst queues, a flood is told to come back.
+    let permit = tokio::time::timeout(
+        Duration::from_millis(state.config.queue_wait_ms),
+        state.scans.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| ApiError::busy())?
+    .map_err(|_| ApiError::busy())?;
+    // No audit, no data: the event exists before the first byte.
+    let event = AuditEvent {
+        event_id: new_id(),
+        at_ns: marketlake_schemas::now_utc_ns(),
+        request_id: new_id(),
+        principal: principal.sub.clone(),
+        groups: principal.groups.clone(),
+        endpoint,
+        query: query_text,
+        entitlements: entitlement.grant_ids.clone(),
+        as_of,
+        status: 200,
+        rows_returned: 0,
+        bytes_returned: 0,
+        body_sha256: String::new(),
+        outcome: "streaming".into(),
+    };
+    state
+        .catalog
+        .record(&event)
+        .await
+        .map_err(ApiError::internal)?;
+    let content_type = format.content_type();
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let producer_state = state.clone();
+    let event_id = event.event_id.clone();
+    let dataset = name.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let completion = produce(extraction, &tx, &producer_state, &dataset).await;
+        if let Err(e) = producer_state
+            .catalog
+            .complete(&event_id, &completion)
+            .await
+        {
+            tracing::error!(error = %e, event_id, "could not complete an audit event");
+            let _ = tx
+                .send(Err(std::io::Error::other("audit could not be completed")))
+                .await;
+        }
+        // Dropping `tx` ends the body: only now does the client see the last byte.
+    });
+    let body = Body::from_stream(tokio_stream_of(rx));
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (
+                header::HeaderName::from_static("x-request-id"),
+                event.request_id.clone(),
+            ),
+            (
+                header::HeaderName::from_static("x-dataset-version"),
+                version.map_or_else(String::new, |v| v.to_string()),
+            ),
+            // Data skipping, visible: files read / files in the version.
+            (header::HeaderName::from_static("x-scan-files"), scan_files),
+        ],
+        body,
+    )
+        .into_response();
+    if matches!(format, Format::Parquet | Format::Arrow) {
+        let extension = if format == Format::Parquet {
+            "parquet"
+        } else {
+            "arrows"
+        };
+        if let Ok(value) = format!("attachment; filename=\"{name}.{extension}\"").parse() {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_DISPOSITION, value);
+        }
+    }
+    Ok(response)
+}
+
+fn tokio_stream_of(
+    mut rx: mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Check the request against the entitlement and plan the scan; every refusal happens here,
+/// before anything is sent.
+async fn plan(
+    state: &AppState,
+    spec: &TableSpec,
+    entitlement: &Entitlement,
+    query: &RowsQuery,
+    format: Format,
+) -> Result<(Extraction, Option<String>), ApiError> {
+    let name = spec.name.to_string();
+    // Filtering on a column the principal may not read would reveal its values.
+    let masked = |column: &str| entitlement.masks.contains_key(column);
+    if query.symbols.is_some() && masked("symbol") {
+        return Err(ApiError::bad_request(
+            "filter_on_masked_column",
+            "`symbols` filters a column this principal may not read",
+        ));
+    }
+    if (query.from.is_some() || query.to.is_some()) && scan::TIME_COLUMNS.iter().any(|c| masked(c))
+    {
+        return Err(ApiError::bad_request(
+            "filter_on_masked_column",
+            "`from`/`to` filter a time column this principal may not read",
+        ));
+    }
+    let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
+    if cursor.is_some() && format != Format::Json {
+        return Err(ApiError::bad_request(
+            "bad_cursor",
+            "cursors page JSON responses; the other formats stream the whole result",
+        ));
+    }
+    let as_of = match (&cursor, query.as_of_version, &query.as_of_time) {
+        (Some(_), _, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "bad_cursor",
+                "a cursor already pins the version; drop as_of_time",
+            ))
+        }
+        (Some(c), Some(v), None) if c.v != v => {
+            return Err(ApiError::bad_request(
+                "bad_cursor",
+                "the cursor belongs to another version than as_of_version",
+            ))
+        }
+        (Some(c), _, None) => AsOf::Version(c.v),
+        (None, Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "bad_as_of",
+                "give as_of_version or as_of_time, not both",
+            ))
+        }
+        (None, Some(v), None) => AsOf::Version(v),
+        (None, None, Some(t)) => AsOf::Time(parse_instant(t)?),
+        (None, None, None) => AsOf::Latest,
+    };
+    let table = load_table_as_of(&state.lake, spec.name, as_of)
+        .await
+        .map_err(|e| match as_of {
+            AsOf::Latest => ApiError::not_found(&name),
+            AsOf::Version(v) => {
+                tracing::info!(dataset = %name, version = v, error = %e, "as_of_version not readable");
+                ApiError::bad_request(
+                    "bad_version",
+                    format!("version {v} of {name} cannot be read"),
+                )
+            }
+            AsOf::Time(t) => {
+                tracing::info!(dataset = %name, at = t, error = %e, "as_of_time not readable");
+                ApiError::bad_request(
+                    "bad_as_of_time",
+                    format!("{name} has no version at that time (before its creation, or beyond the retention period)"),
+                )
+            }
+        })?;
+    let mut filter = entitlement.filter.clone();
+    filter.symbols = split(&query.symbols).map(|asked| asked.into_iter().collect());
+    filter.from_ns = query.from;
+    filter.to_ns = query.to;
+    let columns = split(&query.columns);
+    let template =
+        RecordBatch::new_empty(scan::output_schema(&spec.schema, &spec.partition_columns));
+    if let Some(wanted) = &columns {
+        for column in wanted {
+            // A hidden column is as unknown as one that does not exist.
+            if template.schema().field_with_name(column).is_err()
+                || entitlement.masks.get(column) == Some(&Mask::Hide)
+            {
+                return Err(ApiError::bad_request(
+                    "unknown_column",
+                    format!("{name} has no column `{column}` this principal may read"),
+                ));
+            }
+        }
+    }
+    let mask_key = state.config.mask_key.as_bytes().to_vec();
+    let output = extract::project(&template, columns.as_deref(), &entitlement.masks, &|v| {
+        keyed_hash(&mask_key, v)
+    })
+    .map_err(ApiError::internal)?;
+    let encoder = Encoder::new(format, output.schema()).map_err(ApiError::internal)?;
+    let limit = match (format, query.limit) {
+        (_, Some(0)) => {
+            return Err(ApiError::bad_request(
+                "bad_limit",
+                "limit must be at least 1",
+            ))
+        }
+        (Format::Json, asked) => asked
+            .unwrap_or(state.config.max_rows)
+            .min(state.config.max_rows),
+        (_, asked) => asked.unwrap_or(usize::MAX),
+    };
+    let plan = scan::plan(
+        &table,
+        &spec.schema,
+        ScanRequest {
+            symbols: pruning_symbols(&filter),
+            from_ns: filter.from_ns,
+            to_ns: filter.to_ns,
+            columns: columns.clone(),
+            resume: cursor.map(|c| c.p),
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let as_of_text = plan.version.map(|v| format!("version {v}"));
+    Ok((
+        Extraction {
+            plan,
+            filter,
+            columns,
+            masks: entitlement.masks.clone(),
+            mask_key,
+            encoder,
+            limit,
+            envelope: (format == Format::Json).then_some(name),
+            deadline: Instant::now() + Duration::from_secs(state.config.stream_timeout_secs),
+        },
+        as_of_text,
+    ))
+}
+
+/// Sends the body and hashes it on the way.
+struct Sender<'a> {
+    tx: &'a mpsc::Sender<Result<Bytes, std::io::Error>>,
+    hasher: Sha256,
+    bytes: usize,
+}
+
+impl Sender<'_> {
+    /// `false` when the client has gone.
+    async fn send(&mut self, chunk: Vec<u8>) -> bool {
+        if chunk.is_empty() {
+            return true;
+        }
+        self.hasher.update(&chunk);
+        self.bytes += chunk.len();
+        self.tx.send(Ok(Bytes::from(chunk))).await.is_ok()
+    }
+}
+
+/// Read, filter, mask, encode and send; returns how it ended, for the audit event.
+async fn produce(
+    extraction: Extraction,
+    tx: &mpsc::Sender<Result<Bytes, std::io::Error>>,
+    state: &AppState,
+    dataset: &str,
+) -> Completion {
+    let mut sender = Sender {
+        tx,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let (rows, outcome) = match stream_rows(extraction, &mut sender).await {
+        Ok(rows) => (rows, "complete".to_string()),
+        Err((rows, outcome)) => {
+            tracing::warn!(dataset, rows, outcome, "extraction stopped early");
+            if outcome.starts_with("failed") {
+                // An error mid-body aborts the response: the client sees a cut body, not a
+                // short one that looks whole.
+                let _ = tx.send(Err(std::io::Error::other(outcome.clone()))).await;
+            }
+            (rows, outcome)
+        }
+    };
+    state.metrics.served(dataset, rows, sender.bytes);
+    Completion {
+        rows_returned: i64::try_from(rows).unwrap_or(i64::MAX),
+        bytes_returned: i64::try_from(sender.bytes).unwrap_or(i64::MAX),
+        body_sha256: hex(&sender.hasher.finalize()),
+        outcome,
+    }
+}
+
+/// The body, chunk by chunk: `Ok(rows)` when all of it was sent, else the rows sent and why it
+/// stopped.
+async fn stream_rows(
+    extraction: Extraction,
+    sender: &mut Sender<'_>,
+) -> Result<usize, (usize, String)> {
+    let Extraction {
+        plan,
+        filter,
+        columns,
+        masks,
+        mask_key,
+        mut encoder,
+        limit,
+        envelope,
+        deadline,
+    } = extraction;
+    let version = plan.version;
+    let gone = |rows| (rows, "aborted: client disconnected".to_string());
+    let failed = |rows, e: &dyn std::fmt::Display| (rows, format!("failed: {e}"));
+    let hash = move |value: &str| keyed_hash(&mask_key, value);
+    let mut rows = 0usize;
+    if let Some(dataset) = &envelope {
+        let head = format!(
+            "{{\"dataset\":{},\"version\":{},\"rows\":",
+            serde_json::Value::from(dataset.as_str()),
+            version.map_or("null".to_string(), |v| v.to_string())
+        );
+        if !sender.send(head.into_bytes()).await {
+            return Err(gone(rows));
+        }
+    }
+    let begin = encoder.begin().map_err(|e| failed(rows, &e))?;
+    if !sender.send(begin).await {
+        return Err(gone(rows));
+    }
+    let mut next: Option<Position> = None;
+    let stream = plan.stream();
+    futures::pin_mut!(stream);
+    while rows < limit {
+        let item = match tokio::time::timeout_at(deadline.into(), stream.next()).await {
+            Err(_) => return Err((rows, "aborted: api.stream_timeout_secs reached".into())),
+            Ok(None) => break,
+            Ok(Some(item)) => item,
+        };
+        let scanned = item.map_err(|e| failed(rows, &e))?;
+        let keep = extract::row_mask(&scanned.batch, &filter).map_err(|e| failed(rows, &e))?;
+        let kept = keep.true_count();
+        if kept == 0 {
+            continue;
+        }
+        let keep = if kept > limit - rows {
+            // Cut after the last row that fits; the cursor resumes right after it.
+            let mut wanted = limit - rows;
+            let mut cut = Vec::with_capacity(keep.len());
+            let mut last = 0;
+            for (i, k) in keep.iter().enumerate() {
+                let k = k.unwrap_or(false) && wanted > 0;
+                if k {
+                    wanted -= 1;
+                    last = i;
+                }
+                cut.push(k);
+            }
+            next = Some(Position {
+                row: scanned.position.row + last + 1,
+                ..scanned.position.clone()
+            });
+            extract::BooleanArray::from(cut)
+        } else {
+            next = Some(Position {
+                row: scanned.position.row + scanned.batch.num_rows(),
+                ..scanned.position.clone()
+            });
+            keep
+        };
+        let filtered =
+            extract::filter_batch(&scanned.batch, &keep).map_err(|e| failed(rows, &e))?;
+        let projected = extract::project(&filtered, columns.as_deref(), &masks, &hash)
+            .map_err(|e| failed(rows, &e))?;
+        let chunk = encoder.batch(&projected).map_err(|e| failed(rows, &e))?;
+        rows += projected.num_rows();
+        if !sender.send(chunk).await {
+            return Err(gone(rows));
+        }
+    }
+    let end = encoder.finish().map_err(|e| failed(rows, &e))?;
+    if !sender.send(end).await {
+        return Err(gone(rows));
+    }
+    if envelope.is_some() {
+        let cursor = match (rows >= limit, version, next) {
+            (true, Some(v), Some(p)) => serde_json::Value::from(Cursor { v, p }.encode()),
+            _ => serde_json::Value::Null,
+        };
+        let tail = format!(",\"row_count\":{rows},\"next_cursor\":{cursor}}}");
+        if !sender.send(tail.into_bytes()).await {
+            return Err(gone(rows));
+        }
+    }
+    Ok(rows)
+}

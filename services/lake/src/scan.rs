@@ -1,0 +1,438 @@
+//! Planned, pruned, streaming reads of one table version — what the extraction API serves from.
+//!
+//! A [`ScanPlan`] lists the data files of a version that can hold rows of the request, using
+//! the statistics in the Delta log (`minValues`/`maxValues` of the symbol and time columns), so
+//! a one-symbol, one-hour query over years of data opens only the files of that hour. Each file
+//! is then read row group by row group ([`ScanPlan::stream`]), skipping row groups whose Parquet
+//! statistics rule them out and reading only the columns asked for, so memory holds one row
+//! group's projected columns at a time however large the result.
+//!
+//! Every batch carries its [`Position`] (file, row group, first row), so the caller can hand out
+//! a cursor that resumes exactly after the last row it sent — on the same version, with files in
+//! path order, which is stable for a version.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
+};
+use deltalake::parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use deltalake::parquet::arrow::ProjectionMask;
+use deltalake::parquet::errors::ParquetError;
+use deltalake::parquet::file::metadata::RowGroupMetaData;
+use deltalake::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use deltalake::parquet::file::statistics::Statistics;
+use deltalake::DeltaTable;
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
+use object_store::ObjectStoreExt;
+use serde::{Deserialize, Serialize};
+
+use crate::read::{data_files, with_partition_columns, DataFile};
+use crate::{LakeError, RecordBatch, Result};
+
+/// The time columns a range applies to: the first one a table has.
+pub const TIME_COLUMNS: &[&str] = &[
+    "event_time_ns",
+    "published_at_ns",
+    "window_start_ns",
+    "received_at_ns",
+];
+
+/// Rows per batch handed to the caller.
+const BATCH_ROWS: usize = 8_192;
+
+/// What a scan is for: only used to skip what cannot match (the caller still filters rows).
+#[derive(Debug, Clone, Default)]
+pub struct ScanRequest {
+    /// Rows outside these symbols cannot pass (`None`: any symbol).
+    pub symbols: Option<BTreeSet<String>>,
+    /// Time range `[from, to)` on the table's time column, UTC ns.
+    pub from_ns: Option<i64>,
+    pub to_ns: Option<i64>,
+    /// Columns to read (`None`: all); the time and symbol/venue columns needed to filter are
+    /// always read.
+    pub columns: Option<Vec<String>>,
+    /// Resume at this position (rows before it, in scan order, are skipped).
+    pub resume: Option<Position>,
+}
+
+/// Where a row lies in the scan order of a version: file path, row group, row in the group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Position {
+    pub file: String,
+    pub row_group: usize,
+    pub row: usize,
+}
+
+/// One batch of a scan and the position of its first row.
+#[derive(Debug, Clone)]
+pub struct ScanBatch {
+    pub batch: RecordBatch,
+    pub position: Position,
+}
+
+/// The files of a version a request needs, in scan order.
+pub struct ScanPlan {
+    pub version: Option<i64>,
+    /// Files in the version, and how many were kept after pruning by log statistics.
+    pub files_in_version: usize,
+    pub files: Vec<DataFile>,
+    /// Bytes of the kept files.
+    pub bytes_planned: i64,
+    time_column: Option<String>,
+    request: ScanRequest,
+    store: deltalake::logstore::ObjectStoreRef,
+}
+
+/// Min/max of one column in a file, from the Delta log's `stats`.
+fn log_bounds(
+    stats: &serde_json::Value,
+    column: &str,
+) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
+    (
+        stats.get("minValues").and_then(|m| m.get(column)).cloned(),
+        stats.get("maxValues").and_then(|m| m.get(column)).cloned(),
+    )
+}
+
+/// Whether a `[min, max]` string range can hold any of `symbols`. Unknown bounds: yes.
+fn symbols_may_match(symbols: &BTreeSet<String>, min: Option<&str>, max: Option<&str>) -> bool {
+    match (min, max) {
+        (Some(min), Some(max)) => symbols
+            .range(min.to_string()..)
+            .next()
+            .is_some_and(|first| first.as_str() <= max),
+        _ => true,
+    }
+}
+
+/// Whether a `[min, max]` time range can meet `[from, to)`. Unknown bounds: yes.
+fn time_may_match(from: Option<i64>, to: Option<i64>, min: Option<i64>, max: Option<i64>) -> bool {
+    let after_start = match (from, max) {
+        (Some(from), Some(max)) => max >= from,
+        _ => true,
+    };
+    let before_end = match (to, min) {
+        (Some(to), Some(min)) => min < to,
+        _ => true,
+    };
+    after_start && before_end
+}
+
+impl ScanRequest {
+    fn file_may_match(&self, stats: Option<&str>, time_column: Option<&str>) -> bool {
+        let Some(stats) = stats.and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        else {
+            return true;
+        };
+        if let Some(symbols) = &self.symbols {
+            let (min, max) = log_bounds(&stats, "symbol");
+            if !symbols_may_match(
+                symbols,
+                min.as_ref().and_then(|v| v.as_str()),
+                max.as_ref().and_then(|v| v.as_str()),
+            ) {
+                return false;
+            }
+        }
+        if let Some(column) = time_column {
+            if self.from_ns.is_some() || self.to_ns.is_some() {
+                let (min, max) = log_bounds(&stats, column);
+                if !time_may_match(
+                    self.from_ns,
+                    self.to_ns,
+                    min.and_then(|v| v.as_i64()),
+                    max.and_then(|v| v.as_i64()),
+                ) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn row_group_may_match(&self, group: &RowGroupMetaData, time_column: Option<&str>) -> bool {
+        let stats_of = |name: &str| {
+            group
+                .columns()
+                .iter()
+                .find(|c| c.column_path().string() == name)
+                .and_then(|c| c.statistics())
+        };
+        if let Some(symbols) = &self.symbols {
+            if let Some(Statistics::ByteArray(s)) = stats_of("symbol") {
+                let min = s.min_opt().and_then(|v| v.as_utf8().ok());
+                let max = s.max_opt().and_then(|v| v.as_utf8().ok());
+                // Truncated statistics are only bounds when they say so; the writer keeps
+                // short values (symbols) whole, and an unreadable bound counts as unknown.
+                if !symbols_may_match(symbols, min, max) {
+                    return false;
+                }
+            }
+        }
+        if let Some(column) = time_column {
+            if let Some(Statistics::Int64(s)) = stats_of(column) {
+                if !time_may_match(
+                    self.from_ns,
+                    self.to_ns,
+                    s.min_opt().copied(),
+                    s.max_opt().copied(),
+                ) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Plan a scan of a loaded table version: its files in path order, pruned by log statistics
+/// and by the resume position.
+pub async fn plan(
+    table: &DeltaTable,
+    schema: &SchemaRef,
+    request: ScanRequest,
+) -> Result<ScanPlan> {
+    let mut files = data_files(table).await?;
+    let files_in_version = files.len();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let time_column = TIME_COLUMNS
+        .iter()
+        .find(|c| schema.field_with_name(c).is_ok())
+        .map(|c| c.to_string());
+    files.retain(|f| {
+        request
+            .resume
+            .as_ref()
+            .is_none_or(|p| f.path.as_str() >= p.file.as_str())
+            && request.file_may_match(f.stats.as_deref(), time_column.as_deref())
+    });
+    Ok(ScanPlan {
+        version: table.version().and_then(|v| i64::try_from(v).ok()),
+        files_in_version,
+        bytes_planned: files.iter().map(|f| f.size).sum(),
+        files,
+        time_column,
+        request,
+        store: table.object_store(),
+    })
+}
+
+fn read_error(file: &str, e: impl std::fmt::Display) -> LakeError {
+    LakeError::Read {
+        what: file.to_string(),
+        message: e.to_string(),
+    }
+}
+
+impl ScanPlan {
+    /// The batches of the plan, in order. Each file's row groups are read one at a time.
+    pub fn stream(self) -> impl Stream<Item = Result<ScanBatch>> + Send {
+        let ScanPlan {
+            files,
+            time_column,
+            request,
+            store,
+            ..
+        } = self;
+        let request = Arc::new(request);
+        futures::stream::iter(files)
+            .then(move |file| {
+                let store = store.clone();
+                let request = request.clone();
+                let time_column = time_column.clone();
+                async move { read_planned_file(store, file, request, time_column).await }
+            })
+            .flat_map(|result| match result {
+                Ok(batches) => batches,
+                Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
+            })
+    }
+}
+
+/// Byte ranges of one data file from the table's object store, for the Parquet reader.
+struct StoreReader {
+    store: deltalake::logstore::ObjectStoreRef,
+    path: deltalake::Path,
+    size: u64,
+}
+
+impl AsyncFileReader for StoreReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, deltalake::parquet::errors::Result<bytes::Bytes>> {
+        let store = self.store.clone();
+        let path = self.path.clone();
+        async move {
+            store
+                .get_range(&path, range)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, deltalake::parquet::errors::Result<Arc<ParquetMetaData>>> {
+        let size = self.size;
+        async move {
+            let metadata = ParquetMetaDataReader::new()
+                .load_and_finish(&mut *self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// The row groups of one file a request needs, as a stream of batches (lazy: nothing is read
+/// until polled).
+async fn read_planned_file(
+    store: deltalake::logstore::ObjectStoreRef,
+    file: DataFile,
+    request: Arc<ScanRequest>,
+    time_column: Option<String>,
+) -> Result<futures::stream::BoxStream<'static, Result<ScanBatch>>> {
+    let path = deltalake::Path::from(file.path.as_str());
+    let size =
+        u64::try_from(file.size).map_err(|_| read_error(&file.path, "negative size in the log"))?;
+    let mut reader = StoreReader {
+        store: store.clone(),
+        path: path.clone(),
+        size,
+    };
+    let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+        .await
+        .map_err(|e| read_error(&file.path, e))?;
+    let parquet_schema = metadata.parquet_schema().clone();
+    let projection = match &request.columns {
+        None => ProjectionMask::all(),
+        Some(wanted) => {
+            let mut names: BTreeSet<&str> = wanted.iter().map(String::as_str).collect();
+            names.extend(["symbol", "venue"]);
+            if let Some(t) = &time_column {
+                names.insert(t.as_str());
+            }
+            let roots: Vec<usize> = metadata
+                .schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| names.contains(f.name().as_str()))
+                .map(|(i, _)| i)
+                .collect();
+            ProjectionMask::roots(&parquet_schema, roots)
+        }
+    };
+    let resume = request
+        .resume
+        .as_ref()
+        .filter(|p| p.file == file.path)
+        .cloned();
+    let groups: Vec<(usize, usize)> = metadata
+        .metadata()
+        .row_groups()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| resume.as_ref().is_none_or(|p| *i >= p.row_group))
+        .filter(|(_, g)| request.row_group_may_match(g, time_column.as_deref()))
+        .map(|(i, g)| (i, usize::try_from(g.num_rows()).unwrap_or(0)))
+        .collect();
+    let partition_values = Arc::new(file.partition_values.clone());
+    let path_text = Arc::new(file.path.clone());
+    let stream = futures::stream::iter(groups)
+        .then(move |(group, rows)| {
+            let reader = StoreReader {
+                store: store.clone(),
+                path: path.clone(),
+                size,
+            };
+            let metadata = metadata.clone();
+            let projection = projection.clone();
+            let partition_values = partition_values.clone();
+            let path_text = path_text.clone();
+            let skip = resume
+                .as_ref()
+                .filter(|p| p.row_group == group)
+                .map_or(0, |p| p.row.min(rows));
+            async move {
+                let mut builder =
+                    ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
+                        .with_row_groups(vec![group])
+                        .with_projection(projection)
+                        .with_batch_size(BATCH_ROWS);
+                if skip > 0 {
+                    builder = builder.with_row_selection(RowSelection::from(vec![
+                        RowSelector::skip(skip),
+                        RowSelector::select(rows - skip),
+                    ]));
+                }
+                let stream = builder.build().map_err(|e| read_error(&path_text, e))?;
+                let mut row = skip;
+                let batches = stream.map(move |batch| {
+                    let batch = batch.map_err(|e| read_error(&path_text, e))?;
+                    let position = Position {
+                        file: path_text.to_string(),
+                        row_group: group,
+                        row,
+                    };
+                    row += batch.num_rows();
+                    let batch = with_partition_columns(batch, &partition_values)
+                        .map_err(|e| read_error(&path_text, e))?;
+                    Ok(ScanBatch { batch, position })
+                });
+                Ok::<_, LakeError>(batches)
+            }
+        })
+        .flat_map(|result| match result {
+            Ok(batches) => batches.boxed(),
+            Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
+        });
+    Ok(stream.boxed())
+}
+
+/// The schema a table's rows come back with (partition columns last, always nullable), for
+/// encoders that must write a schema before the first batch or when there is none.
+pub fn output_schema(schema: &SchemaRef, partition_columns: &[String]) -> SchemaRef {
+    let mut fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .filter(|f| !partition_columns.contains(f.name()))
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for name in partition_columns {
+        fields.push(Field::new(name, DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbol_ranges_prune_only_what_cannot_match() {
+        let set: BTreeSet<String> = ["IBM".to_string(), "MSFT".to_string()].into();
+        assert!(symbols_may_match(&set, Some("AAPL"), Some("JPM")));
+        assert!(symbols_may_match(&set, Some("IBM"), Some("IBM")));
+        assert!(!symbols_may_match(&set, Some("AAPL"), Some("GOOG")));
+        assert!(!symbols_may_match(&set, Some("JPM"), Some("MA")));
+        assert!(!symbols_may_match(&set, Some("NVDA"), Some("ZZ")));
+        assert!(symbols_may_match(&set, None, Some("A")));
+    }
+
+    #[test]
+    fn time_ranges_are_half_open() {
+        assert!(time_may_match(Some(10), Some(20), Some(19), Some(30)));
+        assert!(!time_may_match(Some(10), Some(20), Some(20), Some(30)));
+        assert!(time_may_match(Some(10), Some(20), Some(0), Some(10)));
+        assert!(!time_may_match(Some(10), Some(20), Some(0), Some(9)));
+        assert!(time_may_match(None, None, None, None));
+    }
+}

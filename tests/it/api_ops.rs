@@ -1,0 +1,805 @@
+//! The API beyond the security matrix: paging with cursors pinned to a version, data skipping
+//! by file statistics, time travel by instant, request errors with stable codes; grants changed
+//! by an admin without a restart (and refused to everyone else), rate limits, CORS closed by
+//! default, and `/metrics`.
+
+use std::collections::BTreeSet;
+use std::process::Child;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use marketlake_api::auth::mint;
+use marketlake_api::config::AuthConfig;
+use marketlake_lake::ExactlyOnceSink;
+use marketlake_schemas::l2::TradeRow;
+
+use crate::api::{code, commit, page_rows, trade, Client};
+use crate::support::{free_port, sigint, wait_output, Lake, LakeOptions};
+
+const GRANTS: &str = r#"
+[[grants]]
+dataset = "l2.trades"
+principal_kind = "group"
+principal = "desk-eq"
+symbols = ["AAPL", "IBM"]
+column_masks = { account = "hash", trader = "hide" }
+
+[[grants]]
+dataset = "l2.trades"
+principal_kind = "group"
+principal = "compliance"
+"#;
+
+struct Served {
+    lake: Lake,
+    server: Child,
+    client: Client,
+    sink: ExactlyOnceSink,
+    catalog_dir: std::path::PathBuf,
+    _grants: tempfile::NamedTempFile,
+}
+
+/// A lake with `l2.trades` in three commits (one file each, ten seconds of trades apart) and
+/// `serve` running with `extra_api` settings.
+async fn serve(extra_api: &str) -> Result<(Served, Vec<i64>)> {
+    serve_with_catalog(extra_api, None).await
+}
+
+/// As [`serve`], with the catalog at `catalog_url` (default: SQLite in a temporary directory).
+async fn serve_with_catalog(
+    extra_api: &str,
+    catalog_url: Option<&str>,
+) -> Result<(Served, Vec<i64>)> {
+    let port = free_port();
+    let grants = tempfile::NamedTempFile::new()?;
+    std::fs::write(grants.path(), GRANTS)?;
+    let catalog_dir = std::env::temp_dir().join(format!("ml-api-ops-{port}"));
+    let catalog_url = catalog_url.map_or_else(
+        || format!("sqlite://{}/catalog.db", catalog_dir.display()),
+        str::to_owned,
+    );
+    let lake = Lake::new(LakeOptions {
+        extra_toml: format!(
+            "[api]\nlisten = \"127.0.0.1:{port}\"\ncatalog_url = \"{catalog_url}\"\nseed_grants_file = \"{}\"\n{extra_api}\n",
+            grants.path().display()
+        ),
+        ..LakeOptions::default()
+    })?;
+    let spec = marketlake_enrich::pipeline::l2_specs()
+        .into_iter()
+        .find(|s| s.name == marketlake_schemas::names::L2_TRADES)
+        .context("l2.trades spec")?;
+    let mut sink = ExactlyOnceSink::open(&lake.lake_config(), spec, "api-ops").await?;
+    let symbols = ["AAPL", "IBM", "MSFT", "AAPL"];
+    let mut committed_at = Vec::new();
+    let mut offset = None;
+    for file in 0..3i64 {
+        let rows: Vec<TradeRow> = (0..4)
+            .map(|i| {
+                let n = file * 10 + i;
+                trade(n, symbols[i as usize], &format!("ACC-{n}"))
+            })
+            .collect();
+        let to = file * 10 + 3;
+        commit(&mut sink, &rows, offset, to).await?;
+        offset = Some(to);
+        committed_at.push(marketlake_schemas::now_utc_ns());
+        // Commit timestamps are milliseconds: keep the versions apart in time.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let server = lake.spawn(&["serve"], "serve.log")?;
+    let client = Client {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()?,
+    };
+    let mut up = false;
+    for _ in 0..100 {
+        if let Ok((200, _)) = client.get("/health", None).await {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "serve did not start:\n{}", lake.log("serve.log"));
+    Ok((
+        Served {
+            lake,
+            server,
+            client,
+            sink,
+            catalog_dir,
+            _grants: grants,
+        },
+        committed_at,
+    ))
+}
+
+impl Served {
+    async fn stop(self) -> Result<()> {
+        sigint(&self.server);
+        let exit = wait_output(self.server, Duration::from_secs(20))?;
+        assert!(exit.status.success(), "{}", self.lake.log("serve.log"));
+        let _ = std::fs::remove_dir_all(&self.catalog_dir);
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
+        let mut request = self
+            .client
+            .http
+            .request(method, format!("{}{path}", self.client.base));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .with_context(|| format!("{path}; server log:\n{}", self.lake.log("serve.log")))?;
+        Ok((status, headers, body.to_vec()))
+    }
+
+    async fn get(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
+        self.send(reqwest::Method::GET, path, Some(token), None, &[])
+            .await
+    }
+}
+
+fn token(sub: &str, roles: &[&str], groups: &[&str]) -> Result<String> {
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    Ok(mint(
+        &AuthConfig::default(),
+        sub,
+        &strings(roles),
+        &strings(groups),
+        600,
+    )?)
+}
+
+fn keys(rows: &[std::collections::BTreeMap<String, serde_json::Value>]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|r| r["trade_key"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extraction_pages_skips_files_and_travels_in_time() -> Result<()> {
+    let (mut served, committed_at) = serve("").await?;
+    let compliance = token("carol", &["compliance"], &["compliance"])?;
+    let quant = token("alice", &["quant"], &["desk-eq"])?;
+    let base = 1_767_623_400_000_000_000i64;
+
+    // Pages of 5 with a cursor: every row exactly once, on the version of the first page even
+    // when a commit lands between pages.
+    let (status, headers, body) = served
+        .get("/v1/datasets/l2.trades/rows?limit=5", &compliance)
+        .await?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["x-dataset-version"], "3");
+    let mut seen = keys(&page_rows(&body)?);
+    let mut page: serde_json::Value = serde_json::from_slice(&body)?;
+    let late = vec![trade(90, "AAPL", "ACC-90")];
+    commit(&mut served.sink, &late, Some(23), 90).await?;
+    let mut pages = 1;
+    while let Some(cursor) = page["next_cursor"].as_str() {
+        let (status, _, body) = served
+            .get(
+                &format!("/v1/datasets/l2.trades/rows?limit=5&cursor={cursor}"),
+                &compliance,
+            )
+            .await?;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        seen.extend(keys(&page_rows(&body)?));
+        page = serde_json::from_slice(&body)?;
+        assert_eq!(page["version"], 3, "a cursor pins the version");
+        pages += 1;
+        assert!(pages < 10, "the cursor must make progress");
+    }
+    assert_eq!(pages, 3);
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(seen.len(), 12, "{seen:?}");
+    assert_eq!(unique.len(), 12, "no row twice: {seen:?}");
+    let (_, _, body) = served
+        .get("/v1/datasets/l2.trades/rows", &compliance)
+        .await?;
+    assert_eq!(
+        page_rows(&body)?.len(),
+        13,
+        "the latest version has the late row"
+    );
+
+    // Data skipping: one second of trades reads only the file that holds it.
+    let from = base + 10 * 1_000_000_000;
+    let (status, headers, body) = served
+        .get(
+            &format!(
+                "/v1/datasets/l2.trades/rows?from={from}&to={}",
+                from + 1_000_000_000
+            ),
+            &compliance,
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(keys(&page_rows(&body)?), vec!["t:10".to_string()]);
+    assert_eq!(
+        headers["x-scan-files"], "1/4",
+        "files read / files in version"
+    );
+    let (_, headers, body) = served
+        .get(
+            "/v1/datasets/l2.trades/rows?symbols=IBM&format=ndjson",
+            &compliance,
+        )
+        .await?;
+    assert_eq!(String::from_utf8(body)?.lines().count(), 3);
+    assert_eq!(headers["content-type"], "application/x-ndjson");
+
+    // Time travel by instant: as of just after the first commit.
+    let (status, _, body) = served
+        .get(
+            &format!("/v1/datasets/l2.trades/rows?as_of_time={}", committed_at[0]),
+            &compliance,
+        )
+        .await?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(page_rows(&body)?.len(), 4);
+
+    // A masked column stays masked when asked for by name; a hidden one does not exist.
+    let (_, _, body) = served
+        .get("/v1/datasets/l2.trades/rows?columns=symbol,account", &quant)
+        .await?;
+    let rows = page_rows(&body)?;
+    assert_eq!(rows.len(), 10, "AAPL and IBM only");
+    assert!(rows
+        .iter()
+        .all(|r| r.len() == 2 && r["account"].as_str().is_some_and(|a| a.len() == 64)));
+
+    // Errors: JSON with stable codes, before any byte of data.
+    for (path, who, want) in [
+        (
+            "/v1/datasets/l2.trades/rows?limit=0",
+            &compliance,
+            "bad_limit",
+        ),
+        (
+            "/v1/datasets/l2.trades/rows?columns=nope",
+            &compliance,
+            "unknown_column",
+        ),
+        (
+            "/v1/datasets/l2.trades/rows?columns=trader",
+            &quant,
+            "unknown_column",
+        ),
+        (
+            "/v1/datasets/l2.trades/rows?cursor=%7B%7D",
+            &compliance,
+            "bad_cursor",
+        ),
+        (
+            "/v1/datasets/l2.trades/rows?format=xml",
+            &compliance,
+            "bad_format",
+        ),
+        (
+            "/v1/datasets/l2.trades/rows?as_of_time=2001-01-01T00:00:00Z",
+            &compliance,
+            "bad_as_of_time",
+        ),
+        (
+            "/v1/datasets/l2.trades/rows?as_of_time=yesterday",
+            &compliance,
+            "bad_as_of_time",
+        ),
+        (
+            "/v1/datasets/l2.trades/rows?as_of_version=99",
+            &compliance,
+            "bad_version",
+        ),
+        (
+            "/v1/datasets/l2.trades/rows?from=abc",
+            &compliance,
+            "bad_query",
+        ),
+        (
+            "/v1/datasets/l2.trades/rows?format=csv&cursor=e30",
+            &compliance,
+            "bad_cursor",
+        ),
+    ] {
+        let (status, _, body) = served.get(path, who).await?;
+        assert_eq!(status, 400, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(code(&body), want, "{path}");
+    }
+    served.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_change_grants_live_and_the_api_protects_itself() -> Result<()> {
+    admin_and_protection(None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_change_grants_live_on_a_postgres_catalog() -> Result<()> {
+    let postgres = crate::support::Postgres::start()?;
+    admin_and_protection(Some(&postgres.url)).await
+}
+
+async fn admin_and_protection(catalog_url: Option<&str>) -> Result<()> {
+    let (served, _) = serve_with_catalog(
+        "rate_limit_burst = 12\nrate_limit_per_minute = 1\ncors_allowed_origins = [\"https://desk.example.com\"]\nmax_body_bytes = 4096",
+        catalog_url,
+    )
+    .await?;
+    let admin = token("root-admin", &["admin"], &[])?;
+    let bob = token("bob", &["quant"], &["desk-fx"])?;
+    let expired = mint(
+        &AuthConfig::default(),
+        "root-admin",
+        &["admin".into()],
+        &[],
+        -3_600,
+    )?;
+    let forged = mint(
+        &AuthConfig {
+            hmac_secret: "not-the-server-secret-at-all".into(),
+            ..AuthConfig::default()
+        },
+        "root-admin",
+        &["admin".into()],
+        &[],
+        600,
+    )?;
+    let post = reqwest::Method::POST;
+    let grant = serde_json::json!({
+        "dataset": "l2.trades", "principal_kind": "user", "principal": "bob",
+        "symbols": ["MSFT"], "column_masks": { "account": "hide" }
+    })
+    .to_string()
+    .into_bytes();
+
+    // Every admin route refuses a missing, expired or forged token and a non-admin.
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/admin/grants"),
+        (post.clone(), "/v1/admin/grants"),
+        (reqwest::Method::DELETE, "/v1/admin/grants/x"),
+        (reqwest::Method::GET, "/v1/admin/grant-changes"),
+    ] {
+        for (who, want_status, want_code) in [
+            (None, 401, "token_missing"),
+            (Some(expired.as_str()), 401, "token_expired"),
+            (Some(forged.as_str()), 401, "bad_signature"),
+            (Some(bob.as_str()), 403, "forbidden"),
+        ] {
+            let body = (method == post).then(|| grant.clone());
+            let (status, _, body) = served.send(method.clone(), path, who, body, &[]).await?;
+            assert_eq!(status, want_status, "{method} {path}");
+            assert_eq!(code(&body), want_code, "{method} {path}");
+        }
+    }
+
+    // Bob has nothing; an admin grants him MSFT; he sees it at once; a revoke takes it away.
+    let (status, _, _) = served.get("/v1/datasets/l2.trades/rows", &bob).await?;
+    assert_eq!(status, 404);
+    let (status, _, body) = served
+        .send(
+            post.clone(),
+            "/v1/admin/grants",
+            Some(&admin),
+            Some(grant.clone()),
+            &[],
+        )
+        .await?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let created: serde_json::Value = serde_json::from_slice(&body)?;
+    let grant_id = created["grant"]["grant_id"]
+        .as_str()
+        .context("grant id")?
+        .to_string();
+    let (status, _, body) = served.get("/v1/datasets/l2.trades/rows", &bob).await?;
+    assert_eq!(status, 200);
+    let rows = page_rows(&body)?;
+    assert_eq!(rows.len(), 3);
+    assert!(rows
+        .iter()
+        .all(|r| r["symbol"] == "MSFT" && !r.contains_key("account")));
+    let (status, _, _) = served
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v1/admin/grants/{grant_id}"),
+            Some(&admin),
+            None,
+            &[],
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let (status, _, _) = served.get("/v1/datasets/l2.trades/rows", &bob).await?;
+    assert_eq!(status, 404, "revoked without a restart");
+    let (_, _, body) = served.get("/v1/admin/grant-changes", &admin).await?;
+    let changes: serde_json::Value = serde_json::from_slice(&body)?;
+    let ours: Vec<(&str, &str)> = changes["changes"]
+        .as_array()
+        .context("changes")?
+        .iter()
+        .filter(|c| c["grant_id"] == grant_id.as_str())
+        .filter_map(|c| Some((c["action"].as_str()?, c["actor"].as_str()?)))
+        .collect();
+    assert_eq!(
+        ours,
+        vec![("grant", "root-admin"), ("revoke", "root-admin")]
+    );
+
+    // The CLI changes the same catalog, live, and its changes are recorded too.
+    let cli = |args: &[&str]| -> Result<String> {
+        let output = served
+            .lake
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let output = wait_output(output, Duration::from_secs(60))?;
+        anyhow::ensure!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8(output.stdout)?)
+    };
+    let added = cli(&[
+        "grants",
+        "add",
+        "--dataset",
+        "l2.trades",
+        "--user",
+        "bob",
+        "--symbols",
+        "IBM",
+        "--mask",
+        "account=hash",
+    ])?;
+    let added: serde_json::Value = serde_json::from_str(added.trim())?;
+    let (_, _, body) = served.get("/v1/datasets/l2.trades/rows", &bob).await?;
+    let rows = page_rows(&body)?;
+    assert!(rows.len() == 3 && rows.iter().all(|r| r["symbol"] == "IBM"));
+    let cli_id = added["grant_id"].as_str().context("grant id")?;
+    assert!(cli(&["grants", "list"])?.contains(cli_id));
+    cli(&["grants", "revoke", cli_id])?;
+    let (status, _, _) = served.get("/v1/datasets/l2.trades/rows", &bob).await?;
+    assert_eq!(status, 404);
+    let history = cli(&["grants", "history"])?;
+    assert_eq!(
+        history.lines().filter(|l| l.contains(cli_id)).count(),
+        2,
+        "{history}"
+    );
+    assert!(history.contains("\"actor\":\"cli:"), "{history}");
+
+    // Bad grants and oversized bodies: 400 / 413 with codes.
+    for (body, want_status, want_code) in [
+        (b"{not json".to_vec(), 400, "bad_grant"),
+        (
+            br#"{"dataset":"l9.none","principal_kind":"user","principal":"x"}"#.to_vec(),
+            400,
+            "unknown_dataset",
+        ),
+        (
+            br#"{"dataset":"l2.trades","principal_kind":"robot","principal":"x"}"#.to_vec(),
+            400,
+            "bad_grant",
+        ),
+        (vec![b' '; 8_192], 413, "body_too_large"),
+    ] {
+        let (status, _, body) = served
+            .send(
+                post.clone(),
+                "/v1/admin/grants",
+                Some(&admin),
+                Some(body),
+                &[],
+            )
+            .await?;
+        assert_eq!(status, want_status, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(code(&body), want_code);
+    }
+
+    // CORS: closed to unknown origins, open to the configured one.
+    let preflight = [
+        ("Origin", "https://evil.example"),
+        ("Access-Control-Request-Method", "GET"),
+    ];
+    let (status, headers, body) = served
+        .send(
+            reqwest::Method::OPTIONS,
+            "/v1/datasets",
+            None,
+            None,
+            &preflight,
+        )
+        .await?;
+    assert_eq!(status, 403);
+    assert_eq!(code(&body), "cors_origin_not_allowed");
+    assert!(!headers.contains_key("access-control-allow-origin"));
+    let (status, headers, _) = served
+        .send(
+            reqwest::Method::OPTIONS,
+            "/v1/datasets",
+            None,
+            None,
+            &[
+                ("Origin", "https://desk.example.com"),
+                ("Access-Control-Request-Method", "GET"),
+            ],
+        )
+        .await?;
+    assert_eq!(status, 204);
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://desk.example.com"
+    );
+
+    // Rate limit per principal: a burst of 12, then 429 with Retry-After; others unaffected.
+    let dave = token("dave", &["quant"], &["desk-eq"])?;
+    let mut statuses = Vec::new();
+    for _ in 0..13 {
+        let (status, headers, body) = served.get("/v1/datasets", &dave).await?;
+        if status == 429 {
+            assert_eq!(code(&body), "rate_limited");
+            assert!(headers.contains_key("retry-after"));
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [vec![200; 12], vec![429]].concat());
+    let (status, _, _) = served.get("/v1/datasets", &bob).await?;
+    assert_eq!(status, 200);
+
+    // Metrics: Prometheus text with requests by route and status.
+    let (status, _, body) = served
+        .send(reqwest::Method::GET, "/metrics", None, None, &[])
+        .await?;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body)?;
+    assert!(
+        text.contains("marketlake_api_requests_total{route=\"/v1/datasets\",status=\"429\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("marketlake_api_rows_served_total{dataset=\"l2.trades\"} 6"),
+        "{text}"
+    );
+    served.stop().await
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/it/fixtures/jwt")
+        .join(name)
+}
+
+/// A token signed with a fixture key (`alg`, `kid`), for `sub` in group compliance.
+fn signed(
+    alg: jsonwebtoken::Algorithm,
+    kid: &str,
+    key: &jsonwebtoken::EncodingKey,
+    ttl: i64,
+) -> Result<String> {
+    let auth = AuthConfig::default();
+    let mut header = jsonwebtoken::Header::new(alg);
+    header.kid = Some(kid.into());
+    let now = marketlake_schemas::now_utc_ns() / 1_000_000_000;
+    Ok(jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({"sub": "carol", "iss": auth.issuer, "aud": auth.audience,
+            "exp": now + ttl, "nbf": now - 5, "groups": ["compliance"]}),
+        key,
+    )?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_key_tokens_are_verified_against_the_jwks() -> Result<()> {
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    // Start with only the RSA key published; the others are added later (rotation).
+    let jwks: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("jwks.json"))?)?;
+    let all_keys = jwks["keys"].as_array().context("keys")?.clone();
+    let jwks_file = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        jwks_file.path(),
+        serde_json::json!({ "keys": [all_keys[0].clone()] }).to_string(),
+    )?;
+    let (served, _) = serve(&format!(
+        "[api.auth]\nalgorithms = [\"RS256\", \"ES256\", \"EdDSA\"]\njwks_file = \"{}\"\njwks_refetch_secs = 1\n",
+        jwks_file.path().display()
+    ))
+    .await?;
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(fixture("rsa.pem"))?)?;
+    let ec = EncodingKey::from_ec_pem(&std::fs::read(fixture("ec.pem"))?)?;
+    let ed = EncodingKey::from_ed_pem(&std::fs::read(fixture("ed25519.pem"))?)?;
+    let path = "/v1/datasets/l2.trades/rows?limit=1";
+
+    let good = signed(Algorithm::RS256, "rsa-1", &rsa, 600)?;
+    let (status, _, body) = served.get(path, &good).await?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    // Algorithm confusion: HS256 "signed" with the RSA public key as the secret.
+    let confused = signed(
+        Algorithm::HS256,
+        "rsa-1",
+        &EncodingKey::from_secret(&std::fs::read(fixture("rsa.pub.pem"))?),
+        600,
+    )?;
+    // A payload changed after signing.
+    let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    let claims = serde_json::json!({"sub": "mallory", "iss": "marketlake-local", "aud": "marketlake", "exp": 9_999_999_999i64, "groups": ["compliance"]});
+    parts[1] = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        claims.to_string(),
+    );
+    let tampered = parts.join(".");
+    let cases = [
+        ("HS256 with the RSA public key", confused, "alg_not_allowed"),
+        ("tampered payload", tampered, "bad_signature"),
+        (
+            "expired",
+            signed(Algorithm::RS256, "rsa-1", &rsa, -3_600)?,
+            "token_expired",
+        ),
+        (
+            "unknown kid",
+            signed(Algorithm::RS256, "rsa-9", &rsa, 600)?,
+            "unknown_key",
+        ),
+        (
+            "ES256 under the RSA key's kid",
+            signed(Algorithm::ES256, "rsa-1", &ec, 600)?,
+            "alg_not_allowed",
+        ),
+        (
+            "EC key not published yet",
+            signed(Algorithm::ES256, "ec-1", &ec, 600)?,
+            "unknown_key",
+        ),
+    ];
+    for (what, token, want) in &cases {
+        let (status, _, body) = served.get(path, token).await?;
+        assert_eq!(status, 401, "{what}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(code(&body), *want, "{what}");
+    }
+
+    // Rotation: the issuer publishes its EC and Ed25519 keys; an unknown kid refetches the
+    // JWKS (at most once per jwks_refetch_secs) and the new keys work without a restart.
+    std::fs::write(jwks_file.path(), jwks.to_string())?;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    for (alg, kid, key) in [
+        (Algorithm::ES256, "ec-1", &ec),
+        (Algorithm::EdDSA, "ed-1", &ed),
+    ] {
+        let token = signed(alg, kid, key, 600)?;
+        let (status, _, body) = served.get(path, &token).await?;
+        assert_eq!(status, 200, "{kid}: {}", String::from_utf8_lossy(&body));
+    }
+    // A flood of made-up kids does not refetch more than once per second.
+    for i in 0..20 {
+        let token = signed(Algorithm::RS256, &format!("made-up-{i}"), &rsa, 600)?;
+        let (status, _, _) = served.get(path, &token).await?;
+        assert_eq!(status, 401);
+    }
+    let loads = served.lake.log("serve.log").matches("JWKS loaded").count();
+    assert!(
+        (2..=6).contains(&loads),
+        "JWKS loads: {loads} (20 unknown kids must not mean 20 fetches)"
+    );
+    served.stop().await
+}
+
+/// Read SSE events from `response` until `want` events have arrived (or 20 s).
+async fn sse_events(
+    response: reqwest::Response,
+    want: usize,
+) -> Result<Vec<(String, Vec<serde_json::Value>)>> {
+    let mut response = response;
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut events = Vec::new();
+    while events.len() < want {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .context("SSE events did not arrive in time")??
+            .context("the stream ended")?;
+        text.push_str(std::str::from_utf8(&chunk)?);
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.to_string());
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str::<Vec<serde_json::Value>>(v)?);
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                events.push((id, data));
+            }
+        }
+    }
+    Ok(events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_rows_stream_entitled_and_resumable() -> Result<()> {
+    let (mut served, _) = serve("").await?;
+    let compliance = token("carol", &["compliance"], &["compliance"])?;
+    let quant = token("alice", &["quant"], &["desk-eq"])?;
+    let other_desk = token("bob", &["quant"], &["desk-fx"])?;
+    let http = served.client.http.clone();
+    let base = served.client.base.clone();
+    let open = |token: Option<String>, last_event: Option<&'static str>, query: &'static str| {
+        let mut request = http.get(format!("{base}/v1/stream/l2.trades{query}"));
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        if let Some(id) = last_event {
+            request = request.header("Last-Event-ID", id);
+        }
+        request.send()
+    };
+    let refused = open(None, None, "").await?;
+    assert_eq!(refused.status().as_u16(), 401);
+    let refused = open(Some(other_desk.clone()), None, "").await?;
+    assert_eq!(refused.status().as_u16(), 404);
+
+    // From version 1: the commits of versions 2 and 3, one event each.
+    let response = open(Some(compliance.clone()), None, "?from_version=1").await?;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let events = sse_events(response, 2).await?;
+    let ids: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(ids, ["2.0", "3.0"]);
+    assert!(events.iter().all(|e| e.1.len() == 4));
+
+    // A subscriber sees a new commit as it lands; the quant only its symbols, masked.
+    let live = open(Some(compliance.clone()), None, "").await?;
+    let masked = open(Some(quant.clone()), None, "").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rows: Vec<TradeRow> = vec![trade(40, "MSFT", "ACC-40"), trade(41, "IBM", "ACC-41")];
+    commit(&mut served.sink, &rows, Some(23), 41).await?;
+    let events = sse_events(live, 1).await?;
+    assert_eq!(events[0].0, "4.0");
+    assert_eq!(events[0].1.len(), 2);
+    let events = sse_events(masked, 1).await?;
+    assert_eq!(events[0].1.len(), 1, "MSFT is outside the quant's grant");
+    let row = &events[0].1[0];
+    assert_eq!(row["symbol"], "IBM");
+    assert_eq!(row["account"].as_str().map(str::len), Some(64));
+    assert!(row.get("trader").is_none());
+
+    // Resuming after event 3.0 delivers exactly what followed it.
+    let resumed = open(Some(compliance.clone()), Some("3.0"), "").await?;
+    let events = sse_events(resumed, 1).await?;
+    assert_eq!(events[0].0, "4.0");
+    let bad = open(Some(compliance), Some("x.y"), "").await?;
+    assert_eq!(bad.status().as_u16(), 400);
+    served.stop().await
+}
