@@ -34,9 +34,10 @@
 //!
 //! **Replays** after a crash are skipped by raw position ([`OffsetDedupe`]) and counted.
 //!
-//! **State** is bounded by the open windows: [`BarAggregator::snapshot`] gives a serde value to
-//! store beside each Delta commit, [`BarAggregator::restore`] resumes from it with nothing
-//! counted twice. [`BarAggregator::flush_all`] ends a bounded back-fill: it advances the
+//! **State** is bounded by the open windows (each keeps its trades until it is final, for the
+//! corrections): [`BarAggregator::snapshot`] gives a serde value, [`BarAggregator::restore`]
+//! resumes from it with nothing counted twice. Processing is deterministic, so
+//! [`crate::persist`] stores that value only now and then and journals the inputs in between. [`BarAggregator::flush_all`] ends a bounded back-fill: it advances the
 //! watermark past every open window's end + `L`, so everything fires for the last time.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -372,6 +373,11 @@ impl BarAggregator {
         self.intervals.iter().map(|i| i.windows.len()).sum()
     }
 
+    /// Trades held in open windows, counted once per interval, for metrics.
+    pub fn held_fills(&self) -> usize {
+        self.intervals.iter().map(|i| i.index.len()).sum()
+    }
+
     /// Take one L2 trade (any action). Its effects come out of the next [`Self::drain`].
     pub fn process_trade(&mut self, trade: &TradeRow) -> Disposition {
         if !self.dedupe.admit(&trade.lineage, &trade.trade_key) {
@@ -605,6 +611,30 @@ impl AggregatorState {
     /// The watermark the state was taken at.
     pub fn watermark_ns(&self) -> Option<i64> {
         self.watermark.watermark_ns
+    }
+
+    /// Move the held trades out, one list per window in window order (the snapshot file stores
+    /// them in a compact binary section; the rest stays serde).
+    pub(crate) fn take_fill_lists(&mut self) -> Vec<Vec<Fill>> {
+        self.windows
+            .iter_mut()
+            .map(|w| std::mem::take(&mut w.fills))
+            .collect()
+    }
+
+    /// Put back what [`Self::take_fill_lists`] took.
+    pub(crate) fn put_fill_lists(&mut self, lists: Vec<Vec<Fill>>) -> Result<()> {
+        if lists.len() != self.windows.len() {
+            return Err(CurateError::State(format!(
+                "bar state has {} windows but {} trade lists",
+                self.windows.len(),
+                lists.len()
+            )));
+        }
+        for (window, fills) in self.windows.iter_mut().zip(lists) {
+            window.fills = fills;
+        }
+        Ok(())
     }
 }
 

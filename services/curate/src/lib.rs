@@ -1,7 +1,8 @@
 //! marketlake-curate: L2 trades and news → L3 tables in event time.
 //!
-//! This crate holds the pure, I/O-free logic; the Kafka/Delta loop around it feeds records in,
-//! drains rows out and persists the state beside each Delta commit.
+//! The window logic is pure and I/O-free; [`persist`] keeps it durable in a state directory and
+//! [`pipeline`], the Kafka/Delta loop around it, feeds records in, drains rows out and journals
+//! each cycle before its Delta commits.
 //!
 //! - [`bars`]: OHLCV/VWAP bars per symbol per interval with a bounded-out-of-orderness
 //!   watermark, allowed lateness (accumulating revisions), corrections/cancels, replay
@@ -10,8 +11,12 @@
 //! - [`batch`]: the same bars recomputed from a finite set of trades (final values only), the
 //!   reference the stream is checked against.
 //! - [`watermark`], [`dedupe`]: the event-time clock and the replay filter both streams share.
+//! - [`state`]: all of the curator's aggregators and the one code path that feeds them, live
+//!   and in replay.
+//! - [`persist`]: the state directory — a journal of each cycle's inputs written before the
+//!   cycle's commits, compacted into snapshots off the hot path, replayed on recovery.
 //! - [`pipeline`]: the service around it — enriched topics → L3 Delta tables, exactly once,
-//!   with the window state saved beside every commit.
+//!   with the state journaled before every commit.
 //!
 //! Row types and Arrow schemas live in [`marketlake_schemas::l3`].
 
@@ -20,15 +25,20 @@ pub mod batch;
 pub mod dedupe;
 mod fill;
 pub mod news_windows;
+pub mod persist;
 pub mod pipeline;
+pub mod state;
 pub mod watermark;
 
 pub use bars::{AggregatorState, BarAggregator, BarConfig, BarOutput, BarStats};
 pub use batch::{compute_bars, final_trades, same_bar};
 pub use news_windows::{NewsTradeWindows, NewsWindowConfig, NewsWindowStats, NewsWindowsState};
+pub use persist::{CompactionPolicy, Curator, JournalEntry, Recovered, StateStore, FORMAT_VERSION};
+pub use state::{CurateState, CycleEnd, Outbox};
 pub use watermark::Watermark;
 
-/// Version of the serialised state formats ([`AggregatorState`], [`NewsWindowsState`]).
+/// Version of the serialised aggregator states ([`AggregatorState`], [`NewsWindowsState`]);
+/// the state directory's own layout is versioned by [`FORMAT_VERSION`].
 pub const STATE_VERSION: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +47,9 @@ pub enum CurateError {
     Config { setting: String, message: String },
     #[error("saved state cannot be restored: {0}")]
     State(String),
+    /// A state file that cannot be read or written; the message says what to do about it.
+    #[error("curator state {path}: {message} (setting `curate.state_dir`)")]
+    StateFile { path: String, message: String },
     #[error(transparent)]
     Schema(#[from] marketlake_schemas::SchemaError),
 }

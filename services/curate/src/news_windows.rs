@@ -496,6 +496,32 @@ pub struct NewsWindowsState {
     stats: NewsWindowStats,
 }
 
+impl NewsWindowsState {
+    /// Move the held trades out, one list per symbol history (see
+    /// [`crate::AggregatorState`]'s twin).
+    pub(crate) fn take_fill_lists(&mut self) -> Vec<Vec<Fill>> {
+        self.history
+            .iter_mut()
+            .map(|h| std::mem::take(&mut h.fills))
+            .collect()
+    }
+
+    /// Put back what [`Self::take_fill_lists`] took.
+    pub(crate) fn put_fill_lists(&mut self, lists: Vec<Vec<Fill>>) -> Result<()> {
+        if lists.len() != self.history.len() {
+            return Err(CurateError::State(format!(
+                "news window state has {} histories but {} trade lists",
+                self.history.len(),
+                lists.len()
+            )));
+        }
+        for (history, fills) in self.history.iter_mut().zip(lists) {
+            history.fills = fills;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SymbolHistory {

@@ -469,7 +469,7 @@ const INTERVALS: [u64; 3] = [60, 300, 3_600];
 /// ~20,000 trades of 5 symbols over 30 minutes (crossing an hour), in arrival order: most within
 /// the watermark bound, some behind it but within the allowed lateness, some beyond it; ~5%
 /// are later corrected or cancelled. Event times in whole milliseconds so exact ties occur.
-fn shuffled_stream(seed: u64) -> Vec<TradeRow> {
+pub(crate) fn shuffled_stream(seed: u64) -> Vec<TradeRow> {
     let mut rng = StdRng::seed_from_u64(seed);
     let symbols = ["AAPL", "IBM", "MSFT", "SPY", "TSLA"];
     let start = T0 + 15 * 60 * SEC; // 13:45, so hour bars split at 14:00
