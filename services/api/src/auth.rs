@@ -27,6 +27,8 @@ pub struct Principal {
     pub sub: String,
     pub roles: Vec<String>,
     pub groups: Vec<String>,
+    /// The token's `exp`, UTC seconds (long-lived responses end when it passes).
+    pub expires_at: Option<i64>,
 }
 
 impl Principal {
@@ -154,7 +156,11 @@ impl Verifier {
         };
         let cached = self.jwks.read().await.clone();
         let mut found = pick(&cached);
-        if found.is_none() && kid.is_some() {
+        // An unknown kid refetches (a rotation); so does age, so that a key the issuer
+        // withdrew stops being trusted without a restart.
+        let stale = self.last_fetch.lock().await.elapsed()
+            >= Duration::from_secs(self.config.jwks_max_age_secs);
+        if (found.is_none() && kid.is_some()) || stale {
             let mut last = self.last_fetch.lock().await;
             if last.elapsed() >= Duration::from_secs(self.config.jwks_refetch_secs) {
                 *last = Instant::now();
@@ -310,6 +316,7 @@ fn verify_with_key(
         sub: sub.to_string(),
         roles: strings(claims.get(&config.roles_claim)),
         groups: strings(claims.get(&config.groups_claim)),
+        expires_at: claims.get("exp").and_then(|e| e.as_i64()),
     })
 }
 

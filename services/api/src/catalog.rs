@@ -245,7 +245,12 @@ impl Catalog {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
     }
 
-    pub async fn add_grant(&self, grant: &Grant, by: &str) -> Result<String> {
+    async fn insert_grant(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        grant: &Grant,
+        by: &str,
+    ) -> Result<String> {
         validate_grant(grant).map_err(|message| CatalogError::Seed {
             path: format!(
                 "grant of {} to {} {}",
@@ -274,7 +279,7 @@ impl Catalog {
         .bind(serde_json::to_string(&grant.column_masks).unwrap_or_else(|_| "{}".into()))
         .bind(by)
         .bind(marketlake_schemas::now_utc_ns())
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(self.err())?;
         Ok(id)
@@ -431,8 +436,7 @@ impl Catalog {
             .map_err(self.err())
     }
 
-    /// Create a grant and record the change (the grant first: a failed history insert leaves the
-    /// grant in place and the request fails, so the caller retries rather than losing history).
+    /// Create a grant and record the change, in one transaction.
     pub async fn grant(
         &self,
         grant: &Grant,
@@ -443,10 +447,11 @@ impl Catalog {
         if grant.grant_id.is_empty() {
             grant.grant_id = new_id();
         }
-        let id = self.add_grant(&grant, actor).await?;
-        grant.grant_id = id;
-        self.record_change(actor, "grant", &grant, request_id)
+        let mut tx = self.pool.begin().await.map_err(self.err())?;
+        grant.grant_id = self.insert_grant(&mut tx, &grant, actor).await?;
+        self.record_change(&mut tx, actor, "grant", &grant, request_id)
             .await?;
+        tx.commit().await.map_err(self.err())?;
         Ok(grant)
     }
 
@@ -458,29 +463,36 @@ impl Catalog {
         actor: &str,
         request_id: Option<&str>,
     ) -> Result<Option<Grant>> {
+        let mut tx = self.pool.begin().await.map_err(self.err())?;
         let row = sqlx::query(
             "SELECT grant_id, dataset, principal_kind, principal, symbols, venues, column_masks FROM grants WHERE grant_id = $1",
         )
         .bind(grant_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(self.err())?;
         let Some(row) = row else {
             return Ok(None);
         };
         let grant = Self::grant_of(&row).map_err(self.err())?;
-        sqlx::query("DELETE FROM grants WHERE grant_id = $1")
+        let deleted = sqlx::query("DELETE FROM grants WHERE grant_id = $1")
             .bind(grant_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(self.err())?;
-        self.record_change(actor, "revoke", &grant, request_id)
+        // Two revokes racing: only the one that deleted the row records a change.
+        if deleted.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.record_change(&mut tx, actor, "revoke", &grant, request_id)
             .await?;
+        tx.commit().await.map_err(self.err())?;
         Ok(Some(grant))
     }
 
     async fn record_change(
         &self,
+        conn: &mut sqlx::AnyConnection,
         actor: &str,
         action: &str,
         grant: &Grant,
@@ -496,7 +508,7 @@ impl Catalog {
         .bind(&grant.grant_id)
         .bind(serde_json::to_string(grant).unwrap_or_default())
         .bind(request_id.map(str::to_owned))
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(self.err())?;
         Ok(())

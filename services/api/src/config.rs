@@ -26,6 +26,8 @@ pub struct ApiConfig {
     /// Scans served at once; more wait up to `queue_wait_ms`, then get 503 `busy`.
     pub max_concurrent_scans: usize,
     pub queue_wait_ms: u64,
+    /// Live streams (`/v1/stream/...`) open at once (503 `busy` beyond).
+    pub max_streams: usize,
     /// Requests per minute per principal (429 `rate_limited` beyond), after a burst of
     /// `rate_limit_burst`.
     pub rate_limit_per_minute: u32,
@@ -54,6 +56,8 @@ pub struct AuthConfig {
     pub jwks_url: Option<String>,
     /// Least time between two JWKS refetches caused by unknown `kid`s, seconds.
     pub jwks_refetch_secs: u64,
+    /// Keys older than this are refetched, seconds (a withdrawn key stops being trusted).
+    pub jwks_max_age_secs: u64,
     /// Clock skew tolerated on `exp` / `nbf`, seconds.
     pub leeway_secs: u64,
     /// Claim holding roles (`roles`; Keycloak: `realm_access.roles` is not nested-path aware yet).
@@ -75,6 +79,7 @@ impl Default for ApiConfig {
             stream_timeout_secs: 3_600,
             max_concurrent_scans: 4,
             queue_wait_ms: 2_000,
+            max_streams: 64,
             rate_limit_per_minute: 600,
             rate_limit_burst: 60,
             cors_allowed_origins: Vec::new(),
@@ -94,6 +99,7 @@ impl Default for AuthConfig {
             jwks_file: None,
             jwks_url: None,
             jwks_refetch_secs: 30,
+            jwks_max_age_secs: 300,
             leeway_secs: 30,
             roles_claim: "roles".into(),
             groups_claim: "groups".into(),
@@ -115,6 +121,26 @@ fn family(alg: &str) -> Option<KeyFamily> {
             Some(KeyFamily::PublicKey)
         }
         _ => None,
+    }
+}
+
+/// `https://`, or plain `http://` to a loopback address only (parsed, not prefix-matched).
+fn jwks_url_is_safe(text: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(text) else {
+        return false;
+    };
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            loopback && url.username().is_empty()
+        }
+        _ => false,
     }
 }
 
@@ -152,10 +178,7 @@ impl AuthConfig {
             KeyFamily::Hmac if jwks => Err("settings `api.auth.jwks_file` / `jwks_url`: a JWKS is for public-key algorithms; with HMAC ones remove it, or set `api.auth.algorithms` to e.g. [\"RS256\"]".into()),
             KeyFamily::PublicKey if self.jwks_file.is_some() == self.jwks_url.is_some() => Err("settings `api.auth.jwks_file` / `api.auth.jwks_url`: public-key algorithms need exactly one of them".into()),
             KeyFamily::PublicKey
-                if self
-                    .jwks_url
-                    .as_deref()
-                    .is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://127.") || u.starts_with("http://localhost"))) =>
+                if self.jwks_url.as_deref().is_some_and(|u| !jwks_url_is_safe(u)) =>
             {
                 Err("setting `api.auth.jwks_url`: use https:// (plain http only on loopback)".into())
             }
@@ -207,6 +230,7 @@ impl ApiConfig {
             ("request_timeout_secs", self.request_timeout_secs),
             ("stream_timeout_secs", self.stream_timeout_secs),
             ("max_concurrent_scans", self.max_concurrent_scans as u64),
+            ("max_streams", self.max_streams as u64),
             (
                 "rate_limit_per_minute",
                 u64::from(self.rate_limit_per_minute),

@@ -333,19 +333,25 @@ impl Encoder {
         let batch = if !binary || batch.schema() == self.schema {
             batch.clone()
         } else {
-            let columns = batch
-                .columns()
+            // Matched by name, never by position.
+            let columns = self
+                .schema
+                .fields()
                 .iter()
-                .zip(self.schema.fields())
-                .map(|(column, field)| {
+                .map(|field| {
+                    let column = batch.column_by_name(field.name()).ok_or_else(|| {
+                        error(format!(
+                            "a file of this version lacks column {}",
+                            field.name()
+                        ))
+                    })?;
                     if column.data_type() == field.data_type() {
                         Ok(column.clone())
                     } else {
-                        cast(column, field.data_type())
+                        cast(column, field.data_type()).map_err(error)
                     }
                 })
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(error)?;
+                .collect::<Result<Vec<_>>>()?;
             RecordBatch::try_new(self.schema.clone(), columns).map_err(error)?
         };
         self.rows += batch.num_rows();

@@ -32,6 +32,9 @@ pub enum BenchCommand {
     /// Replay → L1 (reference) → L2 enrichment → L3 curation in one run; then L2 and bar
     /// freshness at paced rates with every service running.
     Enrich(crate::bench_enrich::EnrichBenchArgs),
+    /// The API on a private lake: full extraction (Parquet, NDJSON) beside DuckDB, a narrow
+    /// query's latency, news search freshness and latency.
+    Api(crate::bench_api::ApiBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -57,6 +60,7 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ingest(args) => ingest(config, args).await,
         BenchCommand::Enrich(args) => crate::bench_enrich::run(config, args).await,
+        BenchCommand::Api(args) => crate::bench_api::run(config, args).await,
     }
 }
 

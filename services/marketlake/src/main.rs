@@ -2,6 +2,7 @@
 //! Kafka and the lake together. No data logic lives here.
 
 mod bench;
+mod bench_api;
 mod bench_enrich;
 mod config;
 mod run;

@@ -205,7 +205,7 @@ pub async fn curate(config: Config, until_caught_up: bool) -> anyhow::Result<()>
 }
 
 /// Every table of the lake: L1, L2 and the configured L3 tables.
-fn all_specs(config: &Config) -> Vec<marketlake_lake::TableSpec> {
+pub(crate) fn all_specs(config: &Config) -> Vec<marketlake_lake::TableSpec> {
     marketlake_ingest::l1_specs()
         .into_iter()
         .chain(marketlake_enrich::pipeline::l2_specs())
@@ -285,12 +285,10 @@ pub async fn grants(config: &Config, command: crate::GrantsCommand) -> anyhow::R
             venues,
             masks,
         } => {
-            if !all_specs(config)
-                .iter()
-                .any(|s| s.name.to_string() == dataset)
-            {
+            let specs = all_specs(config);
+            let Some(spec) = specs.iter().find(|s| s.name.to_string() == dataset) else {
                 anyhow::bail!("no dataset `{dataset}` (see `marketlake inspect` for table names)");
-            }
+            };
             let (principal_kind, principal) = match (user, group) {
                 (Some(user), None) => ("user", user),
                 (None, Some(group)) => ("group", group),
@@ -301,6 +299,10 @@ pub async fn grants(config: &Config, command: crate::GrantsCommand) -> anyhow::R
                 let (column, how) = mask
                     .split_once('=')
                     .with_context(|| format!("--mask {mask}: use column=hide or column=hash"))?;
+                // A misspelt column would mask nothing.
+                if spec.schema.field_with_name(column).is_err() {
+                    anyhow::bail!("--mask {mask}: {dataset} has no column `{column}`");
+                }
                 column_masks.insert(column.to_string(), how.to_string());
             }
             let grant = Grant {

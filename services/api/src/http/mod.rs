@@ -44,6 +44,9 @@ pub struct AppState {
     search: Option<marketlake_search::NewsReader>,
     /// Scans served at once (`api.max_concurrent_scans`).
     scans: Arc<tokio::sync::Semaphore>,
+    /// Live streams open at once (`api.max_streams`): they last long, so they do not take
+    /// extraction slots.
+    streams: Arc<tokio::sync::Semaphore>,
     limiter: ops::RateLimiter,
 }
 
@@ -60,6 +63,7 @@ impl AppState {
             verifier,
             search,
             scans: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_scans)),
+            streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
             limiter: ops::RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
             metrics: Metrics::default(),
             config,
@@ -139,12 +143,15 @@ async fn authenticate(
                 sub: "-".into(),
                 roles: Vec::new(),
                 groups: Vec::new(),
+                expires_at: None,
             },
             refused,
         ),
     };
     let (who, error) = refused;
-    audit(
+    // A refusal sends no data: if its audit cannot be stored, the refusal still stands (a 401
+    // or 429, never a 500 that would tell a prober something else).
+    if let Err(e) = audit(
         state,
         &who,
         endpoint,
@@ -154,7 +161,10 @@ async fn authenticate(
         (error.status.as_u16(), 0),
         b"",
     )
-    .await?;
+    .await
+    {
+        tracing::error!(code = error.code, error = %e.message, "a refusal could not be audited");
+    }
     Err(error)
 }
 
@@ -267,6 +277,51 @@ async fn audit_as(
         .await
         .map_err(ApiError::internal)?;
     Ok(event.request_id)
+}
+
+/// A slot of `slots`, waited for a little: a burst queues, a flood is told to come back (503).
+async fn slot(
+    state: &AppState,
+    slots: &Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    tokio::time::timeout(
+        std::time::Duration::from_millis(state.config.queue_wait_ms),
+        slots.clone().acquire_owned(),
+    )
+    .await
+    .map_err(|_| ApiError::busy())?
+    .map_err(|_| ApiError::busy())
+}
+
+/// Store the audit event of a streamed response before its first byte (no audit, no data);
+/// it is completed with [`Catalog::complete`] when the stream ends.
+async fn open_streamed_audit(
+    state: &AppState,
+    principal: &Principal,
+    request: AuditedRequest<'_>,
+) -> Result<AuditEvent, ApiError> {
+    let event = AuditEvent {
+        event_id: new_id(),
+        at_ns: marketlake_schemas::now_utc_ns(),
+        request_id: request.request_id,
+        principal: principal.sub.clone(),
+        groups: principal.groups.clone(),
+        endpoint: request.endpoint.to_string(),
+        query: request.query,
+        entitlements: request.entitlements,
+        as_of: request.as_of,
+        status: 200,
+        rows_returned: 0,
+        bytes_returned: 0,
+        body_sha256: String::new(),
+        outcome: "streaming".into(),
+    };
+    state
+        .catalog
+        .record(&event)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(event)
 }
 
 async fn entitlements(

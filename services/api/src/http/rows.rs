@@ -30,8 +30,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::{audit, authenticate, entitlements, hex, json_response, keyed_hash, AppState};
-use crate::catalog::{new_id, AuditEvent, Completion, Entitlement};
+use super::{
+    audit, authenticate, entitlements, hex, json_response, keyed_hash, open_streamed_audit, slot,
+    AppState, AuditedRequest,
+};
+use crate::catalog::{new_id, Completion, Entitlement};
 use crate::error::ApiError;
 
 /// `GET /v1/datasets`: what this principal may read, with schema, layer, rows and version.
@@ -251,7 +254,26 @@ pub(super) async fn rows(
             format!("format `{format_name}`: use {}", Format::NAMES),
         )
     })?;
-    let (extraction, as_of) = plan(&state, spec, entitlement, &query, format).await?;
+    // The slot first: planning reads the log, which is work a flood must not get for free.
+    let permit = slot(&state, &state.scans).await?;
+    let (extraction, as_of) = match plan(&state, spec, entitlement, &query, format).await {
+        Ok(planned) => planned,
+        Err(refused) => {
+            // Refusals are audited too: probing masked columns or versions leaves a trace.
+            audit(
+                &state,
+                &principal,
+                &endpoint,
+                format!("refused: {}", refused.code),
+                entitlement.grant_ids.clone(),
+                None,
+                (refused.status.as_u16(), 0),
+                b"",
+            )
+            .await?;
+            return Err(refused);
+        }
+    };
     let version = extraction.plan.version;
     let scan_files = format!(
         "{}/{}",
@@ -266,36 +288,18 @@ pub(super) async fn rows(
         "files_in_version": extraction.plan.files_in_version,
     })
     .to_string();
-    // A scan slot, waited for a little: a burst queues, a flood is told to come back.
-    let permit = tokio::time::timeout(
-        Duration::from_millis(state.config.queue_wait_ms),
-        state.scans.clone().acquire_owned(),
+    let event = open_streamed_audit(
+        &state,
+        &principal,
+        AuditedRequest {
+            request_id: new_id(),
+            endpoint: &endpoint,
+            query: query_text,
+            entitlements: entitlement.grant_ids.clone(),
+            as_of,
+        },
     )
-    .await
-    .map_err(|_| ApiError::busy())?
-    .map_err(|_| ApiError::busy())?;
-    // No audit, no data: the event exists before the first byte.
-    let event = AuditEvent {
-        event_id: new_id(),
-        at_ns: marketlake_schemas::now_utc_ns(),
-        request_id: new_id(),
-        principal: principal.sub.clone(),
-        groups: principal.groups.clone(),
-        endpoint,
-        query: query_text,
-        entitlements: entitlement.grant_ids.clone(),
-        as_of,
-        status: 200,
-        rows_returned: 0,
-        bytes_returned: 0,
-        body_sha256: String::new(),
-        outcome: "streaming".into(),
-    };
-    state
-        .catalog
-        .record(&event)
-        .await
-        .map_err(ApiError::internal)?;
+    .await?;
     let content_type = format.content_type();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let producer_state = state.clone();
@@ -450,8 +454,18 @@ async fn plan(
             }
         }
     }
+    // Without `columns`, the table's own columns: a column some file has and the table does
+    // not (an older layout read with as_of) is never sent, masked or not.
+    let projection: Vec<String> = columns.clone().unwrap_or_else(|| {
+        template
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    });
     let mask_key = state.config.mask_key.as_bytes().to_vec();
-    let output = extract::project(&template, columns.as_deref(), &entitlement.masks, &|v| {
+    let output = extract::project(&template, Some(&projection), &entitlement.masks, &|v| {
         keyed_hash(&mask_key, v)
     })
     .map_err(ApiError::internal)?;
@@ -486,7 +500,7 @@ async fn plan(
         Extraction {
             plan,
             filter,
-            columns,
+            columns: Some(projection),
             masks: entitlement.masks.clone(),
             mask_key,
             encoder,
@@ -498,22 +512,30 @@ async fn plan(
     ))
 }
 
-/// Sends the body and hashes it on the way.
+/// Sends the body and hashes what was accepted.
 struct Sender<'a> {
     tx: &'a mpsc::Sender<Result<Bytes, std::io::Error>>,
     hasher: Sha256,
     bytes: usize,
+    /// The stream's deadline: a client that stops reading cannot hold a scan slot past it.
+    deadline: Instant,
 }
 
 impl Sender<'_> {
-    /// `false` when the client has gone.
+    /// `false` when the client has gone or stopped reading until the deadline.
     async fn send(&mut self, chunk: Vec<u8>) -> bool {
         if chunk.is_empty() {
             return true;
         }
-        self.hasher.update(&chunk);
-        self.bytes += chunk.len();
-        self.tx.send(Ok(Bytes::from(chunk))).await.is_ok()
+        let bytes = Bytes::from(chunk);
+        match tokio::time::timeout_at(self.deadline.into(), self.tx.send(Ok(bytes.clone()))).await {
+            Ok(Ok(())) => {
+                self.hasher.update(&bytes);
+                self.bytes += bytes.len();
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -528,16 +550,19 @@ async fn produce(
         tx,
         hasher: Sha256::new(),
         bytes: 0,
+        deadline: extraction.deadline,
     };
     let (rows, outcome) = match stream_rows(extraction, &mut sender).await {
         Ok(rows) => (rows, "complete".to_string()),
         Err((rows, outcome)) => {
             tracing::warn!(dataset, rows, outcome, "extraction stopped early");
-            if outcome.starts_with("failed") {
-                // An error mid-body aborts the response: the client sees a cut body, not a
-                // short one that looks whole.
-                let _ = tx.send(Err(std::io::Error::other(outcome.clone()))).await;
-            }
+            // A body that stops early is cut (the connection aborts), never a short one
+            // that looks whole.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                tx.send(Err(std::io::Error::other(outcome.clone()))),
+            )
+            .await;
             (rows, outcome)
         }
     };
@@ -568,7 +593,12 @@ async fn stream_rows(
         deadline,
     } = extraction;
     let version = plan.version;
-    let gone = |rows| (rows, "aborted: client disconnected".to_string());
+    let gone = |rows| {
+        (
+            rows,
+            "aborted: client disconnected or stopped reading".to_string(),
+        )
+    };
     let failed = |rows, e: &dyn std::fmt::Display| (rows, format!("failed: {e}"));
     let hash = move |value: &str| keyed_hash(&mask_key, value);
     let mut rows = 0usize;
@@ -631,10 +661,10 @@ async fn stream_rows(
         let projected = extract::project(&filtered, columns.as_deref(), &masks, &hash)
             .map_err(|e| failed(rows, &e))?;
         let chunk = encoder.batch(&projected).map_err(|e| failed(rows, &e))?;
-        rows += projected.num_rows();
         if !sender.send(chunk).await {
             return Err(gone(rows));
         }
+        rows += projected.num_rows();
     }
     let end = encoder.finish().map_err(|e| failed(rows, &e))?;
     if !sender.send(end).await {

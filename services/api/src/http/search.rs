@@ -81,6 +81,35 @@ pub(super) async fn search_news(
             "searching text this principal may not read in clear would reveal it",
         ));
     }
+    // Filters on masked fields would reveal them (which items carry a ticker, when a hidden
+    // time falls); so would newest-first ordering of a blank query on a masked time.
+    let masked = |c: &str| entitlement.masks.contains_key(c);
+    let time_masked = masked("published_at_ns") || masked("received_at_ns");
+    let refusal = if query.symbols.is_some() && masked("tickers") {
+        Some("`symbols` filters tickers this principal may not read")
+    } else if time_masked
+        && (query.from.is_some()
+            || query.to.is_some()
+            || query.q.as_deref().is_none_or(|q| q.trim().is_empty()))
+    {
+        Some("time filters and newest-first listing use a time this principal may not read")
+    } else {
+        None
+    };
+    if let Some(message) = refusal {
+        audit(
+            &state,
+            &principal,
+            endpoint,
+            "refused: filter_on_masked_column".into(),
+            entitlement.grant_ids.clone(),
+            None,
+            (400, 0),
+            b"",
+        )
+        .await?;
+        return Err(ApiError::bad_request("filter_on_masked_column", message));
+    }
     let Some(reader) = state.search.clone() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -27,8 +27,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::{authenticate, entitlements, hex, keyed_hash, AppState};
-use crate::catalog::{new_id, AuditEvent, Completion};
+use super::{
+    authenticate, entitlements, hex, keyed_hash, open_streamed_audit, slot, AppState,
+    AuditedRequest,
+};
+use crate::catalog::{new_id, Completion};
 use crate::error::ApiError;
 
 /// Rows per event.
@@ -120,6 +123,13 @@ pub(super) async fn stream(
             }
         }
     }
+    let latest = match load_table(&state.lake, spec.name, None).await {
+        Ok(table) => table
+            .version()
+            .and_then(|v| i64::try_from(v).ok())
+            .unwrap_or(-1),
+        Err(_) => -1,
+    };
     let resume = match (
         headers
             .get("last-event-id")
@@ -133,16 +143,19 @@ pub(super) async fn stream(
             chunk: None,
         },
         (None, None) => Resume {
-            version: match load_table(&state.lake, spec.name, None).await {
-                Ok(table) => table
-                    .version()
-                    .and_then(|v| i64::try_from(v).ok())
-                    .unwrap_or(-1),
-                Err(_) => -1,
-            },
+            version: latest,
             chunk: None,
         },
     };
+    if resume.version < -1 || resume.version > latest {
+        return Err(ApiError::bad_request(
+            "bad_last_event_id",
+            format!(
+                "no version {} to resume after (the latest is {latest})",
+                resume.version
+            ),
+        ));
+    }
     let mut filter = entitlement.filter.clone();
     filter.symbols = query.symbols.as_ref().map(|s| {
         s.split(',')
@@ -151,40 +164,28 @@ pub(super) async fn stream(
             .map(str::to_owned)
             .collect::<BTreeSet<_>>()
     });
-    let permit = tokio::time::timeout(
-        Duration::from_millis(state.config.queue_wait_ms),
-        state.scans.clone().acquire_owned(),
+    let permit = slot(&state, &state.streams).await?;
+    let event = open_streamed_audit(
+        &state,
+        &principal,
+        AuditedRequest {
+            request_id: new_id(),
+            endpoint: &endpoint,
+            query: serde_json::json!({
+                "symbols": filter.symbols, "columns": columns,
+                "resume_after": format!("{}.{}", resume.version, resume.chunk.map_or("*".into(), |c| c.to_string())),
+            })
+            .to_string(),
+            entitlements: entitlement.grant_ids.clone(),
+            as_of: Some(format!("versions after {}", resume.version)),
+        },
     )
-    .await
-    .map_err(|_| ApiError::busy())?
-    .map_err(|_| ApiError::busy())?;
-    let event = AuditEvent {
-        event_id: new_id(),
-        at_ns: marketlake_schemas::now_utc_ns(),
-        request_id: new_id(),
-        principal: principal.sub.clone(),
-        groups: principal.groups.clone(),
-        endpoint,
-        query: serde_json::json!({
-            "symbols": filter.symbols, "columns": columns,
-            "resume_after": format!("{}.{}", resume.version, resume.chunk.map_or("*".into(), |c| c.to_string())),
-        })
-        .to_string(),
-        entitlements: entitlement.grant_ids.clone(),
-        as_of: Some(format!("versions after {}", resume.version)),
-        status: 200,
-        rows_returned: 0,
-        bytes_returned: 0,
-        body_sha256: String::new(),
-        outcome: "streaming".into(),
-    };
-    state
-        .catalog
-        .record(&event)
-        .await
-        .map_err(ApiError::internal)?;
+    .await?;
     let (tx, mut rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let follower = Follower {
+        state: state.clone(),
+        principal: principal.clone(),
+        granted: entitlement.clone(),
         lake: state.lake.clone(),
         spec: spec.clone(),
         filter,
@@ -202,6 +203,7 @@ pub(super) async fn stream(
             hasher: Sha256::new(),
             bytes: 0,
             rows: 0,
+            deadline: follower.deadline,
         };
         let outcome = follower.run(resume, &mut sent).await;
         producer_state
@@ -242,20 +244,32 @@ struct Sent<'a> {
     hasher: Sha256,
     bytes: usize,
     rows: usize,
+    /// A client that stops reading cannot hold the stream past it.
+    deadline: Instant,
 }
 
 impl Sent<'_> {
     /// `false` when the client has gone.
     async fn send(&mut self, text: String, rows: usize) -> bool {
-        self.hasher.update(text.as_bytes());
-        self.bytes += text.len();
-        self.rows += rows;
-        self.tx.send(Ok(Bytes::from(text))).await.is_ok()
+        let bytes = Bytes::from(text);
+        match tokio::time::timeout_at(self.deadline.into(), self.tx.send(Ok(bytes.clone()))).await {
+            Ok(Ok(())) => {
+                self.hasher.update(&bytes);
+                self.bytes += bytes.len();
+                self.rows += rows;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
 /// Follows one table for one subscriber.
 struct Follower {
+    state: Arc<AppState>,
+    principal: crate::auth::Principal,
+    /// The entitlement the stream started under: a change (a revoke, a narrower grant) ends it.
+    granted: crate::catalog::Entitlement,
     lake: LakeConfig,
     spec: TableSpec,
     filter: RowFilter,
@@ -272,11 +286,8 @@ impl Follower {
         let mut previous: Option<(i64, BTreeSet<String>)> = None;
         let mut last_sent = Instant::now();
         loop {
-            if Instant::now() >= self.deadline {
-                return "aborted: api.stream_timeout_secs reached".into();
-            }
-            if sent.tx.is_closed() {
-                return "complete: client disconnected".into();
+            if let Some(ended) = self.should_end(sent).await {
+                return ended;
             }
             let latest = match load_table(&self.lake, self.spec.name, None).await {
                 Ok(table) => table.version().and_then(|v| i64::try_from(v).ok()),
@@ -285,9 +296,12 @@ impl Follower {
             let first = if after.chunk.is_some() {
                 after.version
             } else {
-                after.version + 1
+                after.version.saturating_add(1)
             };
-            for version in first..=latest.unwrap_or(-1) {
+            for version in first.max(0)..=latest.unwrap_or(-1) {
+                if let Some(ended) = self.should_end(sent).await {
+                    return ended;
+                }
                 match self
                     .version_events(version, &mut previous, after, sent)
                     .await
@@ -313,6 +327,26 @@ impl Follower {
                 last_sent = Instant::now();
             }
             tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Why the stream must end now, if it must: deadline, client gone, token expired, or the
+    /// principal's entitlement changed (re-read from the catalog).
+    async fn should_end(&self, sent: &Sent<'_>) -> Option<String> {
+        if Instant::now() >= self.deadline {
+            return Some("aborted: api.stream_timeout_secs reached".into());
+        }
+        if sent.tx.is_closed() {
+            return Some("complete: client disconnected".into());
+        }
+        let now = marketlake_schemas::now_utc_ns() / 1_000_000_000;
+        if self.principal.expires_at.is_some_and(|exp| exp <= now) {
+            return Some("ended: the token expired".into());
+        }
+        match self.state.catalog.entitlements(&self.principal).await {
+            Ok(current) if current.get(&self.spec.name.to_string()) == Some(&self.granted) => None,
+            Ok(_) => Some("ended: the principal's entitlement changed".into()),
+            Err(e) => Some(format!("failed: catalog: {e}")),
         }
     }
 
