@@ -575,6 +575,45 @@ async fn admin_and_protection(catalog_url: Option<&str>) -> Result<()> {
     let (status, _, _) = served.get("/v1/datasets", &bob).await?;
     assert_eq!(status, 200);
 
+    // The OpenAPI document lists every route (it is built from the same table as the router).
+    let (status, _, body) = served
+        .send(reqwest::Method::GET, "/openapi.json", None, None, &[])
+        .await?;
+    assert_eq!(status, 200);
+    let document: serde_json::Value = serde_json::from_slice(&body)?;
+    assert_eq!(document["openapi"], "3.0.3");
+    for path in [
+        "/v1/datasets",
+        "/v1/datasets/{name}/rows",
+        "/v1/search/news",
+        "/v1/stream/{name}",
+        "/v1/admin/grants",
+        "/v1/admin/grants/{id}",
+        "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/query",
+        "/delta-sharing/files/{token}",
+    ] {
+        assert!(
+            document["paths"].get(path).is_some(),
+            "{path} missing from /openapi.json"
+        );
+    }
+    let codes = document["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
+        ["code"]["enum"]
+        .as_array()
+        .context("error codes")?;
+    for code in [
+        "token_expired",
+        "rate_limited",
+        "dataset_not_found",
+        "body_too_large",
+    ] {
+        assert!(codes.iter().any(|c| c == code), "{code}");
+    }
+    assert_eq!(
+        document["paths"]["/v1/datasets/{name}/rows"]["get"]["security"][0]["bearer"],
+        serde_json::json!([])
+    );
+
     // Metrics: Prometheus text with requests by route and status.
     let (status, _, body) = served
         .send(reqwest::Method::GET, "/metrics", None, None, &[])
@@ -801,5 +840,161 @@ async fn live_rows_stream_entitled_and_resumable() -> Result<()> {
     assert_eq!(events[0].0, "4.0");
     let bad = open(Some(compliance), Some("x.y"), "").await?;
     assert_eq!(bad.status().as_u16(), 400);
+    served.stop().await
+}
+
+/// The delta-sharing Python client (installed by `scripts/ensure-tools --with-test-tools`).
+fn sharing_python() -> std::path::PathBuf {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    std::path::PathBuf::from(home).join(".cache/marketlake-sharing-venv/bin/python")
+}
+
+/// Run `script` with the delta-sharing client against a profile for `token`; its stdout.
+fn sharing_client(base: &str, token: &str, script: &str) -> Result<String> {
+    let profile = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        profile.path(),
+        serde_json::json!({
+            "shareCredentialsVersion": 1,
+            "endpoint": format!("{base}/delta-sharing"),
+            "bearerToken": token,
+        })
+        .to_string(),
+    )?;
+    let child = std::process::Command::new(sharing_python())
+        .arg("-c")
+        .arg(script)
+        .arg(profile.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("the delta-sharing client (scripts/ensure-tools --with-test-tools)")?;
+    let output = wait_output(child, Duration::from_secs(120))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "delta-sharing client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_sharing_client_reads_only_entitled_data() -> Result<()> {
+    let (served, _) = serve("").await?;
+    let base = served.client.base.clone();
+    let compliance = token("carol", &["compliance"], &["compliance"])?;
+    let quant = token("alice", &["quant"], &["desk-eq"])?;
+    let other_desk = token("bob", &["quant"], &["desk-fx"])?;
+    let script = r##"
+import json, sys, delta_sharing
+profile = sys.argv[1]
+tables = sorted(f"{t.share}.{t.schema}.{t.name}" for t in delta_sharing.SharingClient(profile).list_all_tables())
+out = {"tables": tables}
+if "marketlake.l2.trades" in tables:
+    df = delta_sharing.load_as_pandas(profile + "#marketlake.l2.trades")
+    out["rows"] = len(df)
+    out["columns"] = sorted(df.columns)
+    out["symbols"] = sorted(set(df["symbol"]))
+    out["accounts"] = sorted(set(str(a) for a in df["account"]))
+    out["v1_rows"] = len(delta_sharing.load_as_pandas(profile + "#marketlake.l2.trades", version=1))
+    out["limited"] = len(delta_sharing.load_as_pandas(profile + "#marketlake.l2.trades", limit=2))
+print(json.dumps(out))
+"##;
+    // Compliance: the table's own files, every row and column in clear, time travel, limit.
+    let seen: serde_json::Value =
+        serde_json::from_str(sharing_client(&base, &compliance, script)?.trim())?;
+    assert_eq!(seen["tables"], serde_json::json!(["marketlake.l2.trades"]));
+    assert_eq!(seen["rows"], 12);
+    assert_eq!(seen["symbols"], serde_json::json!(["AAPL", "IBM", "MSFT"]));
+    assert!(seen["columns"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c == "trader")));
+    assert!(seen["accounts"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|a| a == "ACC-2")));
+    assert_eq!(seen["v1_rows"], 4);
+    assert!(seen["limited"].as_u64().is_some_and(|n| n >= 2));
+
+    // The quant: files written for the grant — AAPL and IBM only, account hashed, no trader.
+    let seen: serde_json::Value =
+        serde_json::from_str(sharing_client(&base, &quant, script)?.trim())?;
+    assert_eq!(seen["rows"], 9, "{seen}");
+    assert_eq!(seen["symbols"], serde_json::json!(["AAPL", "IBM"]));
+    let columns = seen["columns"].as_array().context("columns")?;
+    assert!(!columns.iter().any(|c| c == "trader"), "{seen}");
+    assert!(
+        seen["accounts"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|a| a.as_str().is_some_and(|a| a.len() == 64))),
+        "{seen}"
+    );
+
+    // Another desk sees no table; a table it asks for directly does not exist for it.
+    let seen: serde_json::Value =
+        serde_json::from_str(sharing_client(&base, &other_desk, script)?.trim())?;
+    assert_eq!(seen["tables"], serde_json::json!([]));
+    for (method, path) in [
+        (
+            reqwest::Method::GET,
+            "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/metadata",
+        ),
+        (
+            reqwest::Method::POST,
+            "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/query",
+        ),
+    ] {
+        let request_body = (method == reqwest::Method::POST).then(|| b"{}".to_vec());
+        let (status, _, body) = served
+            .send(
+                method.clone(),
+                path,
+                Some(&other_desk),
+                request_body.clone(),
+                &[],
+            )
+            .await?;
+        assert_eq!(status, 404, "{path}");
+        let error: serde_json::Value = serde_json::from_slice(&body)?;
+        assert_eq!(error["errorCode"], "RESOURCE_DOES_NOT_EXIST");
+        let (status, _, _) = served.send(method, path, None, request_body, &[]).await?;
+        assert_eq!(status, 401, "{path} without a token");
+    }
+
+    // File URLs are signed: a tampered one is refused; a revoked grant stops downloads.
+    let (_, _, body) = served
+        .send(
+            reqwest::Method::POST,
+            "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/query",
+            Some(&quant),
+            Some(b"{}".to_vec()),
+            &[],
+        )
+        .await?;
+    let text = String::from_utf8(body)?;
+    let url = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|l| l["file"]["url"].as_str().map(str::to_owned))
+        .context("a file url")?;
+    let (payload, mac) = url.rsplit_once('.').context("signed url")?;
+    let forged = format!("{payload}.{}", mac.replace('a', "b").replace('1', "2"));
+    let status = served
+        .client
+        .http
+        .get(&forged)
+        .send()
+        .await?
+        .status()
+        .as_u16();
+    assert_eq!(status, 403);
+    let ranged = served
+        .client
+        .http
+        .get(&url)
+        .header("Range", "bytes=0-3")
+        .send()
+        .await?;
+    assert_eq!(ranged.status().as_u16(), 206);
+    assert_eq!(ranged.bytes().await?.as_ref(), b"PAR1");
     served.stop().await
 }

@@ -239,6 +239,24 @@ async fn bundled_samples_land_in_l1_exactly() -> Result<()> {
         "a replay was published twice:\n{}",
         lake.log("up-2.log")
     );
+    // `up` reports consumer lag from the tables' exactly-once offsets (for /metrics): L1 has
+    // caught up with every raw partition.
+    let lag = std::fs::read_to_string(lake.lake_config().root.join("_metrics/lag.prom"))
+        .with_context(|| lake.log("up-2.log"))?;
+    let l1: Vec<&str> = lag
+        .lines()
+        .filter(|l| l.starts_with("marketlake_consumer_lag{consumer=\"l1-ingest\""))
+        .collect();
+    assert!(
+        l1.iter().any(|l| l.contains("topic=\"raw.trades\""))
+            && l1.iter().any(|l| l.contains("topic=\"raw.news\"")),
+        "{lag}"
+    );
+    assert!(l1.iter().all(|l| l.ends_with(" 0")), "L1 caught up: {lag}");
+    assert!(
+        lag.contains("consumer=\"l2-enrich\",table=\"l2.trades\""),
+        "{lag}"
+    );
 
     other_engines_read_the_same_rows(&lake, &first)?;
     enriched_and_curated(&lake, &expected_quarantine).await

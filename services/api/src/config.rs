@@ -37,6 +37,7 @@ pub struct ApiConfig {
     /// Largest request body, bytes (413 `body_too_large` beyond).
     pub max_body_bytes: usize,
     pub search: crate::indexer::SearchConfig,
+    pub sharing: crate::http::sharing::SharingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +86,7 @@ impl Default for ApiConfig {
             cors_allowed_origins: Vec::new(),
             max_body_bytes: 64 * 1024,
             search: crate::indexer::SearchConfig::default(),
+            sharing: crate::http::sharing::SharingConfig::default(),
         }
     }
 }
@@ -225,6 +227,7 @@ impl ApiConfig {
         }
         self.auth.validate()?;
         self.search.validate()?;
+        self.sharing.validate()?;
         let at_least_one = [
             ("max_rows", self.max_rows as u64),
             ("request_timeout_secs", self.request_timeout_secs),

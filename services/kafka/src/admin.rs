@@ -66,3 +66,28 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &[TopicSpec]) -> Result
     }
     Ok(())
 }
+
+/// Low and high watermark of every partition of `topic`: `(partition, low, high)`.
+pub async fn watermarks(config: &KafkaConfig, topic: &str) -> Result<Vec<(i32, i64, i64)>> {
+    let consumer: rdkafka::consumer::BaseConsumer = config.client_config().create()?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let mut out = Vec::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (low, high) = consumer.fetch_watermarks(&topic, p.id(), timeout)?;
+                out.push((p.id(), low, high));
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    })
+    .await
+    .map_err(|e| KafkaError::Config {
+        setting: "kafka".into(),
+        message: format!("watermark lookup task failed: {e}"),
+    })?
+}

@@ -94,6 +94,48 @@ pub async fn load_table_as_of(
     }
 }
 
+/// The table's schema as the Delta log writes it (`{"type":"struct","fields":[...]}`), which
+/// is also the Delta Sharing `schemaString`.
+pub fn delta_schema(table: &DeltaTable) -> Result<serde_json::Value> {
+    let label = table.table_url().to_string();
+    let snapshot = table.snapshot().map_err(delta_error(&label))?;
+    serde_json::to_value(&*snapshot.schema()).map_err(|e| LakeError::Read {
+        what: label,
+        message: e.to_string(),
+    })
+}
+
+/// The table's id in the Delta log (`metaData.id`).
+pub fn table_id(table: &DeltaTable) -> Result<String> {
+    let label = table.table_url().to_string();
+    let snapshot = table.snapshot().map_err(delta_error(&label))?;
+    Ok(snapshot.metadata().id().to_string())
+}
+
+/// Bytes `range` (all when `None`) of one data file, and the file's total size.
+pub async fn file_bytes(
+    table: &DeltaTable,
+    path: &str,
+    range: Option<std::ops::Range<u64>>,
+) -> Result<bytes::Bytes> {
+    let store = table.object_store();
+    let location = deltalake::Path::from(path);
+    let read_error = |e: object_store::Error| LakeError::Read {
+        what: path.to_string(),
+        message: e.to_string(),
+    };
+    match range {
+        Some(range) => store.get_range(&location, range).await.map_err(read_error),
+        None => store
+            .get(&location)
+            .await
+            .map_err(read_error)?
+            .bytes()
+            .await
+            .map_err(read_error),
+    }
+}
+
 /// Bring a loaded table up to its latest version (reads only the new log entries).
 pub async fn refresh(table: &mut DeltaTable) -> Result<()> {
     let label = table.table_url().to_string();

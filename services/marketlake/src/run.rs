@@ -213,6 +213,97 @@ pub(crate) fn all_specs(config: &Config) -> Vec<marketlake_lake::TableSpec> {
         .collect()
 }
 
+/// How often consumer lag is measured (`up`).
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// Consumer lag per table, topic and partition, from what each sink committed (its Delta
+/// `txn` offsets, the exactly-once position — not a consumer group's advisory offsets), written
+/// every few seconds to `<lake>/_metrics/lag.prom` for the API's `/metrics`.
+async fn report_lag(config: Config, stop: CancellationToken) {
+    use marketlake_schemas::names::{
+        L1_NEWS_RAW, L1_TRADES_RAW, L2_NEWS, L2_TRADES, TOPIC_RAW_NEWS, TOPIC_RAW_TRADES,
+    };
+    let consumers = [
+        (
+            marketlake_ingest::SINK_NAME,
+            L1_TRADES_RAW,
+            TOPIC_RAW_TRADES,
+        ),
+        (marketlake_ingest::SINK_NAME, L1_NEWS_RAW, TOPIC_RAW_NEWS),
+        (
+            marketlake_enrich::pipeline::SINK_NAME,
+            L2_TRADES,
+            TOPIC_RAW_TRADES,
+        ),
+        (
+            marketlake_enrich::pipeline::SINK_NAME,
+            L2_NEWS,
+            TOPIC_RAW_NEWS,
+        ),
+    ];
+    let specs = all_specs(&config);
+    let mut sinks: std::collections::HashMap<String, marketlake_lake::ExactlyOnceSink> =
+        std::collections::HashMap::new();
+    let file = config.lake.root.join("_metrics/lag.prom");
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LAG_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        let mut text = String::from(
+            "# HELP marketlake_consumer_lag Records on the topic not yet committed to the table (from the table's exactly-once offsets).\n# TYPE marketlake_consumer_lag gauge\n",
+        );
+        for (consumer, table, topic) in consumers {
+            let Ok(ends) = marketlake_kafka::admin::watermarks(&config.kafka, topic).await else {
+                continue;
+            };
+            let key = format!("{consumer}/{table}");
+            if !sinks.contains_key(&key) {
+                let Some(spec) = specs.iter().find(|s| s.name == table) else {
+                    continue;
+                };
+                // The table may not exist yet: try again next round.
+                if let Ok(sink) =
+                    marketlake_lake::ExactlyOnceSink::open(&config.lake, spec.clone(), consumer)
+                        .await
+                {
+                    sinks.insert(key.clone(), sink);
+                }
+            }
+            let Some(sink) = sinks.get_mut(&key) else {
+                continue;
+            };
+            let partitions: Vec<(String, i32)> =
+                ends.iter().map(|(p, ..)| (topic.to_string(), *p)).collect();
+            let Ok(stored) = sink.stored_offsets(&partitions).await else {
+                continue;
+            };
+            for (partition, low, high) in ends {
+                let next = stored
+                    .get(&(topic.to_string(), partition))
+                    .copied()
+                    .flatten()
+                    .map_or(low, |last| last + 1);
+                let lag = (high - next).max(0);
+                text.push_str(&format!(
+                    "marketlake_consumer_lag{{consumer=\"{consumer}\",table=\"{table}\",topic=\"{topic}\",partition=\"{partition}\"}} {lag}\n"
+                ));
+            }
+        }
+        let written = (|| -> std::io::Result<()> {
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let partial = file.with_extension("prom.partial");
+            std::fs::write(&partial, &text)?;
+            std::fs::rename(&partial, &file)
+        })();
+        if let Err(e) = written {
+            tracing::warn!(error = %e, file = %file.display(), "could not write consumer lag");
+        }
+    }
+}
+
 /// One maintenance pass over every table that exists.
 async fn maintain_once(config: &Config) -> anyhow::Result<()> {
     let small = i64::try_from(config.maintain.small_file_mb.saturating_mul(1024 * 1024))
@@ -487,6 +578,7 @@ pub async fn up(config: Config) -> anyhow::Result<()> {
             }
         });
     }
+    tokio::spawn(report_lag(config.clone(), shutdown.clone()));
     let api_service = start_api(&config).await?;
     let api = spawn_service("API", api_service.serve(shutdown.clone()), shutdown.clone());
     let producer = Arc::new(RawProducer::new(&config.kafka)?);

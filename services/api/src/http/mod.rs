@@ -6,13 +6,17 @@
 //! - [`rows`]: `/v1/datasets` and `/v1/datasets/{name}/rows` (streamed extraction).
 //! - [`admin`]: `/v1/admin/grants` (role `admin`): grants changed without a restart, audited.
 //! - [`stream`]: `/v1/stream/{name}`, Server-Sent Events of new rows, resumable.
+//! - [`sharing`]: the open Delta Sharing protocol under `/delta-sharing/`, entitled.
 //! - [`search`]: `/v1/search/news` (tantivy, entitlement as a structured clause).
+//! - [`openapi`]: the route table the router and `/openapi.json` are both built from.
 //! - [`ops`]: request metrics, per-principal rate limits, timeouts, CORS, `/metrics`.
 
 mod admin;
+mod openapi;
 mod ops;
 mod rows;
 mod search;
+pub mod sharing;
 mod stream;
 
 use std::collections::BTreeMap;
@@ -75,20 +79,20 @@ impl AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(ops::metrics))
-        .route("/v1/datasets", get(rows::datasets))
-        .route("/v1/datasets/{name}/rows", get(rows::rows))
-        .route("/v1/search/news", get(search::search_news))
-        .route("/v1/stream/{name}", get(stream::stream))
+    let mut router = Router::new();
+    let routes = routes(&state);
+    let document = Arc::new(openapi::document(&routes));
+    for route in routes {
+        router = router.route(route.path, route.handler);
+    }
+    router
         .route(
-            "/v1/admin/grants",
-            get(admin::list_grants).post(admin::create_grant),
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { Json((*document).clone()) }
+            }),
         )
-        .route("/v1/admin/grants/{id}", delete(admin::revoke_grant))
-        .route("/v1/admin/grant-changes", get(admin::grant_changes))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -98,6 +102,206 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.config.max_body_bytes,
         ))
         .with_state(state)
+}
+
+/// Every route, its handler and its documentation (the router and `/openapi.json` are both
+/// built from this table).
+fn routes(state: &AppState) -> Vec<openapi::Route> {
+    use openapi::{In, Operation, Param, Route};
+    const AUTH: &[u16] = &[401, 429];
+    const DATA: &[u16] = &[400, 401, 404, 429, 503, 504];
+    const ADMIN: &[u16] = &[400, 401, 403, 404, 413, 429];
+    const SHARING: &[u16] = &[400, 401, 404, 429];
+    let op = |method, summary, bearer, params, produces, errors| Operation {
+        method,
+        summary,
+        bearer,
+        params,
+        body: None,
+        produces,
+        errors,
+    };
+    let dataset = || Param("name", In::Path, "string", "dataset, e.g. l2.trades");
+    let mut routes = vec![
+        Route {
+            path: "/health",
+            operations: vec![op("get", "Liveness", false, vec![], &["application/json"], &[])],
+            handler: get(health),
+        },
+        Route {
+            path: "/ready",
+            operations: vec![op("get", "Readiness (the catalog answers)", false, vec![], &["application/json"], &[503])],
+            handler: get(ready),
+        },
+        Route {
+            path: "/metrics",
+            operations: vec![op("get", "Prometheus metrics (counts, never data)", false, vec![], &["text/plain"], &[])],
+            handler: get(ops::metrics),
+        },
+        Route {
+            path: "/v1/datasets",
+            operations: vec![op("get", "Datasets this principal may read: layer, columns (masks marked), row filter, row count, latest version", true, vec![], &["application/json"], AUTH)],
+            handler: get(rows::datasets),
+        },
+        Route {
+            path: "/v1/datasets/{name}/rows",
+            operations: vec![op(
+                "get",
+                "Entitled rows, streamed; JSON pages carry next_cursor",
+                true,
+                vec![
+                    dataset(),
+                    Param("symbols", In::Query, "string", "comma-separated symbols (narrows the grant)"),
+                    Param("from", In::Query, "integer", "event time from, UTC ns (inclusive)"),
+                    Param("to", In::Query, "integer", "event time to, UTC ns (exclusive)"),
+                    Param("columns", In::Query, "string", "comma-separated columns"),
+                    Param("limit", In::Query, "integer", "most rows (JSON: at most api.max_rows)"),
+                    Param("cursor", In::Query, "string", "next_cursor of the previous JSON page"),
+                    Param("as_of_version", In::Query, "integer", "Delta version to read"),
+                    Param("as_of_time", In::Query, "string", "RFC 3339 instant or UTC ns: the version current then"),
+                    Param("format", In::Query, "string", "json (default), ndjson, csv, arrow, parquet"),
+                ],
+                &["application/json", "application/x-ndjson", "text/csv", "application/vnd.apache.arrow.stream", "application/vnd.apache.parquet"],
+                DATA,
+            )],
+            handler: get(rows::rows),
+        },
+        Route {
+            path: "/v1/search/news",
+            operations: vec![op(
+                "get",
+                "Full-text news search, ranked, with snippets; entitled by the grants on l2.news",
+                true,
+                vec![
+                    Param("q", In::Query, "string", "words, \"phrases\", AND/OR/NOT, -word"),
+                    Param("symbols", In::Query, "string", "comma-separated tickers"),
+                    Param("from", In::Query, "integer", "published time from, UTC ns"),
+                    Param("to", In::Query, "integer", "published time to, UTC ns"),
+                    Param("limit", In::Query, "integer", "hits per page (at most 1000)"),
+                    Param("offset", In::Query, "integer", "hits to skip"),
+                    Param("fuzzy", In::Query, "boolean", "allow one typo per word"),
+                ],
+                &["application/json"],
+                &[400, 401, 403, 404, 429, 503],
+            )],
+            handler: get(search::search_news),
+        },
+        Route {
+            path: "/v1/stream/{name}",
+            operations: vec![op(
+                "get",
+                "Server-Sent Events of new rows as commits land; resumable with Last-Event-ID",
+                true,
+                vec![
+                    dataset(),
+                    Param("symbols", In::Query, "string", "comma-separated symbols"),
+                    Param("columns", In::Query, "string", "comma-separated columns"),
+                    Param("from_version", In::Query, "integer", "start after this version (default: the latest)"),
+                    Param("Last-Event-ID", In::Header, "string", "resume after this event id (<version>.<chunk>)"),
+                ],
+                &["text/event-stream"],
+                DATA,
+            )],
+            handler: get(stream::stream),
+        },
+        Route {
+            path: "/v1/admin/grants",
+            operations: vec![
+                op("get", "Every grant (role admin)", true, vec![], &["application/json"], ADMIN),
+                Operation {
+                    body: Some(serde_json::json!({
+                        "type": "object",
+                        "required": ["dataset", "principal_kind", "principal"],
+                        "properties": {
+                            "dataset": { "type": "string" },
+                            "principal_kind": { "type": "string", "enum": ["user", "group"] },
+                            "principal": { "type": "string" },
+                            "symbols": { "type": "array", "items": { "type": "string" } },
+                            "venues": { "type": "array", "items": { "type": "string" } },
+                            "column_masks": { "type": "object", "additionalProperties": { "type": "string", "enum": ["hide", "hash"] } },
+                        },
+                    })),
+                    ..op("post", "Grant a dataset to a user or group (role admin); effective at the next request", true, vec![], &["application/json"], ADMIN)
+                },
+            ],
+            handler: get(admin::list_grants).post(admin::create_grant),
+        },
+        Route {
+            path: "/v1/admin/grants/{id}",
+            operations: vec![op("delete", "Revoke a grant (role admin)", true, vec![Param("id", In::Path, "string", "grant id")], &["application/json"], ADMIN)],
+            handler: delete(admin::revoke_grant),
+        },
+        Route {
+            path: "/v1/admin/grant-changes",
+            operations: vec![op("get", "Who granted or revoked what, when (role admin)", true, vec![], &["application/json"], ADMIN)],
+            handler: get(admin::grant_changes),
+        },
+    ];
+    if state.config.sharing.enabled {
+        let share = || Param("share", In::Path, "string", "share (marketlake)");
+        let schema = || Param("schema", In::Path, "string", "schema (a layer: l1, l2, l3)");
+        let table = || Param("table", In::Path, "string", "table, e.g. trades");
+        routes.extend([
+            Route {
+                path: "/delta-sharing/shares",
+                operations: vec![op("get", "Delta Sharing: list shares", true, vec![], &["application/json"], SHARING)],
+                handler: get(sharing::list_shares),
+            },
+            Route {
+                path: "/delta-sharing/shares/{share}",
+                operations: vec![op("get", "Delta Sharing: get a share", true, vec![share()], &["application/json"], SHARING)],
+                handler: get(sharing::get_share),
+            },
+            Route {
+                path: "/delta-sharing/shares/{share}/schemas",
+                operations: vec![op("get", "Delta Sharing: schemas with a shared table", true, vec![share()], &["application/json"], SHARING)],
+                handler: get(sharing::list_schemas),
+            },
+            Route {
+                path: "/delta-sharing/shares/{share}/schemas/{schema}/tables",
+                operations: vec![op("get", "Delta Sharing: tables of a schema", true, vec![share(), schema()], &["application/json"], SHARING)],
+                handler: get(sharing::list_tables),
+            },
+            Route {
+                path: "/delta-sharing/shares/{share}/all-tables",
+                operations: vec![op("get", "Delta Sharing: every table shared with the principal", true, vec![share()], &["application/json"], SHARING)],
+                handler: get(sharing::all_tables),
+            },
+            Route {
+                path: "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/version",
+                operations: vec![op("get", "Delta Sharing: table version (delta-table-version header)", true, vec![share(), schema(), table()], &["text/plain"], SHARING)],
+                handler: get(sharing::table_version),
+            },
+            Route {
+                path: "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/metadata",
+                operations: vec![op("get", "Delta Sharing: protocol and metadata (entitled schema)", true, vec![share(), schema(), table()], &["application/x-ndjson"], SHARING)],
+                handler: get(sharing::table_metadata),
+            },
+            Route {
+                path: "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/query",
+                operations: vec![Operation {
+                    body: Some(serde_json::json!({
+                        "type": "object",
+                        "properties": {
+                            "version": { "type": "integer" },
+                            "timestamp": { "type": "string" },
+                            "limitHint": { "type": "integer" },
+                            "predicateHints": { "type": "array", "items": { "type": "string" } },
+                            "jsonPredicateHints": { "type": "string" },
+                        },
+                    })),
+                    ..op("post", "Delta Sharing: files of a version, signed URLs (entitled files for filtered or masked grants)", true, vec![share(), schema(), table()], &["application/x-ndjson"], SHARING)
+                }],
+                handler: axum::routing::post(sharing::table_query),
+            },
+            Route {
+                path: "/delta-sharing/files/{token}",
+                operations: vec![op("get", "A signed, expiring file URL (HEAD and byte ranges)", false, vec![Param("token", In::Path, "string", "signed grant"), Param("Range", In::Header, "string", "bytes=a-b")], &["application/octet-stream"], &[403, 404, 416])],
+                handler: get(sharing::file),
+            },
+        ]);
+    }
+    routes
 }
 
 async fn not_found() -> ApiError {

@@ -191,7 +191,7 @@ fn parse_instant(text: &str) -> Result<i64, ApiError> {
 
 /// The symbols no row outside of which can pass: the request's, narrowed by the grants' when
 /// every grant restricts symbols. Only used to skip files; rows are still filtered one by one.
-fn pruning_symbols(filter: &RowFilter) -> Option<BTreeSet<String>> {
+pub(super) fn pruning_symbols(filter: &RowFilter) -> Option<BTreeSet<String>> {
     let granted: Option<BTreeSet<String>> = filter
         .any_of
         .iter()

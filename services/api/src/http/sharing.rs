@@ -1,0 +1,889 @@
+//! Delta Sharing (open protocol, "parquet" response format) under `/delta-sharing/`, so the
+//! `delta-sharing` Python client, pandas and Spark read entitled data with a bearer-token
+//! profile file (`{"shareCredentialsVersion": 1, "endpoint": "<api>/delta-sharing",
+//! "bearerToken": "<JWT>"}`).
+//!
+//! One share, `marketlake`; its schemas are the layers (`l1`, `l2`, `l3`) and its tables the
+//! datasets the principal holds a grant on (`l2.trades` is `marketlake.l2.trades`). A principal
+//! whose grant neither filters rows nor masks columns gets the table's own data files; anyone
+//! else gets files written for their entitlement (rows filtered, columns hidden or hashed, the
+//! schema to match), generated on first fetch into `<lake>/_sharing/` — never the unfiltered
+//! files. File URLs are signed (HMAC under `api.mask_key`), expire after
+//! `api.sharing.url_ttl_secs`, and re-check the principal's grants at every fetch; they answer
+//! HEAD and byte ranges, as the client's Parquet reader needs. Query hints may be ignored by the
+//! protocol; files that cannot hold an entitled row are skipped using the log's statistics.
+//! Every call is audited, file fetches included.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use marketlake_lake::extract::{self, Encoder, Format, Mask};
+use marketlake_lake::read::{
+    delta_schema, file_bytes, load_table_as_of, read_file, table_id, AsOf, DataFile,
+};
+use marketlake_lake::scan::{self, ScanRequest};
+use marketlake_lake::{RecordBatch, TableSpec};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{audit, authenticate, entitlements, hex, keyed_hash, AppState};
+use crate::auth::Principal;
+use crate::catalog::Entitlement;
+use crate::error::ApiError;
+
+pub const SHARE: &str = "marketlake";
+
+/// `[api.sharing]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharingConfig {
+    pub enabled: bool,
+    /// The API's address as clients reach it, for file URLs (default: `http://<api.listen>`).
+    pub public_url: Option<String>,
+    /// Lifetime of a signed file URL, seconds.
+    pub url_ttl_secs: u64,
+    /// Where files written for an entitlement are kept, relative to the lake root.
+    pub cache_dir: std::path::PathBuf,
+}
+
+impl Default for SharingConfig {
+    fn default() -> Self {
+        SharingConfig {
+            enabled: true,
+            public_url: None,
+            url_ttl_secs: 900,
+            cache_dir: std::path::PathBuf::from("_sharing"),
+        }
+    }
+}
+
+impl SharingConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.url_ttl_secs == 0 {
+            return Err("setting `api.sharing.url_ttl_secs`: at least 1".into());
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "setting `api.sharing.public_url`: `{url}` is not an http(s) URL"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Delta Sharing error: `{"errorCode", "message"}` with the API's stable code.
+pub(super) struct SharingError(ApiError);
+
+impl From<ApiError> for SharingError {
+    fn from(e: ApiError) -> Self {
+        SharingError(e)
+    }
+}
+
+impl IntoResponse for SharingError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.0.status,
+            Json(serde_json::json!({ "errorCode": self.0.code, "message": self.0.message })),
+        )
+            .into_response();
+        if self.0.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        response
+    }
+}
+
+type Reply = Result<Response, SharingError>;
+
+fn no_such(what: &str) -> SharingError {
+    SharingError(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "RESOURCE_DOES_NOT_EXIST",
+        format!("{what} does not exist or is not shared with you"),
+    ))
+}
+
+/// The datasets shared with `principal`: (schema, table, spec, entitlement).
+fn shared<'a>(
+    state: &'a AppState,
+    granted: &'a BTreeMap<String, Entitlement>,
+) -> Vec<(String, String, &'a TableSpec, &'a Entitlement)> {
+    state
+        .tables
+        .iter()
+        .filter_map(|spec| {
+            let name = spec.name.to_string();
+            let entitlement = granted.get(&name)?;
+            let (schema, table) = name.split_once('.')?;
+            Some((schema.to_string(), table.to_string(), spec, entitlement))
+        })
+        .collect()
+}
+
+async fn principal_and_grants(
+    state: &AppState,
+    headers: &HeaderMap,
+    endpoint: &str,
+) -> Result<(Principal, BTreeMap<String, Entitlement>), SharingError> {
+    let principal = authenticate(state, headers, endpoint).await?;
+    let granted = entitlements(state, &principal).await?;
+    Ok((principal, granted))
+}
+
+/// A one-line JSON body, audited.
+async fn json_reply(
+    state: &AppState,
+    principal: &Principal,
+    endpoint: &str,
+    value: serde_json::Value,
+    rows: usize,
+) -> Reply {
+    let body = serde_json::to_vec(&value).map_err(ApiError::internal)?;
+    let request_id = audit(
+        state,
+        principal,
+        endpoint,
+        String::new(),
+        Vec::new(),
+        None,
+        (200, rows),
+        &body,
+    )
+    .await?;
+    Ok(super::json_response(body, request_id))
+}
+
+pub(super) async fn list_shares(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply {
+    let endpoint = "/delta-sharing/shares";
+    let (principal, _) = principal_and_grants(&state, &headers, endpoint).await?;
+    json_reply(
+        &state,
+        &principal,
+        endpoint,
+        serde_json::json!({ "items": [{ "name": SHARE, "id": SHARE }] }),
+        1,
+    )
+    .await
+}
+
+pub(super) async fn get_share(
+    State(state): State<Arc<AppState>>,
+    Path(share): Path<String>,
+    headers: HeaderMap,
+) -> Reply {
+    let endpoint = "/delta-sharing/shares/{share}";
+    let (principal, _) = principal_and_grants(&state, &headers, endpoint).await?;
+    if share != SHARE {
+        return Err(no_such(&format!("share {share}")));
+    }
+    json_reply(
+        &state,
+        &principal,
+        endpoint,
+        serde_json::json!({ "share": { "name": SHARE, "id": SHARE } }),
+        1,
+    )
+    .await
+}
+
+pub(super) async fn list_schemas(
+    State(state): State<Arc<AppState>>,
+    Path(share): Path<String>,
+    headers: HeaderMap,
+) -> Reply {
+    let endpoint = "/delta-sharing/shares/{share}/schemas";
+    let (principal, granted) = principal_and_grants(&state, &headers, endpoint).await?;
+    if share != SHARE {
+        return Err(no_such(&format!("share {share}")));
+    }
+    let mut schemas: Vec<String> = shared(&state, &granted)
+        .into_iter()
+        .map(|(schema, ..)| schema)
+        .collect();
+    schemas.dedup();
+    let items: Vec<_> = schemas
+        .iter()
+        .map(|s| serde_json::json!({ "name": s, "share": SHARE }))
+        .collect();
+    let rows = items.len();
+    json_reply(
+        &state,
+        &principal,
+        endpoint,
+        serde_json::json!({ "items": items }),
+        rows,
+    )
+    .await
+}
+
+fn table_item(schema: &str, table: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": table, "schema": schema, "share": SHARE, "shareId": SHARE,
+        "id": format!("{SHARE}.{schema}.{table}"),
+    })
+}
+
+pub(super) async fn list_tables(
+    State(state): State<Arc<AppState>>,
+    Path((share, schema)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    let endpoint = "/delta-sharing/shares/{share}/schemas/{schema}/tables";
+    let (principal, granted) = principal_and_grants(&state, &headers, endpoint).await?;
+    if share != SHARE {
+        return Err(no_such(&format!("share {share}")));
+    }
+    let items: Vec<_> = shared(&state, &granted)
+        .into_iter()
+        .filter(|(s, ..)| *s == schema)
+        .map(|(s, t, ..)| table_item(&s, &t))
+        .collect();
+    if items.is_empty() {
+        return Err(no_such(&format!("schema {share}.{schema}")));
+    }
+    let rows = items.len();
+    json_reply(
+        &state,
+        &principal,
+        endpoint,
+        serde_json::json!({ "items": items }),
+        rows,
+    )
+    .await
+}
+
+pub(super) async fn all_tables(
+    State(state): State<Arc<AppState>>,
+    Path(share): Path<String>,
+    headers: HeaderMap,
+) -> Reply {
+    let endpoint = "/delta-sharing/shares/{share}/all-tables";
+    let (principal, granted) = principal_and_grants(&state, &headers, endpoint).await?;
+    if share != SHARE {
+        return Err(no_such(&format!("share {share}")));
+    }
+    let items: Vec<_> = shared(&state, &granted)
+        .into_iter()
+        .map(|(s, t, ..)| table_item(&s, &t))
+        .collect();
+    let rows = items.len();
+    json_reply(
+        &state,
+        &principal,
+        endpoint,
+        serde_json::json!({ "items": items }),
+        rows,
+    )
+    .await
+}
+
+/// The spec and entitlement of `share.schema.table` for this principal, or 404.
+fn find<'a>(
+    state: &'a AppState,
+    granted: &'a BTreeMap<String, Entitlement>,
+    (share, schema, table): (&str, &str, &str),
+) -> Result<(&'a TableSpec, &'a Entitlement), SharingError> {
+    if share != SHARE {
+        return Err(no_such(&format!("table {share}.{schema}.{table}")));
+    }
+    shared(state, granted)
+        .into_iter()
+        .find(|(s, t, ..)| s == schema && t == table)
+        .map(|(_, _, spec, entitlement)| (spec, entitlement))
+        .ok_or_else(|| no_such(&format!("table {share}.{schema}.{table}")))
+}
+
+/// Whether the principal may have the table's own files: no row filter, no mask.
+fn unrestricted(entitlement: &Entitlement) -> bool {
+    entitlement.masks.is_empty()
+        && entitlement
+            .filter
+            .any_of
+            .iter()
+            .any(|g| g.symbols.is_none() && g.venues.is_none())
+}
+
+/// The `metaData` action for this principal: the table's schema minus hidden columns, hashed
+/// columns as strings.
+fn metadata_line(
+    table: &marketlake_lake::read::DeltaTable,
+    spec: &TableSpec,
+    entitlement: &Entitlement,
+) -> Result<serde_json::Value, ApiError> {
+    let mut schema = delta_schema(table).map_err(ApiError::internal)?;
+    if let Some(fields) = schema.get_mut("fields").and_then(|f| f.as_array_mut()) {
+        fields.retain(|f| {
+            f["name"]
+                .as_str()
+                .is_none_or(|n| entitlement.masks.get(n) != Some(&Mask::Hide))
+        });
+        for field in fields.iter_mut() {
+            let hashed = field["name"]
+                .as_str()
+                .is_some_and(|n| entitlement.masks.get(n) == Some(&Mask::Hash));
+            if hashed {
+                field["type"] = serde_json::Value::from("string");
+                field["nullable"] = serde_json::Value::from(true);
+            }
+        }
+    }
+    let id = table_id(table).unwrap_or_else(|_| spec.name.to_string());
+    Ok(serde_json::json!({ "metaData": {
+        "id": id,
+        "name": spec.name.to_string(),
+        "description": spec.description,
+        "format": { "provider": "parquet" },
+        "schemaString": schema.to_string(),
+        "partitionColumns": spec.partition_columns,
+        "configuration": {},
+    }}))
+}
+
+fn version_of(table: &marketlake_lake::read::DeltaTable) -> i64 {
+    table
+        .version()
+        .and_then(|v| i64::try_from(v).ok())
+        .unwrap_or(0)
+}
+
+fn ndjson_response(lines: Vec<serde_json::Value>, version: i64, request_id: String) -> Response {
+    let mut body = Vec::new();
+    for line in &lines {
+        body.extend(line.to_string().into_bytes());
+        body.push(b'\n');
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/x-ndjson; charset=utf-8".to_string(),
+            ),
+            (
+                header::HeaderName::from_static("delta-table-version"),
+                version.to_string(),
+            ),
+            (header::HeaderName::from_static("x-request-id"), request_id),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub(super) async fn table_version(
+    State(state): State<Arc<AppState>>,
+    Path((share, schema, table)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    let endpoint = "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/version";
+    let (principal, granted) = principal_and_grants(&state, &headers, endpoint).await?;
+    let (spec, _) = find(&state, &granted, (&share, &schema, &table))?;
+    let loaded = load_table_as_of(&state.lake, spec.name, AsOf::Latest)
+        .await
+        .map_err(|_| no_such(&format!("table {share}.{schema}.{table}")))?;
+    let version = version_of(&loaded);
+    audit(
+        &state,
+        &principal,
+        endpoint,
+        String::new(),
+        Vec::new(),
+        Some(format!("version {version}")),
+        (200, 0),
+        b"",
+    )
+    .await?;
+    Ok((
+        [(
+            header::HeaderName::from_static("delta-table-version"),
+            version.to_string(),
+        )],
+        "",
+    )
+        .into_response())
+}
+
+pub(super) async fn table_metadata(
+    State(state): State<Arc<AppState>>,
+    Path((share, schema, table)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Reply {
+    let endpoint = "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/metadata";
+    let (principal, granted) = principal_and_grants(&state, &headers, endpoint).await?;
+    let (spec, entitlement) = find(&state, &granted, (&share, &schema, &table))?;
+    let loaded = load_table_as_of(&state.lake, spec.name, AsOf::Latest)
+        .await
+        .map_err(|_| no_such(&format!("table {share}.{schema}.{table}")))?;
+    let version = version_of(&loaded);
+    let lines = vec![
+        serde_json::json!({ "protocol": { "minReaderVersion": 1 } }),
+        metadata_line(&loaded, spec, entitlement)?,
+    ];
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let request_id = audit(
+        &state,
+        &principal,
+        endpoint,
+        String::new(),
+        entitlement.grant_ids.clone(),
+        Some(format!("version {version}")),
+        (200, 0),
+        body.as_bytes(),
+    )
+    .await?;
+    Ok(ndjson_response(lines, version, request_id))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct QueryBody {
+    version: Option<i64>,
+    timestamp: Option<String>,
+    limit_hint: Option<i64>,
+    #[serde(default)]
+    predicate_hints: Option<serde_json::Value>,
+    #[serde(default)]
+    json_predicate_hints: Option<serde_json::Value>,
+}
+
+/// What a signed file URL carries.
+#[derive(Debug, Serialize, Deserialize)]
+struct FileGrant {
+    /// Dataset (`l2.trades`), table version, file path.
+    d: String,
+    v: i64,
+    f: String,
+    /// The principal (its grants are re-read at fetch time).
+    s: String,
+    g: Vec<String>,
+    /// Expiry, UTC ms.
+    e: i64,
+}
+
+fn sign(state: &AppState, grant: &FileGrant) -> String {
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(grant).unwrap_or_default());
+    let mac = keyed_hash(
+        state.config.mask_key.as_bytes(),
+        &format!("delta-sharing-file\0{payload}"),
+    );
+    format!("{payload}.{mac}")
+}
+
+fn verify_signed(state: &AppState, token: &str) -> Result<FileGrant, ApiError> {
+    let refused = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "bad_file_url",
+            "this file URL is not valid",
+        )
+    };
+    let (payload, mac) = token.split_once('.').ok_or_else(refused)?;
+    let expected = keyed_hash(
+        state.config.mask_key.as_bytes(),
+        &format!("delta-sharing-file\0{payload}"),
+    );
+    // Compared in full whatever the first difference (no early exit on the secret's bytes).
+    let same = expected.len() == mac.len()
+        && expected
+            .bytes()
+            .zip(mac.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err(refused());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| refused())?;
+    let grant: FileGrant = serde_json::from_slice(&bytes).map_err(|_| refused())?;
+    if grant.e < marketlake_schemas::now_utc_ns() / 1_000_000 {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "file_url_expired",
+            "this file URL has expired; query the table again",
+        ));
+    }
+    Ok(grant)
+}
+
+pub(super) async fn table_query(
+    State(state): State<Arc<AppState>>,
+    Path((share, schema, table)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Result<Json<QueryBody>, JsonRejection>,
+) -> Reply {
+    let endpoint = "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/query";
+    let (principal, granted) = principal_and_grants(&state, &headers, endpoint).await?;
+    let (spec, entitlement) = find(&state, &granted, (&share, &schema, &table))?;
+    let Json(query) =
+        body.map_err(|e| ApiError::bad_request("INVALID_PARAMETER_VALUE", e.body_text()))?;
+    let as_of = match (query.version, &query.timestamp) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "INVALID_PARAMETER_VALUE",
+                "give version or timestamp, not both",
+            )
+            .into())
+        }
+        (Some(v), None) => AsOf::Version(v),
+        (None, Some(t)) => AsOf::Time(
+            chrono::DateTime::parse_from_rfc3339(t)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .ok_or_else(|| {
+                    ApiError::bad_request("INVALID_PARAMETER_VALUE", "timestamp must be RFC 3339")
+                })?,
+        ),
+        (None, None) => AsOf::Latest,
+    };
+    let loaded = load_table_as_of(&state.lake, spec.name, as_of)
+        .await
+        .map_err(|e| {
+            tracing::info!(error = %e, "sharing query: version not readable");
+            ApiError::bad_request(
+                "INVALID_PARAMETER_VALUE",
+                "that version of the table cannot be read",
+            )
+        })?;
+    let version = version_of(&loaded);
+    // Files that cannot hold an entitled row are skipped (symbol statistics); the hints are
+    // best-effort in the protocol and are not needed for correctness.
+    let plan = scan::plan(
+        &loaded,
+        &spec.schema,
+        ScanRequest {
+            symbols: super::rows::pruning_symbols(&entitlement.filter),
+            ..ScanRequest::default()
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let public = state
+        .config
+        .sharing
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", state.config.listen));
+    let expires = marketlake_schemas::now_utc_ns() / 1_000_000
+        + i64::try_from(state.config.sharing.url_ttl_secs).unwrap_or(900) * 1_000;
+    let mut lines = vec![
+        serde_json::json!({ "protocol": { "minReaderVersion": 1 } }),
+        metadata_line(&loaded, spec, entitlement)?,
+    ];
+    let own_files = unrestricted(entitlement);
+    let mut rows_hint = 0i64;
+    for file in &plan.files {
+        if query.limit_hint.is_some_and(|limit| rows_hint >= limit) {
+            break;
+        }
+        let records = file
+            .stats
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+            .and_then(|s| s["numRecords"].as_i64());
+        rows_hint += records.unwrap_or(i64::MAX / 2);
+        let token = sign(
+            &state,
+            &FileGrant {
+                d: spec.name.to_string(),
+                v: version,
+                f: file.path.clone(),
+                s: principal.sub.clone(),
+                g: principal.groups.clone(),
+                e: expires,
+            },
+        );
+        let partition_values: BTreeMap<&str, &Option<String>> = file
+            .partition_values
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        let mut entry = serde_json::json!({
+            "url": format!("{}/delta-sharing/files/{token}", public.trim_end_matches('/')),
+            "id": hex(&Sha256::digest(format!("{}:{}", spec.name, file.path).as_bytes())),
+            "partitionValues": partition_values,
+            "size": file.size,
+            "expirationTimestamp": expires,
+        });
+        // Statistics describe the table's own file: only sent when that is what is served.
+        if own_files {
+            if let Some(stats) = &file.stats {
+                entry["stats"] = serde_json::Value::from(stats.as_str());
+            }
+        }
+        lines.push(serde_json::json!({ "file": entry }));
+    }
+    let files = lines.len() - 2;
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let request_id = audit(
+        &state,
+        &principal,
+        endpoint,
+        serde_json::json!({
+            "version": query.version, "timestamp": query.timestamp, "limitHint": query.limit_hint,
+            "predicateHints": query.predicate_hints.is_some(),
+            "jsonPredicateHints": query.json_predicate_hints.is_some(),
+            "files": files, "files_in_version": plan.files_in_version,
+            "served": if own_files { "table files" } else { "entitled files" },
+        })
+        .to_string(),
+        entitlement.grant_ids.clone(),
+        Some(format!("version {version}")),
+        (200, files),
+        body.as_bytes(),
+    )
+    .await?;
+    Ok(ndjson_response(lines, version, request_id))
+}
+
+/// A single `bytes=` range of a body of `size` bytes.
+fn parse_range(value: &str, size: u64) -> Option<std::ops::Range<u64>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let (start, end) = if start.is_empty() {
+        let suffix: u64 = end.parse().ok()?;
+        (size.saturating_sub(suffix), size - 1)
+    } else {
+        let start: u64 = start.parse().ok()?;
+        let end: u64 = if end.is_empty() {
+            size - 1
+        } else {
+            end.parse::<u64>().ok()?.min(size - 1)
+        };
+        (start, end)
+    };
+    (start <= end && start < size).then_some(start..end + 1)
+}
+
+/// `GET`/`HEAD /delta-sharing/files/{token}`: a signed file URL.
+pub(super) async fn file(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Reply {
+    let endpoint = "/delta-sharing/files";
+    let grant = verify_signed(&state, &token)?;
+    let principal = Principal {
+        sub: grant.s.clone(),
+        roles: Vec::new(),
+        groups: grant.g.clone(),
+        expires_at: None,
+    };
+    // The grants as they are now: a revoke since the query stops the download.
+    let granted = entitlements(&state, &principal).await?;
+    let spec = state.tables.iter().find(|s| s.name.to_string() == grant.d);
+    let (Some(spec), Some(entitlement)) = (spec, granted.get(&grant.d)) else {
+        return Err(no_such(&format!("table {}", grant.d)));
+    };
+    let loaded = load_table_as_of(&state.lake, spec.name, AsOf::Version(grant.v))
+        .await
+        .map_err(ApiError::internal)?;
+    let _slot = super::slot(&state, &state.scans).await?;
+    let (bytes, label): (Bytes, &str) = if unrestricted(entitlement) {
+        let whole = file_bytes(&loaded, &grant.f, None)
+            .await
+            .map_err(|_| no_such("file"))?;
+        (whole, "table file")
+    } else {
+        (
+            entitled_file(&state, &loaded, spec, entitlement, &grant).await?,
+            "entitled file",
+        )
+    };
+    let size = bytes.len() as u64;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse_range(v, size));
+    let (status, body) = match range {
+        None => (StatusCode::OK, bytes),
+        Some(Some(r)) => (
+            StatusCode::PARTIAL_CONTENT,
+            bytes.slice(r.start as usize..r.end as usize),
+        ),
+        Some(None) => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response())
+        }
+    };
+    let head = method == Method::HEAD;
+    let sent: &[u8] = if head { b"" } else { &body };
+    let request_id = audit(
+        &state,
+        &principal,
+        endpoint,
+        serde_json::json!({
+            "dataset": grant.d, "version": grant.v, "file": grant.f, "served": label,
+            "range": headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+            "method": method.as_str(),
+        })
+        .to_string(),
+        entitlement.grant_ids.clone(),
+        Some(format!("version {}", grant.v)),
+        (status.as_u16(), 0),
+        sent,
+    )
+    .await?;
+    let mut response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_LENGTH, body.len())
+        .header("x-request-id", request_id);
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Some(Some(r)) = headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| parse_range(v, size))
+        {
+            response = response.header(
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{size}", r.start, r.end - 1),
+            );
+        }
+    }
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from(body)
+    };
+    response
+        .body(body)
+        .map_err(|e| SharingError(ApiError::internal(e)))
+}
+
+/// The file written for `entitlement` from one of the table's files: rows filtered, columns
+/// hidden or hashed. Kept under `api.sharing.cache_dir`, named by the source file and the
+/// entitlement, so the client's repeated range reads see one stable file.
+async fn entitled_file(
+    state: &AppState,
+    table: &marketlake_lake::read::DeltaTable,
+    spec: &TableSpec,
+    entitlement: &Entitlement,
+    grant: &FileGrant,
+) -> Result<Bytes, ApiError> {
+    // The mask key is part of the name: hashed values change with it.
+    let fingerprint = hex(&Sha256::digest(
+        format!(
+            "{}\0{}\0{:?}\0{:?}\0{}",
+            grant.d, grant.f, entitlement.filter, entitlement.masks, state.config.mask_key
+        )
+        .as_bytes(),
+    ));
+    let dir = if state.config.sharing.cache_dir.is_absolute() {
+        state.config.sharing.cache_dir.clone()
+    } else {
+        state.lake.root.join(&state.config.sharing.cache_dir)
+    };
+    let path = dir.join(format!("{fingerprint}.parquet"));
+    if let Ok(bytes) = tokio::fs::read(&path).await {
+        return Ok(Bytes::from(bytes));
+    }
+    forget_old_files(&dir, state.config.sharing.url_ttl_secs).await;
+    let files = marketlake_lake::read::data_files(table)
+        .await
+        .map_err(ApiError::internal)?;
+    let file: &DataFile = files
+        .iter()
+        .find(|f| f.path == grant.f)
+        .ok_or_else(|| ApiError::not_found("file"))?;
+    let batches = read_file(&table.object_store(), file)
+        .await
+        .map_err(ApiError::internal)?;
+    let template =
+        RecordBatch::new_empty(scan::output_schema(&spec.schema, &spec.partition_columns));
+    let columns: Vec<String> = template
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let key = state.config.mask_key.as_bytes().to_vec();
+    let hash = move |v: &str| keyed_hash(&key, v);
+    let output = extract::project(&template, Some(&columns), &entitlement.masks, &hash)
+        .map_err(ApiError::internal)?;
+    let mut encoder = Encoder::new(Format::Parquet, output.schema()).map_err(ApiError::internal)?;
+    let mut body = encoder.begin().map_err(ApiError::internal)?;
+    for batch in &batches {
+        let kept = extract::apply(
+            batch,
+            &entitlement.filter,
+            Some(&columns),
+            &entitlement.masks,
+            &hash,
+        )
+        .map_err(ApiError::internal)?;
+        body.extend(encoder.batch(&kept).map_err(ApiError::internal)?);
+    }
+    body.extend(encoder.finish().map_err(ApiError::internal)?);
+    // Written aside and renamed: a concurrent fetch never reads half a file.
+    let written = async {
+        tokio::fs::create_dir_all(&dir).await?;
+        let partial = dir.join(format!("{fingerprint}.{}.partial", super::new_id()));
+        tokio::fs::write(&partial, &body).await?;
+        tokio::fs::rename(&partial, &path).await
+    };
+    if let Err(e) = written.await {
+        tracing::warn!(error = %e, "could not keep an entitled sharing file; serving it uncached");
+    }
+    Ok(Bytes::from(body))
+}
+
+/// Files written for entitlements outlive the URLs that point at them by one URL lifetime at
+/// most; older ones are deleted when a new one is written.
+async fn forget_old_files(dir: &std::path::Path, ttl_secs: u64) {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
+    let horizon = std::time::Duration::from_secs(ttl_secs.saturating_mul(2));
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let old = entry
+            .metadata()
+            .await
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > horizon);
+        if old {
+            let _ = tokio::fs::remove_file(entry.path()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(0..10));
+        assert_eq!(parse_range("bytes=90-", 100), Some(90..100));
+        assert_eq!(parse_range("bytes=-10", 100), Some(90..100));
+        assert_eq!(parse_range("bytes=95-200", 100), Some(95..100));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+        assert_eq!(parse_range("bytes=-0", 0), None);
+    }
+}
