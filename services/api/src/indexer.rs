@@ -106,7 +106,14 @@ pub async fn run(
     let mut known: Option<HashSet<String>> = None;
     let mut table = None;
     loop {
-        if table.is_none() {
+        // Until enrichment creates l2.news there is nothing to load (and nothing to log).
+        if table.is_none()
+            && lake
+                .root
+                .join(L2_NEWS.relative_path())
+                .join("_delta_log")
+                .is_dir()
+        {
             table = load_table(&lake, L2_NEWS, None).await.ok();
         }
         if let Some(current) = table.as_mut() {

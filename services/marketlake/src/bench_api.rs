@@ -152,6 +152,19 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// Resident memory now, MB (`/proc/self/status` VmRSS).
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 /// Reset the peak-memory mark (Linux: writing 5 to clear_refs).
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -289,6 +302,7 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
     let mut table = Vec::new();
     for format in ["parquet", "ndjson"] {
         reset_peak_rss();
+        let before = rss_mb();
         let started = Instant::now();
         let (status, bytes, lines, _) = fetch(
             &http,
@@ -305,12 +319,12 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
                 args.rows
             );
         }
-        table.push((format, secs, bytes, peak_rss_mb()));
+        table.push((format, secs, bytes, before, peak_rss_mb()));
     }
 
     // DuckDB reading the same files into Arrow (the reference).
     let files: Vec<String> = walk_parquet(&lake.root.join("l2/trades"))?;
-    let script = "import duckdb, sys, time\nfiles = sys.argv[1:]\nt = time.time()\nn = duckdb.sql(f'select * from read_parquet({files})').arrow().num_rows\nprint(n, time.time() - t)\n";
+    let script = "import duckdb, sys, time\nfiles = sys.argv[1:]\nduckdb.sql('SET enable_progress_bar = false')\nt = time.time()\nr = duckdb.sql(f'select * from read_parquet({files})').arrow()\nn = r.read_all().num_rows if hasattr(r, 'read_all') else r.num_rows\nprint(n, time.time() - t)\n";
     let duck = std::process::Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -335,7 +349,7 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
         );
         let started = Instant::now();
         let (status, _, _, headers) = fetch(&http, &url, &token).await?;
-        narrow.push(started.elapsed().as_nanos() as i64);
+        narrow.push(started.elapsed().as_micros() as i64);
         anyhow::ensure!(status == 200, "narrow query: HTTP {status}");
         scan_files = headers
             .get("x-scan-files")
@@ -389,7 +403,7 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
             &token,
         )
         .await?;
-        searches.push(started.elapsed().as_nanos() as i64);
+        searches.push(started.elapsed().as_micros() as i64);
         anyhow::ensure!(status == 200, "search {query}: HTTP {status}");
     }
     shutdown.cancel();
@@ -402,19 +416,20 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
     );
     println!("| measure | figure |");
     println!("|---|---|");
-    for (format, secs, bytes, peak) in &table {
+    for (format, secs, bytes, before, peak) in &table {
         println!(
-            "| full extraction as {format} | {:.0} rows/s, {:.1} MB/s ({} MB in {secs:.1} s); peak RSS of the process {peak:.0} MB |",
+            "| full extraction as {format} | {:.0} rows/s, {:.1} MB/s ({} MB in {secs:.1} s); process RSS {before:.0} MB before, peak {peak:.0} MB during (growth {:.0} MB) |",
             args.rows as f64 / secs,
             *bytes as f64 / 1e6 / secs,
-            bytes / 1_000_000
+            bytes / 1_000_000,
+            peak - before
         );
     }
     match duck_secs {
         Some(secs) => {
             let api_parquet = table
                 .first()
-                .map_or(f64::NAN, |(_, s, _, _)| args.rows as f64 / s);
+                .map_or(f64::NAN, |(_, s, ..)| args.rows as f64 / s);
             println!(
                 "| DuckDB reading the same Parquet files into Arrow (reference) | {:.0} rows/s ({secs:.2} s); API Parquet extraction = {:.0} % of it |",
                 args.rows as f64 / secs,
