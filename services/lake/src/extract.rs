@@ -488,3 +488,45 @@ pub fn decode(format: Format, body: Vec<u8>) -> Result<Vec<RecordBatch>> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod memory_probe {
+    use super::*;
+    use deltalake::arrow::array::{Int64Array, StringArray};
+
+    fn rss_kb() -> i64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse().unwrap()))
+            .unwrap()
+    }
+
+    #[test]
+    #[ignore]
+    fn parquet_encoder_memory() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        for format in [Format::Ndjson, Format::Parquet] {
+            let mut encoder = Encoder::new(format, schema.clone()).unwrap();
+            let before = rss_kb();
+            let mut out = 0usize;
+            for i in 0..200 {
+                let a = Int64Array::from_iter_values((0..8192).map(|k| i * 8192 + k));
+                let s =
+                    StringArray::from_iter_values((0..8192).map(|k| format!("value-{}-{k}", i)));
+                let batch =
+                    RecordBatch::try_new(schema.clone(), vec![Arc::new(a), Arc::new(s)]).unwrap();
+                out += encoder.batch(&batch).unwrap().len();
+            }
+            out += encoder.finish().unwrap().len();
+            println!(
+                "{format:?}: {out} bytes out, RSS growth {} MB",
+                (rss_kb() - before) / 1024
+            );
+        }
+    }
+}
