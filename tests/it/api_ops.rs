@@ -219,6 +219,21 @@ async fn extraction_pages_skips_files_and_travels_in_time() -> Result<()> {
         assert!(pages < 10, "the cursor must make progress");
     }
     assert_eq!(pages, 3);
+    // A cursor is sealed for its principal and dataset: another principal cannot use it.
+    let (_, _, body) = served
+        .get("/v1/datasets/l2.trades/rows?limit=5", &compliance)
+        .await?;
+    let first: serde_json::Value = serde_json::from_slice(&body)?;
+    let cursor = first["next_cursor"].as_str().context("a cursor")?;
+    assert!(!cursor.contains("parquet") && cursor.len() > 40);
+    let (status, _, body) = served
+        .get(
+            &format!("/v1/datasets/l2.trades/rows?limit=5&cursor={cursor}"),
+            &quant,
+        )
+        .await?;
+    assert_eq!(status, 400);
+    assert_eq!(code(&body), "bad_cursor");
     let unique: BTreeSet<&String> = seen.iter().collect();
     assert_eq!(seen.len(), 12, "{seen:?}");
     assert_eq!(unique.len(), 12, "no row twice: {seen:?}");
@@ -350,7 +365,7 @@ async fn admins_change_grants_live_on_a_postgres_catalog() -> Result<()> {
 
 async fn admin_and_protection(catalog_url: Option<&str>) -> Result<()> {
     let (served, _) = serve_with_catalog(
-        "rate_limit_burst = 12\nrate_limit_per_minute = 1\ncors_allowed_origins = [\"https://desk.example.com\"]\nmax_body_bytes = 4096",
+        "rate_limit_burst = 12\nrate_limit_per_minute = 1\nauth_failures_per_minute = 30\ncors_allowed_origins = [\"https://desk.example.com\"]\nmax_body_bytes = 4096",
         catalog_url,
     )
     .await?;
@@ -628,6 +643,30 @@ async fn admin_and_protection(catalog_url: Option<&str>) -> Result<()> {
         text.contains("marketlake_api_rows_served_total{dataset=\"l2.trades\"} 6"),
         "{text}"
     );
+    // A flood of refused tokens from one address is cut off before any work (no audit write
+    // per request): 429 too_many_failures, even for a valid token from that address.
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let (status, _, body) = served
+            .send(
+                reqwest::Method::GET,
+                "/v1/datasets",
+                Some("not.a.jwt"),
+                None,
+                &[],
+            )
+            .await?;
+        statuses.push((status, code(&body)));
+    }
+    assert_eq!(statuses[0], (401, "token_malformed".to_string()));
+    assert_eq!(
+        statuses.last(),
+        Some(&(429, "too_many_failures".to_string())),
+        "{statuses:?}"
+    );
+    let (status, _, _) = served.get("/v1/datasets", &bob).await?;
+    assert_eq!(status, 429, "the address is cut off for a while");
+
     served.stop().await
 }
 

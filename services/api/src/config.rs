@@ -32,6 +32,9 @@ pub struct ApiConfig {
     /// `rate_limit_burst`.
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
+    /// Refused tokens allowed per client address and minute (also the burst); beyond, 429
+    /// `too_many_failures` before any work.
+    pub auth_failures_per_minute: u32,
     /// Origins allowed to call the API from a browser (CORS). Empty: closed to browsers.
     pub cors_allowed_origins: Vec<String>,
     /// Largest request body, bytes (413 `body_too_large` beyond).
@@ -83,6 +86,7 @@ impl Default for ApiConfig {
             max_streams: 64,
             rate_limit_per_minute: 600,
             rate_limit_burst: 60,
+            auth_failures_per_minute: 120,
             cors_allowed_origins: Vec::new(),
             max_body_bytes: 64 * 1024,
             search: crate::indexer::SearchConfig::default(),
@@ -239,6 +243,10 @@ impl ApiConfig {
                 u64::from(self.rate_limit_per_minute),
             ),
             ("rate_limit_burst", u64::from(self.rate_limit_burst)),
+            (
+                "auth_failures_per_minute",
+                u64::from(self.auth_failures_per_minute),
+            ),
             ("max_body_bytes", self.max_body_bytes as u64),
         ];
         for (name, value) in at_least_one {

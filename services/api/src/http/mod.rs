@@ -52,6 +52,8 @@ pub struct AppState {
     /// extraction slots.
     streams: Arc<tokio::sync::Semaphore>,
     limiter: ops::RateLimiter,
+    /// Refused tokens per client address (`api.auth_failures_per_minute`).
+    failures: ops::RateLimiter,
 }
 
 impl AppState {
@@ -69,6 +71,10 @@ impl AppState {
             scans: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_scans)),
             streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
             limiter: ops::RateLimiter::new(config.rate_limit_per_minute, config.rate_limit_burst),
+            failures: ops::RateLimiter::new(
+                config.auth_failures_per_minute,
+                config.auth_failures_per_minute,
+            ),
             metrics: Metrics::default(),
             config,
             lake,
@@ -617,12 +623,15 @@ impl Api {
         });
         let listener = tokio::net::TcpListener::bind(&state.config.listen).await?;
         tracing::info!(listen = %state.config.listen, "API listening");
-        let served = axum::serve(listener, router(state))
-            .with_graceful_shutdown({
-                let shutdown = shutdown.clone();
-                async move { shutdown.cancelled().await }
-            })
-            .await;
+        let served = axum::serve(
+            listener,
+            router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown({
+            let shutdown = shutdown.clone();
+            async move { shutdown.cancelled().await }
+        })
+        .await;
         indexer_stop.cancel();
         if let Some(indexer) = indexer {
             let _ = indexer.await;

@@ -56,6 +56,7 @@ pub const ERROR_CODES: &[&str] = &[
     "missing_kid",
     "forbidden",
     "rate_limited",
+    "too_many_failures",
     "busy",
     "timeout",
     "dataset_not_found",

@@ -169,6 +169,26 @@ impl RateLimiter {
         }
     }
 
+    /// Whether `who` has a request left, without taking it.
+    pub(super) fn peek(&self, who: &str) -> Result<(), u64> {
+        let buckets = match self.buckets.lock() {
+            Ok(b) => b,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match buckets.get(who) {
+            None => Ok(()),
+            Some((tokens, at)) => {
+                let tokens =
+                    (tokens + at.elapsed().as_secs_f64() * self.per_second).min(self.burst);
+                if tokens >= 1.0 {
+                    Ok(())
+                } else {
+                    Err(((1.0 - tokens) / self.per_second.max(f64::MIN_POSITIVE)).ceil() as u64)
+                }
+            }
+        }
+    }
+
     /// Take one request from `who`'s bucket, or say how many seconds until one is available.
     pub(super) fn check(&self, who: &str) -> Result<(), u64> {
         let now = Instant::now();
@@ -219,6 +239,27 @@ pub(super) async fn around_request(
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let origin = allowed_origin(&state, &request);
+    // Refused tokens are limited per client address before any work: each costs an audit
+    // write, so a flood of bad tokens is answered 429 without touching the catalog.
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    if let Some(ip) = &client {
+        if let Err(wait) = state.failures.peek(ip) {
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_failures",
+                "too many refused tokens from this address; retry later",
+            );
+            response.retry_after = Some(wait.max(1));
+            let response = response.into_response();
+            state
+                .metrics
+                .request(&route, response.status().as_u16(), started.elapsed());
+            return response;
+        }
+    }
     let preflight = request.method() == Method::OPTIONS
         && request
             .headers()
@@ -269,6 +310,11 @@ pub(super) async fn around_request(
                 header::ACCESS_CONTROL_MAX_AGE,
                 HeaderValue::from_static("600"),
             );
+        }
+    }
+    if response.status() == StatusCode::UNAUTHORIZED {
+        if let Some(ip) = &client {
+            let _ = state.failures.check(ip);
         }
     }
     state

@@ -150,25 +150,83 @@ fn split(list: &Option<String>) -> Option<Vec<String>> {
     })
 }
 
-/// What a cursor holds: the version read and where the next row lies.
+/// What a cursor holds: the version read and where the next row lies. Sealed (ChaCha20-Poly1305
+/// under a key derived from `api.mask_key`, bound to the dataset and the principal): the
+/// client sees an opaque token, so physical row positions — which would tell how many rows lie
+/// outside its grant between two pages — and file names stay on the server, and a cursor made
+/// up or taken from someone else is refused.
 #[derive(Debug, Serialize, Deserialize)]
 struct Cursor {
     v: i64,
     p: Position,
 }
 
+/// What a cursor is sealed under.
+#[derive(Clone)]
+pub(super) struct CursorSeal {
+    key: [u8; 32],
+    /// Dataset and principal: the associated data of the seal.
+    bound_to: String,
+}
+
+impl CursorSeal {
+    pub(super) fn new(mask_key: &str, dataset: &str, principal: &str) -> CursorSeal {
+        let key: [u8; 32] =
+            Sha256::digest(format!("marketlake-cursor\0{mask_key}").as_bytes()).into();
+        CursorSeal {
+            key,
+            bound_to: format!("{dataset}\0{principal}"),
+        }
+    }
+}
+
 impl Cursor {
-    fn encode(&self) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(serde_json::to_vec(self).unwrap_or_default())
+    fn seal(&self, seal: &CursorSeal) -> String {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        let cipher = chacha20poly1305::ChaCha20Poly1305::new(&seal.key.into());
+        let nonce: [u8; 12] = rand::random();
+        let plain = serde_json::to_vec(self).unwrap_or_default();
+        let sealed = cipher
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: &plain,
+                    aad: seal.bound_to.as_bytes(),
+                },
+            )
+            .unwrap_or_default();
+        let mut token = nonce.to_vec();
+        token.extend(sealed);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
     }
 
-    fn decode(text: &str) -> Result<Cursor, ApiError> {
-        let bad = || ApiError::bad_request("bad_cursor", "the cursor is not one this API issued");
+    fn open(text: &str, seal: &CursorSeal) -> Result<Cursor, ApiError> {
+        use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+        let bad = || {
+            ApiError::bad_request(
+                "bad_cursor",
+                "the cursor is not one this API issued to this principal for this dataset",
+            )
+        };
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(text)
             .map_err(|_| bad())?;
-        serde_json::from_slice(&bytes).map_err(|_| bad())
+        if bytes.len() < 12 + 16 {
+            return Err(bad());
+        }
+        let (nonce, sealed) = bytes.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().map_err(|_| bad())?;
+        let cipher = chacha20poly1305::ChaCha20Poly1305::new(&seal.key.into());
+        let plain = cipher
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: sealed,
+                    aad: seal.bound_to.as_bytes(),
+                },
+            )
+            .map_err(|_| bad())?;
+        serde_json::from_slice(&plain).map_err(|_| bad())
     }
 }
 
@@ -217,6 +275,7 @@ struct Extraction {
     /// For JSON: the envelope's dataset name.
     envelope: Option<String>,
     deadline: Instant,
+    seal: CursorSeal,
 }
 
 /// `GET /v1/datasets/{name}/rows`.
@@ -256,7 +315,8 @@ pub(super) async fn rows(
     })?;
     // The slot first: planning reads the log, which is work a flood must not get for free.
     let permit = slot(&state, &state.scans).await?;
-    let (extraction, as_of) = match plan(&state, spec, entitlement, &query, format).await {
+    let seal = CursorSeal::new(&state.config.mask_key, &name, &principal.sub);
+    let (extraction, as_of) = match plan(&state, spec, entitlement, &query, format, seal).await {
         Ok(planned) => planned,
         Err(refused) => {
             // Refusals are audited too: probing masked columns or versions leaves a trace.
@@ -367,6 +427,7 @@ async fn plan(
     entitlement: &Entitlement,
     query: &RowsQuery,
     format: Format,
+    seal: CursorSeal,
 ) -> Result<(Extraction, Option<String>), ApiError> {
     let name = spec.name.to_string();
     // Filtering on a column the principal may not read would reveal its values.
@@ -384,7 +445,11 @@ async fn plan(
             "`from`/`to` filter a time column this principal may not read",
         ));
     }
-    let cursor = query.cursor.as_deref().map(Cursor::decode).transpose()?;
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|c| Cursor::open(c, &seal))
+        .transpose()?;
     if cursor.is_some() && format != Format::Json {
         return Err(ApiError::bad_request(
             "bad_cursor",
@@ -507,6 +572,7 @@ async fn plan(
             limit,
             envelope: (format == Format::Json).then_some(name),
             deadline: Instant::now() + Duration::from_secs(state.config.stream_timeout_secs),
+            seal,
         },
         as_of_text,
     ))
@@ -591,6 +657,7 @@ async fn stream_rows(
         limit,
         envelope,
         deadline,
+        seal,
     } = extraction;
     let version = plan.version;
     let gone = |rows| {
@@ -672,7 +739,7 @@ async fn stream_rows(
     }
     if envelope.is_some() {
         let cursor = match (rows >= limit, version, next) {
-            (true, Some(v), Some(p)) => serde_json::Value::from(Cursor { v, p }.encode()),
+            (true, Some(v), Some(p)) => serde_json::Value::from(Cursor { v, p }.seal(&seal)),
             _ => serde_json::Value::Null,
         };
         let tail = format!(",\"row_count\":{rows},\"next_cursor\":{cursor}}}");
