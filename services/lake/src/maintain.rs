@@ -21,7 +21,7 @@ use object_store::ObjectStoreExt;
 
 use crate::read::{data_files, read_file, DataFile};
 use crate::spec::{open_or_create, LakeConfig, TableSpec};
-use crate::{delta_error, Result};
+use crate::{delta_error, LakeError, RecordBatch, Result};
 
 /// What one maintenance pass did to one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +39,51 @@ pub struct MaintenanceReport {
     /// A writer committed first: nothing was changed, try again later.
     pub gave_way: bool,
     pub checkpoint_version: Option<i64>,
+}
+
+/// Rows sorted together when compacting (bounds memory: about this many rows are held).
+const CLUSTER_ROWS: usize = 1_000_000;
+/// Rows per row group of a compacted file: small enough that one symbol's rows fill few groups,
+/// so row-group statistics let a one-symbol query skip the rest.
+const CLUSTER_ROW_GROUP: usize = 65_536;
+
+/// Sort rows by symbol, then time (when the table has them), so that compacted files and their
+/// row groups cover narrow symbol ranges and a one-symbol query reads little of them.
+fn clustered(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let schema = first.schema();
+    let keys: Vec<usize> = [
+        "symbol",
+        "event_time_ns",
+        "window_start_ns",
+        "received_at_ns",
+    ]
+    .iter()
+    .filter_map(|c| schema.index_of(c).ok())
+    .collect();
+    if !keys.iter().any(|&k| schema.field(k).name() == "symbol") {
+        return Ok(batches);
+    }
+    let error = |e: deltalake::arrow::error::ArrowError| LakeError::Read {
+        what: "compaction".into(),
+        message: e.to_string(),
+    };
+    let all = deltalake::arrow::compute::concat_batches(&schema, &batches).map_err(error)?;
+    let columns: Vec<deltalake::arrow::compute::SortColumn> = keys
+        .iter()
+        .map(|&k| deltalake::arrow::compute::SortColumn {
+            values: all.column(k).clone(),
+            options: None,
+        })
+        .collect();
+    let order = deltalake::arrow::compute::lexsort_to_indices(&columns, None).map_err(error)?;
+    let sorted = deltalake::arrow::compute::take_record_batch(&all, &order).map_err(error)?;
+    Ok((0..sorted.num_rows())
+        .step_by(CLUSTER_ROW_GROUP)
+        .map(|start| sorted.slice(start, CLUSTER_ROW_GROUP.min(sorted.num_rows() - start)))
+        .collect())
 }
 
 fn now_ms() -> i64 {
@@ -80,6 +125,7 @@ pub async fn maintain_table(
         let properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_statistics_enabled(deltalake::parquet::file::properties::EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(CLUSTER_ROW_GROUP))
             .build();
         let mut writer = RecordBatchWriter::for_table(&table)
             .map_err(delta_error(&name))?
@@ -87,9 +133,18 @@ pub async fn maintain_table(
             .with_target_file_size(config.target_file_size_mb.saturating_mul(1024 * 1024));
         let mut removes = Vec::new();
         for files in groups.values() {
+            let mut pending: Vec<RecordBatch> = Vec::new();
+            let mut pending_rows = 0usize;
             for file in files {
                 for batch in read_file(&store, file).await? {
-                    writer.write(batch).await.map_err(delta_error(&name))?;
+                    pending_rows += batch.num_rows();
+                    pending.push(batch);
+                }
+                if pending_rows >= CLUSTER_ROWS {
+                    for batch in clustered(std::mem::take(&mut pending))? {
+                        writer.write(batch).await.map_err(delta_error(&name))?;
+                    }
+                    pending_rows = 0;
                 }
                 removes.push(Remove {
                     path: file.path.clone(),
@@ -108,6 +163,9 @@ pub async fn maintain_table(
                     base_row_id: None,
                     default_row_commit_version: None,
                 });
+            }
+            for batch in clustered(pending)? {
+                writer.write(batch).await.map_err(delta_error(&name))?;
             }
         }
         let mut adds = writer.flush().await.map_err(delta_error(&name))?;
@@ -169,4 +227,73 @@ pub async fn maintain_table(
     report.files_after = after.len();
     report.bytes_after = after.iter().map(|f| f.size).sum();
     Ok(report)
+}
+
+#[cfg(test)]
+mod clustering_tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{Array, Int64Array, StringArray};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn compaction_sorts_by_symbol_then_time_and_keeps_every_row() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("symbol", DataType::Utf8, false),
+            Field::new("event_time_ns", DataType::Int64, false),
+        ]));
+        let batch = |symbols: &[&str], times: &[i64]| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(symbols.to_vec())),
+                    Arc::new(Int64Array::from(times.to_vec())),
+                ],
+            )
+            .unwrap()
+        };
+        let out = clustered(vec![
+            batch(&["MSFT", "AAPL", "IBM"], &[3, 2, 1]),
+            batch(&["AAPL", "MSFT"], &[1, 0]),
+        ])
+        .unwrap();
+        let rows: Vec<(String, i64)> = out
+            .iter()
+            .flat_map(|b| {
+                let s = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap()
+                    .clone();
+                let t = b
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .clone();
+                (0..b.num_rows())
+                    .map(move |i| (s.value(i).to_string(), t.value(i)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("AAPL".into(), 1),
+                ("AAPL".into(), 2),
+                ("IBM".into(), 1),
+                ("MSFT".into(), 0),
+                ("MSFT".into(), 3)
+            ]
+        );
+        // A table without a symbol column is left in its order.
+        let plain = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let b = RecordBatch::try_new(plain, vec![Arc::new(Int64Array::from(vec![2, 1]))]).unwrap();
+        let out = clustered(vec![b.clone()]).unwrap();
+        assert_eq!(out, vec![b]);
+        assert!(out[0].column(0).len() == 2);
+    }
 }

@@ -337,26 +337,19 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
         .nth(1)
         .and_then(|s| s.parse().ok());
 
-    // One symbol, one hour.
-    let mut narrow = Vec::new();
-    let mut scan_files = String::new();
+    // One symbol, one hour: as written (files hold every symbol), then after compaction, which
+    // clusters rows by symbol and time.
     let hour_start = DAY_START_NS + 3 * 3_600 * 1_000_000_000;
-    for q in 0..args.queries {
-        let symbol = format!("S{:04}", q as u64 % args.symbols);
-        let url = format!(
-            "{base}/v1/datasets/l2.trades/rows?symbols={symbol}&from={hour_start}&to={}&format=ndjson",
-            hour_start + 3_600 * 1_000_000_000
-        );
-        let started = Instant::now();
-        let (status, _, _, headers) = fetch(&http, &url, &token).await?;
-        narrow.push(started.elapsed().as_micros() as i64);
-        anyhow::ensure!(status == 200, "narrow query: HTTP {status}");
-        scan_files = headers
-            .get("x-scan-files")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_string();
-    }
+    let (narrow, scan_files) = narrow_queries(&http, &base, &token, &args, hour_start).await?;
+    let spec = marketlake_enrich::pipeline::l2_specs()
+        .into_iter()
+        .find(|s| s.name == L2_TRADES)
+        .context("l2.trades")?;
+    let compacted = Instant::now();
+    let report = marketlake_lake::maintain::maintain_table(&lake, &spec, i64::MAX).await?;
+    let compact_secs = compacted.elapsed().as_secs_f64();
+    let (narrow_after, scan_after) =
+        narrow_queries(&http, &base, &token, &args, hour_start).await?;
 
     // News: commit, time to searchable, then query latency.
     let news_rows: Vec<NewsRow> = (0..args.news)
@@ -443,10 +436,17 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
         ),
     }
     println!(
-        "| one symbol, one hour (ndjson) | p50 {:.1} ms, p99 {:.1} ms over {} requests; files read/in version {scan_files} |",
+        "| one symbol, one hour (ndjson), files as written | p50 {:.1} ms, p99 {:.1} ms over {} requests; files read/in version {scan_files} |",
         quantile(&narrow, 0.5),
         quantile(&narrow, 0.99),
         narrow.len()
+    );
+    println!(
+        "| same, after `maintain` (clustered by symbol and time; {} → {} files in {compact_secs:.1} s) | p50 {:.1} ms, p99 {:.1} ms; files read/in version {scan_after} |",
+        report.files_before,
+        report.files_after,
+        quantile(&narrow_after, 0.5),
+        quantile(&narrow_after, 0.99),
     );
     println!(
         "| news commit → searchable ({} items in one commit) | {:.2} s (index poll 100 ms) |",
@@ -459,6 +459,35 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
         searches.len()
     );
     Ok(())
+}
+
+/// `--queries` one-symbol, one-hour requests; latencies (µs) and the last X-Scan-Files.
+async fn narrow_queries(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    args: &ApiBenchArgs,
+    hour_start: i64,
+) -> anyhow::Result<(Vec<i64>, String)> {
+    let mut latencies = Vec::new();
+    let mut scan_files = String::new();
+    for q in 0..args.queries {
+        let symbol = format!("S{:04}", q as u64 % args.symbols);
+        let url = format!(
+            "{base}/v1/datasets/l2.trades/rows?symbols={symbol}&from={hour_start}&to={}&format=ndjson",
+            hour_start + 3_600 * 1_000_000_000
+        );
+        let started = Instant::now();
+        let (status, _, _, headers) = fetch(http, &url, token).await?;
+        latencies.push(started.elapsed().as_micros() as i64);
+        anyhow::ensure!(status == 200, "narrow query: HTTP {status}");
+        scan_files = headers
+            .get("x-scan-files")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string();
+    }
+    Ok((latencies, scan_files))
 }
 
 fn walk_parquet(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
