@@ -529,4 +529,57 @@ mod memory_probe {
             );
         }
     }
+
+    #[test]
+    #[ignore]
+    fn parquet_encoder_memory_on_the_trades_schema() {
+        use marketlake_schemas::l2::{trades_batch, Lineage, TradeAction, TradeRow};
+        let rows: Vec<TradeRow> = (0..8192i64)
+            .map(|i| TradeRow {
+                trade_key: format!("k{i}"),
+                action: TradeAction::New,
+                supersedes: None,
+                symbol: format!("S{}", i % 100),
+                isin: None,
+                figi: None,
+                instrument_name: None,
+                exchange: Some("XNAS".into()),
+                currency: Some("USD".into()),
+                price: 1_000_000_000 + i,
+                quantity: 10_000,
+                side: Some("buy".into()),
+                venue: Some("XNAS".into()),
+                trade_id: Some(format!("T{i}")),
+                order_id: Some(format!("O{i}")),
+                account: Some(format!("A{i}")),
+                trader: Some("t".into()),
+                event_time_ns: i,
+                received_at_ns: i,
+                reference_version: None,
+                flags: vec!["f".into()],
+                lineage: Lineage {
+                    source_id: "s".into(),
+                    source_uri: "u".into(),
+                    source_position: i,
+                    raw_topic: "raw.trades".into(),
+                    raw_partition: 0,
+                    raw_offset: i,
+                },
+            })
+            .collect();
+        let batch = trades_batch(&rows, 0).unwrap();
+        for format in [Format::Ndjson, Format::Parquet] {
+            let mut encoder = Encoder::new(format, batch.schema()).unwrap();
+            let before = rss_kb();
+            let mut out = 0usize;
+            for _ in 0..300 {
+                out += encoder.batch(&batch).unwrap().len();
+            }
+            out += encoder.finish().unwrap().len();
+            println!(
+                "trades {format:?}: {out} bytes out, RSS growth {} MB",
+                (rss_kb() - before) / 1024
+            );
+        }
+    }
 }

@@ -34,6 +34,10 @@ pub struct ApiBenchArgs {
     /// News items indexed for the search measure.
     #[arg(long, default_value_t = 20_000)]
     news: u64,
+    /// Formats of the full extraction, in this order (memory is measured per format, so the
+    /// order shows how much the allocator keeps from one to the next).
+    #[arg(long, value_delimiter = ',', default_values_t = ["parquet".to_string(), "ndjson".to_string()])]
+    formats: Vec<String>,
 }
 
 const DAY_START_NS: i64 = 1_767_603_600_000_000_000; // 2026-01-05T09:00:00Z
@@ -300,7 +304,8 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
 
     // Full extraction, two formats, with the peak memory of this process (server + client).
     let mut table = Vec::new();
-    for format in ["parquet", "ndjson"] {
+    for format in &args.formats {
+        let format = format.as_str();
         reset_peak_rss();
         let before = rss_mb();
         let started = Instant::now();
@@ -421,7 +426,8 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
     match duck_secs {
         Some(secs) => {
             let api_parquet = table
-                .first()
+                .iter()
+                .find(|(f, ..)| *f == "parquet")
                 .map_or(f64::NAN, |(_, s, ..)| args.rows as f64 / s);
             println!(
                 "| DuckDB reading the same Parquet files into Arrow (reference) | {:.0} rows/s ({secs:.2} s); API Parquet extraction = {:.0} % of it |",
