@@ -490,51 +490,12 @@ pub fn decode(format: Format, body: Vec<u8>) -> Result<Vec<RecordBatch>> {
 }
 
 #[cfg(test)]
-mod memory_probe {
+mod tests {
     use super::*;
-    use deltalake::arrow::array::{Int64Array, StringArray};
+    use marketlake_schemas::l2::{trades_batch, Lineage, TradeAction, TradeRow};
 
-    fn rss_kb() -> i64 {
-        std::fs::read_to_string("/proc/self/status")
-            .unwrap()
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1).map(|v| v.parse().unwrap()))
-            .unwrap()
-    }
-
-    #[test]
-    #[ignore]
-    fn parquet_encoder_memory() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("a", DataType::Int64, false),
-            Field::new("s", DataType::Utf8, false),
-        ]));
-        for format in [Format::Ndjson, Format::Parquet] {
-            let mut encoder = Encoder::new(format, schema.clone()).unwrap();
-            let before = rss_kb();
-            let mut out = 0usize;
-            for i in 0..200 {
-                let a = Int64Array::from_iter_values((0..8192).map(|k| i * 8192 + k));
-                let s =
-                    StringArray::from_iter_values((0..8192).map(|k| format!("value-{}-{k}", i)));
-                let batch =
-                    RecordBatch::try_new(schema.clone(), vec![Arc::new(a), Arc::new(s)]).unwrap();
-                out += encoder.batch(&batch).unwrap().len();
-            }
-            out += encoder.finish().unwrap().len();
-            println!(
-                "{format:?}: {out} bytes out, RSS growth {} MB",
-                (rss_kb() - before) / 1024
-            );
-        }
-    }
-
-    #[test]
-    #[ignore]
-    fn parquet_encoder_memory_on_the_trades_schema() {
-        use marketlake_schemas::l2::{trades_batch, Lineage, TradeAction, TradeRow};
-        let rows: Vec<TradeRow> = (0..8192i64)
+    fn trades(n: i64) -> RecordBatch {
+        let rows: Vec<TradeRow> = (0..n)
             .map(|i| TradeRow {
                 trade_key: format!("k{i}"),
                 action: TradeAction::New,
@@ -567,19 +528,53 @@ mod memory_probe {
                 },
             })
             .collect();
-        let batch = trades_batch(&rows, 0).unwrap();
-        for format in [Format::Ndjson, Format::Parquet] {
+        trades_batch(&rows, 0).unwrap()
+    }
+
+    /// The encoders hold at most one row group: a Parquet response emits its bytes every
+    /// `PARQUET_ROWS_PER_GROUP` rows (the footer alone is left for the end), the text formats
+    /// with every batch; and what they emit reads back as the rows given.
+    #[test]
+    fn encoders_emit_as_they_go_and_read_back() {
+        let batch = trades(8_192);
+        let batches = 24; // 196,608 rows: three Parquet row groups
+        for format in [Format::Parquet, Format::Arrow, Format::Ndjson] {
             let mut encoder = Encoder::new(format, batch.schema()).unwrap();
-            let before = rss_kb();
-            let mut out = 0usize;
-            for _ in 0..300 {
-                out += encoder.batch(&batch).unwrap().len();
+            let mut body = encoder.begin().unwrap();
+            let mut silent_rows = 0usize;
+            for _ in 0..batches {
+                let chunk = encoder.batch(&batch).unwrap();
+                silent_rows = if chunk.is_empty() {
+                    silent_rows + batch.num_rows()
+                } else {
+                    0
+                };
+                assert!(
+                    silent_rows < PARQUET_ROWS_PER_GROUP,
+                    "{format:?} held {silent_rows} rows without emitting"
+                );
+                body.extend(chunk);
             }
-            out += encoder.finish().unwrap().len();
-            println!(
-                "trades {format:?}: {out} bytes out, RSS growth {} MB",
-                (rss_kb() - before) / 1024
+            let emitted = body.len();
+            let tail = encoder.finish().unwrap();
+            assert!(
+                tail.len() < emitted / 10,
+                "{format:?}: {} bytes were left for the end (of {emitted})",
+                tail.len()
             );
+            body.extend(tail);
+            let rows: usize = match format {
+                Format::Ndjson => body
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .count(),
+                binary => decode(binary, body)
+                    .unwrap()
+                    .iter()
+                    .map(RecordBatch::num_rows)
+                    .sum(),
+            };
+            assert_eq!(rows, batches * batch.num_rows(), "{format:?}");
         }
     }
 }
