@@ -534,6 +534,36 @@ async fn open_streamed_audit(
     Ok(event)
 }
 
+/// The dataset `name` and this principal's entitlement to it — or the 404 a principal without a
+/// grant gets, identical to the one for a dataset that does not exist, and audited (probing for
+/// datasets leaves a trace).
+async fn granted_dataset<'a>(
+    state: &'a AppState,
+    principal: &Principal,
+    endpoint: &str,
+    name: &str,
+) -> Result<(&'a TableSpec, Entitlement), ApiError> {
+    let granted = entitlements(state, principal).await?;
+    let spec = state.tables.iter().find(|s| s.name.to_string() == name);
+    match (spec, granted.get(name)) {
+        (Some(spec), Some(entitlement)) => Ok((spec, entitlement.clone())),
+        _ => {
+            audit(
+                state,
+                principal,
+                endpoint,
+                "denied: no such dataset or no grant".into(),
+                Vec::new(),
+                None,
+                (404, 0),
+                b"",
+            )
+            .await?;
+            Err(ApiError::not_found(name))
+        }
+    }
+}
+
 async fn entitlements(
     state: &AppState,
     principal: &Principal,

@@ -31,8 +31,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::{
-    audit, authenticate, entitlements, hex, json_response, keyed_hash, open_streamed_audit, slot,
-    AppState, AuditedRequest,
+    audit, authenticate, entitlements, granted_dataset, hex, json_response, keyed_hash,
+    open_streamed_audit, slot, AppState, AuditedRequest,
 };
 use crate::catalog::{new_id, Completion, Entitlement};
 use crate::error::ApiError;
@@ -288,24 +288,8 @@ pub(super) async fn rows(
     let endpoint = format!("/v1/datasets/{name}/rows");
     let principal = authenticate(&state, &headers, &endpoint).await?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let granted = entitlements(&state, &principal).await?;
-    let spec = state.tables.iter().find(|s| s.name.to_string() == name);
-    let (Some(spec), Some(entitlement)) = (spec, granted.get(&name)) else {
-        // Denials are audited too (probing for datasets leaves a trace), and look the same
-        // whether the dataset does not exist or is not granted.
-        audit(
-            &state,
-            &principal,
-            &endpoint,
-            "denied: no such dataset or no grant".into(),
-            Vec::new(),
-            None,
-            (404, 0),
-            b"",
-        )
-        .await?;
-        return Err(ApiError::not_found(&name));
-    };
+    let (spec, entitlement) = granted_dataset(&state, &principal, &endpoint, &name).await?;
+    let entitlement = &entitlement;
     let format_name = query.format.as_deref().unwrap_or("json");
     let format = Format::parse(format_name).ok_or_else(|| {
         ApiError::bad_request(

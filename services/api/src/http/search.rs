@@ -17,7 +17,7 @@ use marketlake_schemas::names::L2_NEWS;
 use marketlake_search::{Entitled, SearchError, SearchRequest};
 use serde::Deserialize;
 
-use super::{audit, authenticate, entitlements, json_response, keyed_hash, AppState};
+use super::{audit, authenticate, granted_dataset, json_response, keyed_hash, AppState};
 use crate::error::ApiError;
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,22 +44,9 @@ pub(super) async fn search_news(
     let endpoint = "/v1/search/news";
     let principal = authenticate(&state, &headers, endpoint).await?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let granted = entitlements(&state, &principal).await?;
     let dataset = L2_NEWS.to_string();
-    let Some(entitlement) = granted.get(&dataset) else {
-        audit(
-            &state,
-            &principal,
-            endpoint,
-            "denied: no grant on l2.news".into(),
-            Vec::new(),
-            None,
-            (404, 0),
-            b"",
-        )
-        .await?;
-        return Err(ApiError::not_found(&dataset));
-    };
+    let (_, entitlement) = granted_dataset(&state, &principal, endpoint, &dataset).await?;
+    let entitlement = &entitlement;
     if ["headline", "body"]
         .iter()
         .any(|c| entitlement.masks.contains_key(*c))

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::{
-    authenticate, entitlements, hex, keyed_hash, open_streamed_audit, slot, AppState,
+    authenticate, granted_dataset, hex, keyed_hash, open_streamed_audit, slot, AppState,
     AuditedRequest,
 };
 use crate::catalog::{new_id, Completion};
@@ -82,22 +82,8 @@ pub(super) async fn stream(
     let endpoint = format!("/v1/stream/{name}");
     let principal = authenticate(&state, &headers, &endpoint).await?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let granted = entitlements(&state, &principal).await?;
-    let spec = state.tables.iter().find(|s| s.name.to_string() == name);
-    let (Some(spec), Some(entitlement)) = (spec, granted.get(&name)) else {
-        super::audit(
-            &state,
-            &principal,
-            &endpoint,
-            "denied: no such dataset or no grant".into(),
-            Vec::new(),
-            None,
-            (404, 0),
-            b"",
-        )
-        .await?;
-        return Err(ApiError::not_found(&name));
-    };
+    let (spec, entitlement) = granted_dataset(&state, &principal, &endpoint, &name).await?;
+    let entitlement = &entitlement;
     if query.symbols.is_some() && entitlement.masks.contains_key("symbol") {
         return Err(ApiError::bad_request(
             "filter_on_masked_column",
