@@ -163,7 +163,7 @@ pub struct Catalog {
 
 pub fn new_id() -> String {
     let bytes: [u8; 16] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::http::hex(&bytes)
 }
 
 impl Catalog {

@@ -4,11 +4,11 @@
 //! The filter fails closed: a symbol or venue restriction on a table without that column
 //! returns no rows rather than every row.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub use deltalake::arrow::array::BooleanArray;
-use deltalake::arrow::array::{Array, ArrayRef, Int64Array, StringArray};
+use deltalake::arrow::array::{Array, ArrayRef, Int64Array, StringArray, StringBuilder};
 use deltalake::arrow::compute::{cast, filter_record_batch};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
@@ -197,7 +197,19 @@ pub fn project(
                     .as_any()
                     .downcast_ref::<StringArray>()
                     .ok_or_else(|| error(format!("column {name} cannot be masked")))?;
-                let hashed: StringArray = values.iter().map(|v| v.map(hash)).collect();
+                // Masked columns (accounts, traders) repeat a few values many times: each
+                // distinct value is hashed once per batch.
+                let mut seen: HashMap<&str, String> = HashMap::new();
+                let mut hashed = StringBuilder::with_capacity(values.len(), values.len() * 64);
+                for value in values.iter() {
+                    match value {
+                        None => hashed.append_null(),
+                        Some(value) => {
+                            hashed.append_value(seen.entry(value).or_insert_with(|| hash(value)))
+                        }
+                    }
+                }
+                let hashed = hashed.finish();
                 fields.push(Field::new(name, DataType::Utf8, true));
                 arrays.push(Arc::new(hashed));
             }

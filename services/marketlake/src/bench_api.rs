@@ -220,9 +220,14 @@ async fn fetch(
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let (mut bytes, mut lines) = (0u64, 0u64);
+    // Lines are counted for NDJSON only: the client shares the machine with the server, and
+    // a byte-by-byte pass over an Arrow body would be the client's cost, not the API's.
+    let count_lines = url.contains("format=ndjson");
     while let Some(chunk) = response.chunk().await? {
         bytes += chunk.len() as u64;
-        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        if count_lines {
+            lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        }
     }
     Ok((status, bytes, lines, headers))
 }
@@ -329,7 +334,8 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
 
     // DuckDB reading the same files into Arrow (the reference).
     let files: Vec<String> = walk_parquet(&lake.root.join("l2/trades"))?;
-    let script = "import duckdb, sys, time\nfiles = sys.argv[1:]\nduckdb.sql('SET enable_progress_bar = false')\nt = time.time()\nr = duckdb.sql(f'select * from read_parquet({files})').arrow()\nn = r.read_all().num_rows if hasattr(r, 'read_all') else r.num_rows\nprint(n, time.time() - t)\n";
+    // Three runs in one process; the best is the reference (the hardest one to reach).
+    let script = "import duckdb, sys, time\nfiles = sys.argv[1:]\nduckdb.sql('SET enable_progress_bar = false')\nbest = None\nfor _ in range(3):\n    t = time.time()\n    r = duckdb.sql(f'select * from read_parquet({files})').arrow()\n    n = r.read_all().num_rows if hasattr(r, 'read_all') else r.num_rows\n    s = time.time() - t\n    best = s if best is None else min(best, s)\nprint(n, best)\n";
     let duck = std::process::Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -414,32 +420,29 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
     );
     println!("| measure | figure |");
     println!("|---|---|");
-    for (format, secs, bytes, before, peak) in &table {
+    let duck_rate = duck_secs.map(|secs| args.rows as f64 / secs);
+    if let (Some(rate), Some(secs)) = (duck_rate, duck_secs) {
         println!(
-            "| full extraction as {format} | {:.0} rows/s, {:.1} MB/s ({} MB in {secs:.1} s); process RSS {before:.0} MB before, peak {peak:.0} MB during (growth {:.0} MB) |",
-            args.rows as f64 / secs,
+            "| DuckDB reading the same Parquet files into Arrow (reference, best of 3) | {rate:.0} rows/s ({secs:.2} s) |"
+        );
+    } else {
+        println!(
+            "| DuckDB reference | not measured: {} {} |",
+            duck_text.trim(),
+            String::from_utf8_lossy(&duck.stderr).trim()
+        );
+    }
+    for (format, secs, bytes, before, peak) in &table {
+        let rate = args.rows as f64 / secs;
+        let ratio = duck_rate.map_or_else(String::new, |duck| {
+            format!("; {:.0} % of DuckDB", 100.0 * rate / duck)
+        });
+        println!(
+            "| full extraction as {format} | {rate:.0} rows/s, {:.1} MB/s ({} MB in {secs:.1} s){ratio}; process RSS {before:.0} MB before, peak {peak:.0} MB during (growth {:.0} MB) |",
             *bytes as f64 / 1e6 / secs,
             bytes / 1_000_000,
             peak - before
         );
-    }
-    match duck_secs {
-        Some(secs) => {
-            let api_parquet = table
-                .iter()
-                .find(|(f, ..)| *f == "parquet")
-                .map_or(f64::NAN, |(_, s, ..)| args.rows as f64 / s);
-            println!(
-                "| DuckDB reading the same Parquet files into Arrow (reference) | {:.0} rows/s ({secs:.2} s); API Parquet extraction = {:.0} % of it |",
-                args.rows as f64 / secs,
-                100.0 * api_parquet / (args.rows as f64 / secs)
-            );
-        }
-        None => println!(
-            "| DuckDB reference | not measured: {} {}",
-            duck_text.trim(),
-            String::from_utf8_lossy(&duck.stderr).trim()
-        ),
     }
     println!(
         "| one symbol, one hour (ndjson), files as written | p50 {:.1} ms, p99 {:.1} ms over {} requests; files read/in version {scan_files} |",

@@ -31,8 +31,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::{
-    audit, authenticate, entitlements, granted_dataset, hex, json_response, keyed_hash,
-    open_streamed_audit, slot, AppState, AuditedRequest,
+    audit, authenticate, entitlements, granted_dataset, hex, json_response, open_streamed_audit,
+    slot, AppState, AuditedRequest, KeyedHasher,
 };
 use crate::catalog::{new_id, Completion, Entitlement};
 use crate::error::ApiError;
@@ -269,7 +269,7 @@ struct Extraction {
     filter: RowFilter,
     columns: Option<Vec<String>>,
     masks: std::collections::BTreeMap<String, Mask>,
-    mask_key: Vec<u8>,
+    masker: KeyedHasher,
     encoder: Encoder,
     limit: usize,
     /// For JSON: the envelope's dataset name.
@@ -513,9 +513,9 @@ async fn plan(
             .map(|f| f.name().clone())
             .collect()
     });
-    let mask_key = state.config.mask_key.as_bytes().to_vec();
+    let masker = state.masker.clone();
     let output = extract::project(&template, Some(&projection), &entitlement.masks, &|v| {
-        keyed_hash(&mask_key, v)
+        masker.hash(v)
     })
     .map_err(ApiError::internal)?;
     let encoder = Encoder::new(format, output.schema()).map_err(ApiError::internal)?;
@@ -551,7 +551,7 @@ async fn plan(
             filter,
             columns: Some(projection),
             masks: entitlement.masks.clone(),
-            mask_key,
+            masker,
             encoder,
             limit,
             envelope: (format == Format::Json).then_some(name),
@@ -565,7 +565,7 @@ async fn plan(
 /// Sends the body and hashes what was accepted.
 struct Sender<'a> {
     tx: &'a mpsc::Sender<Result<Bytes, std::io::Error>>,
-    hasher: Sha256,
+    digest: BodyDigest,
     bytes: usize,
     /// The stream's deadline: a client that stops reading cannot hold a scan slot past it.
     deadline: Instant,
@@ -580,13 +580,83 @@ impl Sender<'_> {
         let bytes = Bytes::from(chunk);
         match tokio::time::timeout_at(self.deadline.into(), self.tx.send(Ok(bytes.clone()))).await {
             Ok(Ok(())) => {
-                self.hasher.update(&bytes);
                 self.bytes += bytes.len();
+                self.digest.update(bytes).await;
                 true
             }
             _ => false,
         }
     }
+}
+
+/// The SHA-256 of a body, computed on its own task: hashing every byte sent costs as much as
+/// encoding them, and on its own task it overlaps the next batch's work.
+struct BodyDigest {
+    chunks: mpsc::Sender<Bytes>,
+    hasher: tokio::task::JoinHandle<Sha256>,
+}
+
+impl BodyDigest {
+    fn new() -> BodyDigest {
+        let (chunks, mut rx) = mpsc::channel::<Bytes>(8);
+        let hasher = tokio::spawn(async move {
+            let mut hasher = Sha256::new();
+            while let Some(chunk) = rx.recv().await {
+                hasher.update(&chunk);
+            }
+            hasher
+        });
+        BodyDigest { chunks, hasher }
+    }
+
+    async fn update(&self, chunk: Bytes) {
+        // The task only ends when `chunks` is dropped, so this send cannot fail before
+        // `finish`; if it ever did, `finish` reports it.
+        let _ = self.chunks.send(chunk).await;
+    }
+
+    /// The hex digest of everything given to `update`.
+    async fn finish(self) -> String {
+        drop(self.chunks);
+        match self.hasher.await {
+            Ok(hasher) => hex(&hasher.finalize()),
+            Err(e) => {
+                tracing::error!(error = %e, "the body digest task failed");
+                "unavailable".to_string()
+            }
+        }
+    }
+}
+
+/// Runs `stream` on its own task, up to `depth` items ahead of the consumer: reading, filtering
+/// and masking the next batches overlap encoding and sending this one. The task stops when
+/// the consumer is dropped.
+fn read_ahead<T: Send + 'static>(
+    stream: impl futures::Stream<Item = T> + Send + 'static,
+    depth: usize,
+) -> impl futures::Stream<Item = T> {
+    let (tx, mut rx) = mpsc::channel(depth);
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(item) = stream.next().await {
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Batches prepared ahead of the encoder: enough to keep both stages busy, few enough that a
+/// slow client holds little memory (a batch is 8,192 rows).
+const READ_AHEAD_BATCHES: usize = 2;
+
+/// One scanned batch after the entitlement: the rows kept (filtered, projected, masked), which
+/// source rows they came from, and where the batch starts in the table.
+struct Prepared {
+    rows: RecordBatch,
+    keep: extract::BooleanArray,
+    position: Position,
 }
 
 /// Read, filter, mask, encode and send; returns how it ended, for the audit event.
@@ -598,7 +668,7 @@ async fn produce(
 ) -> Completion {
     let mut sender = Sender {
         tx,
-        hasher: Sha256::new(),
+        digest: BodyDigest::new(),
         bytes: 0,
         deadline: extraction.deadline,
     };
@@ -620,7 +690,7 @@ async fn produce(
     Completion {
         rows_returned: i64::try_from(rows).unwrap_or(i64::MAX),
         bytes_returned: i64::try_from(sender.bytes).unwrap_or(i64::MAX),
-        body_sha256: hex(&sender.hasher.finalize()),
+        body_sha256: sender.digest.finish().await,
         outcome,
     }
 }
@@ -636,7 +706,7 @@ async fn stream_rows(
         filter,
         columns,
         masks,
-        mask_key,
+        masker,
         mut encoder,
         limit,
         envelope,
@@ -651,7 +721,6 @@ async fn stream_rows(
         )
     };
     let failed = |rows, e: &dyn std::fmt::Display| (rows, format!("failed: {e}"));
-    let hash = move |value: &str| keyed_hash(&mask_key, value);
     let mut rows = 0usize;
     if let Some(dataset) = &envelope {
         let head = format!(
@@ -668,7 +737,20 @@ async fn stream_rows(
         return Err(gone(rows));
     }
     let mut next: Option<Position> = None;
-    let stream = plan.stream();
+    let prepared = plan.stream().map(move |scanned| {
+        let scanned = scanned?;
+        let keep = extract::row_mask(&scanned.batch, &filter)?;
+        let kept = extract::filter_batch(&scanned.batch, &keep)?;
+        let rows = extract::project(&kept, columns.as_deref(), &masks, &|value: &str| {
+            masker.hash(value)
+        })?;
+        Ok::<_, marketlake_lake::LakeError>(Prepared {
+            rows,
+            keep,
+            position: scanned.position,
+        })
+    });
+    let stream = read_ahead(prepared, READ_AHEAD_BATCHES);
     futures::pin_mut!(stream);
     while rows < limit {
         let item = match tokio::time::timeout_at(deadline.into(), stream.next()).await {
@@ -676,46 +758,39 @@ async fn stream_rows(
             Ok(None) => break,
             Ok(Some(item)) => item,
         };
-        let scanned = item.map_err(|e| failed(rows, &e))?;
-        let keep = extract::row_mask(&scanned.batch, &filter).map_err(|e| failed(rows, &e))?;
-        let kept = keep.true_count();
-        if kept == 0 {
+        let Prepared {
+            rows: mut batch,
+            keep,
+            position,
+        } = item.map_err(|e| failed(rows, &e))?;
+        if batch.num_rows() == 0 {
             continue;
         }
-        let keep = if kept > limit - rows {
-            // Cut after the last row that fits; the cursor resumes right after it.
-            let mut wanted = limit - rows;
-            let mut cut = Vec::with_capacity(keep.len());
-            let mut last = 0;
-            for (i, k) in keep.iter().enumerate() {
-                let k = k.unwrap_or(false) && wanted > 0;
-                if k {
-                    wanted -= 1;
-                    last = i;
-                }
-                cut.push(k);
-            }
+        if batch.num_rows() > limit - rows {
+            // Cut after the last row that fits; the cursor resumes right after its source row.
+            let wanted = limit - rows;
+            batch = batch.slice(0, wanted);
+            let last = keep
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| k.unwrap_or(false))
+                .nth(wanted - 1)
+                .map_or(0, |(i, _)| i);
             next = Some(Position {
-                row: scanned.position.row + last + 1,
-                ..scanned.position.clone()
+                row: position.row + last + 1,
+                ..position
             });
-            extract::BooleanArray::from(cut)
         } else {
             next = Some(Position {
-                row: scanned.position.row + scanned.batch.num_rows(),
-                ..scanned.position.clone()
+                row: position.row + keep.len(),
+                ..position
             });
-            keep
-        };
-        let filtered =
-            extract::filter_batch(&scanned.batch, &keep).map_err(|e| failed(rows, &e))?;
-        let projected = extract::project(&filtered, columns.as_deref(), &masks, &hash)
-            .map_err(|e| failed(rows, &e))?;
-        let chunk = encoder.batch(&projected).map_err(|e| failed(rows, &e))?;
+        }
+        let chunk = encoder.batch(&batch).map_err(|e| failed(rows, &e))?;
         if !sender.send(chunk).await {
             return Err(gone(rows));
         }
-        rows += projected.num_rows();
+        rows += batch.num_rows();
     }
     let end = encoder.finish().map_err(|e| failed(rows, &e))?;
     if !sender.send(end).await {

@@ -818,8 +818,7 @@ async fn entitled_file(
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let key = state.config.mask_key.as_bytes().to_vec();
-    let hash = move |v: &str| keyed_hash(&key, v);
+    let hash = |v: &str| state.masker.hash(v);
     let output = extract::project(&template, Some(&columns), &entitlement.masks, &hash)
         .map_err(ApiError::internal)?;
     let mut encoder = Encoder::new(Format::Parquet, output.schema()).map_err(ApiError::internal)?;

@@ -28,8 +28,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::{
-    authenticate, granted_dataset, hex, keyed_hash, open_streamed_audit, slot, AppState,
-    AuditedRequest,
+    authenticate, granted_dataset, hex, open_streamed_audit, slot, AppState, AuditedRequest,
+    KeyedHasher,
 };
 use crate::catalog::{new_id, Completion};
 use crate::error::ApiError;
@@ -177,7 +177,7 @@ pub(super) async fn stream(
         filter,
         columns,
         masks: entitlement.masks.clone(),
-        mask_key: state.config.mask_key.as_bytes().to_vec(),
+        masker: state.masker.clone(),
         deadline: Instant::now() + Duration::from_secs(state.config.stream_timeout_secs),
     };
     let producer_state = state.clone();
@@ -261,7 +261,7 @@ struct Follower {
     filter: RowFilter,
     columns: Option<Vec<String>>,
     masks: BTreeMap<String, Mask>,
-    mask_key: Vec<u8>,
+    masker: KeyedHasher,
     deadline: Instant,
 }
 
@@ -373,8 +373,8 @@ impl Follower {
         let skip_through = (resume.version == version)
             .then_some(resume.chunk)
             .flatten();
-        let key = self.mask_key.clone();
-        let hash = move |value: &str| keyed_hash(&key, value);
+        let masker = self.masker.clone();
+        let hash = move |value: &str| masker.hash(value);
         let mut pending: Vec<String> = Vec::new();
         let mut chunk = 0usize;
         let mut appended: Vec<_> = files.iter().filter(|f| !before.contains(&f.path)).collect();
