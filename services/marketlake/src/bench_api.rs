@@ -1,20 +1,28 @@
-//! `marketlake bench api`: the API's figures, in one run on a private lake served on loopback.
-//! - Full extraction of `l2.trades` through the API as Parquet and as NDJSON: rows/s, MB/s and
-//!   the process's peak resident memory during it — beside DuckDB reading the same Parquet files
-//!   into Arrow in the same run (the reference).
-//! - A one-symbol, one-hour query: p50/p99 latency and the files it read out of the version's.
-//! - News search: time from an `l2.news` commit to searchable, and p50/p99 over many queries.
+//! `marketlake bench api`: the API's figures, in one run on a private lake, with `marketlake
+//! serve` running as its own process on loopback (as in production) so that its memory is its
+//! own, not the client's or the data generator's.
+//! - Full extraction of `l2.trades` (Arrow, NDJSON, Parquet; a grant that hashes `account`):
+//!   rows/s, MB/s, and the serve process's resident memory before and at its peak — beside DuckDB
+//!   reading the same Parquet files in the same run (the reference, best of three).
+//! - A one-symbol, one-hour query: p50/p99 latency and the files it read out of the version's,
+//!   on the files as written and after `maintain` (clustered by symbol and time).
+//! - News search over `--news` documents whose words follow the frequencies of the bundled real
+//!   news text: time from an `l2.news` commit to searchable, and p50/p99 over many queries.
+//!
+//! Large runs (`--rows 50000000 --files 500 --news 1000000`) are written and committed in
+//! slices, so the generator's memory stays bounded.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use marketlake_api::auth::mint;
-use marketlake_api::catalog::{Catalog, Grant};
 use marketlake_lake::{ExactlyOnceSink, LakeConfig, OffsetAdvance};
 use marketlake_schemas::l2::{self, Lineage, NewsRow, TradeAction, TradeRow};
 use marketlake_schemas::names::{L2_NEWS, L2_TRADES};
+use rand::distributions::{Distribution, WeightedIndex};
 use rand::{Rng, SeedableRng};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
@@ -34,49 +42,25 @@ pub struct ApiBenchArgs {
     /// News items indexed for the search measure.
     #[arg(long, default_value_t = 20_000)]
     news: u64,
+    /// Keep the lake in this directory, and reuse the `l2.trades` already there (no rows
+    /// written): for repeated measures on a large table. Default: a private temporary lake.
+    #[arg(long)]
+    lake: Option<PathBuf>,
+    /// Real news text whose word frequencies the generated news follows.
+    #[arg(long, default_value = "data/news")]
+    news_corpus: PathBuf,
     /// Formats of the full extraction, in this order (memory is measured per format, so the
     /// order shows how much the allocator keeps from one to the next).
-    #[arg(long, value_delimiter = ',', default_values_t = ["parquet".to_string(), "ndjson".to_string()])]
+    #[arg(long, value_delimiter = ',', default_values_t = ["arrow".to_string(), "ndjson".to_string(), "parquet".to_string()])]
     formats: Vec<String>,
 }
 
 const DAY_START_NS: i64 = 1_767_603_600_000_000_000; // 2026-01-05T09:00:00Z
 const DAY_NS: i64 = 8 * 3_600 * 1_000_000_000;
-const WORDS: &[&str] = &[
-    "earnings",
-    "guidance",
-    "merger",
-    "acquisition",
-    "dividend",
-    "buyback",
-    "downgrade",
-    "upgrade",
-    "lawsuit",
-    "settlement",
-    "revenue",
-    "margin",
-    "outlook",
-    "regulator",
-    "approval",
-    "recall",
-    "chip",
-    "cloud",
-    "battery",
-    "pipeline",
-    "tariff",
-    "strike",
-    "forecast",
-    "rates",
-    "inflation",
-    "layoffs",
-    "hiring",
-    "partnership",
-    "contract",
-    "patent",
-    "launch",
-    "delay",
-    "investigation",
-];
+/// News rows per commit when loading the search corpus.
+const NEWS_PER_COMMIT: u64 = 100_000;
+/// News items of the freshness measure, committed once the corpus is indexed.
+const FRESH_NEWS: u64 = 100;
 
 fn trade(i: u64, symbols: u64, rng: &mut rand::rngs::StdRng, time_ns: i64) -> TradeRow {
     let symbol = format!("S{:04}", rng.gen_range(0..symbols));
@@ -114,11 +98,96 @@ fn trade(i: u64, symbols: u64, rng: &mut rand::rngs::StdRng, time_ns: i64) -> Tr
     }
 }
 
-fn news(i: u64, symbols: u64, rng: &mut rand::rngs::StdRng) -> NewsRow {
-    let pick = |rng: &mut rand::rngs::StdRng| WORDS[rng.gen_range(0..WORDS.len())];
+/// The words of real news text with their frequencies: generated news drawn from it has the
+/// skewed term distribution of the real thing (a few very common words, a long tail).
+struct Corpus {
+    words: Vec<String>,
+    weights: WeightedIndex<u32>,
+}
+
+impl Corpus {
+    /// Every file under `dir`: markup and URLs dropped, words of letters kept, lower-cased.
+    fn load(dir: &Path) -> anyhow::Result<Corpus> {
+        let mut counts: HashMap<String, u32> = HashMap::new();
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("--news-corpus {}: not readable", dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if !path.is_file() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
+            let mut in_tag = false;
+            let mut plain = String::with_capacity(text.len());
+            for c in text.chars() {
+                match c {
+                    '<' => in_tag = true,
+                    '>' => in_tag = false,
+                    _ if !in_tag => plain.push(c),
+                    _ => {}
+                }
+            }
+            for token in plain.split_whitespace() {
+                if token.contains("://") || token.starts_with("www.") || token.contains('@') {
+                    continue;
+                }
+                for word in token.split(|c: char| !c.is_ascii_alphabetic()) {
+                    if (2..=20).contains(&word.len()) {
+                        *counts.entry(word.to_ascii_lowercase()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        // JSON and feed field names are not news text.
+        for noise in [
+            "http", "https", "id", "str", "null", "false", "true", "url", "amp", "quot",
+        ] {
+            counts.remove(noise);
+        }
+        let mut words: Vec<(String, u32)> = counts.into_iter().collect();
+        words.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        anyhow::ensure!(
+            words.len() >= 1_000,
+            "--news-corpus {}: {} distinct words; need at least 1,000",
+            dir.display(),
+            words.len()
+        );
+        let weights = WeightedIndex::new(words.iter().map(|(_, n)| *n))?;
+        Ok(Corpus {
+            words: words.into_iter().map(|(w, _)| w).collect(),
+            weights,
+        })
+    }
+
+    fn sample<'a>(&'a self, rng: &mut rand::rngs::StdRng) -> &'a str {
+        &self.words[self.weights.sample(rng)]
+    }
+
+    fn text(&self, rng: &mut rand::rngs::StdRng, words: usize) -> String {
+        let mut text = String::with_capacity(words * 8);
+        for i in 0..words {
+            if i > 0 {
+                text.push(' ');
+            }
+            text.push_str(self.sample(rng));
+        }
+        text
+    }
+
+    /// A content word for a query: past the most common words (which a reader would not
+    /// search for), within the vocabulary most documents draw from.
+    fn query_word<'a>(&'a self, rng: &mut rand::rngs::StdRng) -> &'a str {
+        let top = self.words.len().min(3_000);
+        &self.words[rng.gen_range(50.min(top - 1)..top)]
+    }
+}
+
+fn news(i: u64, symbols: u64, corpus: &Corpus, rng: &mut rand::rngs::StdRng) -> NewsRow {
     let ticker = format!("S{:04}", rng.gen_range(0..symbols));
-    let headline = format!("{ticker} {} {} {}", pick(rng), pick(rng), pick(rng));
-    let body = (0..40).map(|_| pick(rng)).collect::<Vec<_>>().join(" ");
+    let headline_words = rng.gen_range(6..14);
+    let body_words = rng.gen_range(30..150);
+    let headline = format!("{ticker} {}", corpus.text(rng, headline_words));
+    let body = corpus.text(rng, body_words);
     let time = DAY_START_NS + rng.gen_range(0..DAY_NS);
     NewsRow {
         news_key: format!("bench:{i}"),
@@ -143,67 +212,144 @@ fn news(i: u64, symbols: u64, rng: &mut rand::rngs::StdRng) -> NewsRow {
     }
 }
 
-/// Peak resident memory since the last reset, MB (`/proc/self/status` VmHWM).
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// One field of `/proc/<pid>/status`, MB.
+fn proc_status_mb(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
         })
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// Resident memory now, MB (`/proc/self/status` VmRSS).
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        })
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+/// Resident memory of `pid` now, and its peak since the last reset, MB.
+fn rss_mb(pid: u32) -> (f64, f64) {
+    (proc_status_mb(pid, "VmRSS:"), proc_status_mb(pid, "VmHWM:"))
 }
 
-/// Reset the peak-memory mark (Linux: writing 5 to clear_refs).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// Reset the peak-memory mark of `pid` (Linux: writing 5 to clear_refs).
+fn reset_peak_rss(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
 }
 
 fn quantile(values: &[i64], q: f64) -> f64 {
     marketlake_schemas::quantile_ms(values, q).unwrap_or(f64::NAN)
 }
 
-async fn commit_all(
-    lake: &LakeConfig,
-    name: marketlake_schemas::names::TableName,
-    batches: Vec<marketlake_lake::RecordBatch>,
-) -> anyhow::Result<()> {
-    let spec = marketlake_enrich::pipeline::l2_specs()
-        .into_iter()
-        .find(|s| s.name == name)
-        .context("an L2 table")?;
-    let mut sink = ExactlyOnceSink::open(lake, spec, "bench-api").await?;
-    let mut from = None;
-    for (i, batch) in batches.into_iter().enumerate() {
-        let to = i as i64;
-        sink.commit(
-            batch,
-            &[OffsetAdvance {
-                topic: "bench".into(),
-                partition: 0,
-                from,
-                to,
-            }],
-        )
-        .await?;
-        from = Some(to);
+/// Commits to one L2 table, one batch per commit, with the offsets the sink records.
+struct Committer {
+    sink: ExactlyOnceSink,
+    next: i64,
+}
+
+impl Committer {
+    async fn open(
+        lake: &LakeConfig,
+        name: marketlake_schemas::names::TableName,
+    ) -> anyhow::Result<Self> {
+        let spec = marketlake_enrich::pipeline::l2_specs()
+            .into_iter()
+            .find(|s| s.name == name)
+            .context("an L2 table")?;
+        Ok(Committer {
+            sink: ExactlyOnceSink::open(lake, spec, "bench-api").await?,
+            next: 0,
+        })
     }
-    Ok(())
+
+    async fn commit(&mut self, batch: marketlake_lake::RecordBatch) -> anyhow::Result<()> {
+        let to = self.next;
+        self.sink
+            .commit(
+                batch,
+                &[OffsetAdvance {
+                    topic: "bench".into(),
+                    partition: 0,
+                    from: (to > 0).then_some(to - 1),
+                    to,
+                }],
+            )
+            .await?;
+        self.next += 1;
+        Ok(())
+    }
+}
+
+/// `marketlake serve` as a child process on a private lake and catalog; killed on drop.
+struct Server {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Server {
+    fn start(config: &Config, lake: &LakeConfig, dir: &Path) -> anyhow::Result<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut config = config.clone();
+        config.lake = lake.clone();
+        config.api.listen = format!("127.0.0.1:{port}");
+        config.api.catalog_url = format!("sqlite://{}/catalog.db", dir.display());
+        config.api.rate_limit_burst = 1_000_000;
+        config.api.rate_limit_per_minute = 1_000_000;
+        config.api.stream_timeout_secs = 3_600;
+        config.api.search.poll_ms = 100;
+        // One grant per dataset to the group `bench`; `account` hashed as for a quant.
+        let grants = dir.join("grants.toml");
+        std::fs::write(
+            &grants,
+            "[[grants]]\ndataset = \"l2.trades\"\nprincipal_kind = \"group\"\nprincipal = \"bench\"\ncolumn_masks = { account = \"hash\" }\n\n[[grants]]\ndataset = \"l2.news\"\nprincipal_kind = \"group\"\nprincipal = \"bench\"\n",
+        )?;
+        config.api.seed_grants_file = Some(grants);
+        let file = dir.join("serve.toml");
+        std::fs::write(&file, toml::to_string_pretty(&config)?)?;
+        let log = std::fs::File::create(dir.join("serve.log"))?;
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .arg("--config")
+            .arg(&file)
+            .arg("serve")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting `marketlake serve`")?;
+        Ok(Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn wait_ready(&mut self, http: &reqwest::Client) -> anyhow::Result<()> {
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("`marketlake serve` exited ({status}); see serve.log");
+            }
+            if http
+                .get(format!("{}/ready", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("`marketlake serve` not ready after 30 s")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// GET `path`, reading the body as it streams; returns (status, bytes, newlines, headers).
@@ -232,87 +378,177 @@ async fn fetch(
     Ok((status, bytes, lines, headers))
 }
 
+/// Total hits of a search, when it answered 200.
+async fn search_total(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> anyhow::Result<Option<u64>> {
+    let response = http
+        .get(format!("{base}/v1/search/news?limit=1"))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        return Ok(None);
+    }
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+    Ok(body["total_hits"].as_u64())
+}
+
+/// Wait until the index holds `expected` documents; seconds waited.
+async fn wait_searchable(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    expected: u64,
+    limit: Duration,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    loop {
+        if search_total(http, base, token).await? == Some(expected) {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "the index never reached {expected} documents"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// DuckDB reading `files`, best of three: streamed as Arrow record batches, and (when the
+/// result fits in memory) materialized as one Arrow table. Returns (rows, streamed secs,
+/// materialized secs) or why it could not run.
+fn duckdb_reference(
+    files: &[String],
+    materialize: bool,
+) -> Result<(u64, f64, Option<f64>), String> {
+    let script = "import duckdb, sys, time
+materialize = sys.argv[1] == '1'
+files = sys.argv[2:]
+con = duckdb.connect()
+con.sql('SET enable_progress_bar = false')
+query = f'select * from read_parquet({files})'
+def best(run):
+    times = []
+    for _ in range(3):
+        t = time.time()
+        n = run()
+        times.append(time.time() - t)
+    return n, min(times)
+def streamed():
+    rel = con.sql(query)
+    reader = rel.to_arrow_reader(65536) if hasattr(rel, 'to_arrow_reader') else rel.fetch_record_batch(65536)
+    return sum(b.num_rows for b in reader)
+def whole():
+    r = con.sql(query).arrow()
+    return r.read_all().num_rows if hasattr(r, 'read_all') else r.num_rows
+n, s = best(streamed)
+m = best(whole)[1] if materialize else -1
+print(n, s, m)
+";
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(if materialize { "1" } else { "0" })
+        .args(files)
+        .output()
+        .map_err(|e| format!("python3 (scripts/ensure-tools --with-test-tools): {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout).to_string();
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let parse = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    match (parse(0), parse(1), parse(2)) {
+        (Some(rows), Some(streamed), Some(whole)) => {
+            Ok((rows as u64, streamed, (whole >= 0.0).then_some(whole)))
+        }
+        _ => Err(format!(
+            "{} {}",
+            text.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
+
 pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let temporary = tempfile::tempdir()?;
+    let dir = match &args.lake {
+        Some(kept) => {
+            std::fs::create_dir_all(kept)?;
+            kept.clone()
+        }
+        None => temporary.path().to_path_buf(),
+    };
     let lake = LakeConfig {
-        root: dir.path().join("lake"),
+        root: dir.join("lake"),
         ..config.lake.clone()
     };
+    let reuse = args.lake.is_some() && lake.root.join("l2/trades/_delta_log").exists();
+    let corpus = Corpus::load(&args.news_corpus)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    println!(
-        "writing {} rows of l2.trades in {} commits ...",
-        args.rows, args.files
-    );
-    let per_file = args.rows.div_ceil(args.files.max(1));
-    let mut batches = Vec::new();
+
+    let written = Instant::now();
+    let files = if reuse { 0 } else { args.files.max(1) };
+    if reuse {
+        // The news measures start from an empty table and index.
+        for stale in ["l2/news", "_index"] {
+            let path = lake.root.join(stale);
+            if path.exists() {
+                std::fs::remove_dir_all(&path)?;
+            }
+        }
+        println!(
+            "reusing l2.trades in {} (--rows must match it)",
+            lake.root.display()
+        );
+    } else {
+        println!(
+            "writing {} rows of l2.trades in {} commits ...",
+            args.rows, args.files
+        );
+    }
+    let mut trades = Committer::open(&lake, L2_TRADES).await?;
+    let per_file = args.rows.div_ceil(files.max(1));
+    let slice = DAY_NS / files.max(1) as i64;
     let mut i = 0u64;
-    let slice = DAY_NS / args.files.max(1) as i64;
-    for file in 0..args.files {
-        let rows: Vec<TradeRow> = (0..per_file.min(args.rows - i))
+    for file in 0..files {
+        let n = per_file.min(args.rows - i);
+        if n == 0 {
+            break;
+        }
+        let rows: Vec<TradeRow> = (0..n)
             .map(|k| {
-                let t = DAY_START_NS + file as i64 * slice + (k as i64 * slice) / per_file as i64;
+                let t = DAY_START_NS + file as i64 * slice + (k as i64 * slice) / n as i64;
                 trade(i + k, args.symbols, &mut rng, t)
             })
             .collect();
-        i += rows.len() as u64;
-        batches.push(l2::trades_batch(&rows, 0)?);
+        i += n;
+        trades.commit(l2::trades_batch(&rows, 0)?).await?;
     }
-    commit_all(&lake, L2_TRADES, batches).await?;
+    drop(trades);
+    let write_secs = written.elapsed().as_secs_f64();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut api_config = config.api.clone();
-    api_config.listen = format!("127.0.0.1:{port}");
-    api_config.catalog_url = format!("sqlite://{}/catalog.db", dir.path().display());
-    api_config.seed_grants_file = None;
-    api_config.rate_limit_burst = 1_000_000;
-    api_config.rate_limit_per_minute = 1_000_000;
-    api_config.search.poll_ms = 100;
-    let api = marketlake_api::http::Api::start(
-        api_config.clone(),
-        lake.clone(),
-        crate::run::all_specs(&config),
-    )
-    .await?;
-    let catalog = Catalog::connect(&api_config.catalog_url).await?;
-    for dataset in [L2_TRADES, L2_NEWS] {
-        catalog
-            .grant(
-                &Grant {
-                    grant_id: String::new(),
-                    dataset: dataset.to_string(),
-                    principal_kind: "group".into(),
-                    principal: "bench".into(),
-                    symbols: None,
-                    venues: None,
-                    column_masks: [("account".to_string(), "hash".to_string())].into(),
-                },
-                "bench",
-                None,
-            )
-            .await?;
-    }
-    let token = mint(&api_config.auth, "bench", &[], &["bench".into()], 3_600)?;
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(api.serve(shutdown.clone()));
+    let mut server = Server::start(&config, &lake, &dir)?;
     let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(600))
+        .timeout(Duration::from_secs(3_600))
         .build()?;
-    let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if http.get(format!("{base}/health")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.wait_ready(&http).await?;
+    let (base, pid) = (server.base.clone(), server.pid());
+    let token = mint(
+        &config.api.auth,
+        "bench",
+        &[],
+        &["bench".into()],
+        24 * 3_600,
+    )?;
+    let idle_rss = rss_mb(pid).0;
 
-    // Full extraction, two formats, with the peak memory of this process (server + client).
-    let mut table = Vec::new();
-    for format in &args.formats {
-        let format = format.as_str();
-        reset_peak_rss();
-        let before = rss_mb();
+    // Full extractions, with the serve process's memory.
+    let mut extractions = Vec::new();
+    for format in args.formats.iter().filter(|f| !f.is_empty()) {
+        println!("extracting every row as {format} ...");
+        reset_peak_rss(pid);
+        let before = rss_mb(pid).0;
         let started = Instant::now();
         let (status, bytes, lines, _) = fetch(
             &http,
@@ -329,119 +565,129 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
                 args.rows
             );
         }
-        table.push((format, secs, bytes, before, peak_rss_mb()));
+        extractions.push((format.clone(), secs, bytes, before, rss_mb(pid).1));
     }
 
-    // DuckDB reading the same files into Arrow (the reference).
-    let files: Vec<String> = walk_parquet(&lake.root.join("l2/trades"))?;
-    // Three runs in one process; the best is the reference (the hardest one to reach).
-    let script = "import duckdb, sys, time\nfiles = sys.argv[1:]\nduckdb.sql('SET enable_progress_bar = false')\nbest = None\nfor _ in range(3):\n    t = time.time()\n    r = duckdb.sql(f'select * from read_parquet({files})').arrow()\n    n = r.read_all().num_rows if hasattr(r, 'read_all') else r.num_rows\n    s = time.time() - t\n    best = s if best is None else min(best, s)\nprint(n, best)\n";
-    let duck = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(&files)
-        .output()
-        .context("python3 with duckdb (scripts/ensure-tools --with-test-tools)")?;
-    let duck_text = String::from_utf8_lossy(&duck.stdout).to_string();
-    let duck_secs: Option<f64> = duck_text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok());
+    println!("DuckDB reading the same files ...");
+    let parquet_files = walk_parquet(&lake.root.join("l2/trades"))?;
+    let duck = duckdb_reference(&parquet_files, args.rows <= 10_000_000);
 
     // One symbol, one hour: as written (files hold every symbol), then after compaction, which
     // clusters rows by symbol and time.
+    println!("one-symbol, one-hour queries ...");
     let hour_start = DAY_START_NS + 3 * 3_600 * 1_000_000_000;
     let (narrow, scan_files) = narrow_queries(&http, &base, &token, &args, hour_start).await?;
     let spec = marketlake_enrich::pipeline::l2_specs()
         .into_iter()
         .find(|s| s.name == L2_TRADES)
         .context("l2.trades")?;
+    println!("maintain (compaction) ...");
     let compacted = Instant::now();
     let report = marketlake_lake::maintain::maintain_table(&lake, &spec, i64::MAX).await?;
     let compact_secs = compacted.elapsed().as_secs_f64();
     let (narrow_after, scan_after) =
         narrow_queries(&http, &base, &token, &args, hour_start).await?;
 
-    // News: commit, time to searchable, then query latency.
-    let news_rows: Vec<NewsRow> = (0..args.news)
-        .map(|i| news(i, args.symbols, &mut rng))
+    // News: the corpus, indexed by the server as it follows l2.news; then one more commit,
+    // timed to searchable; then queries.
+    println!("writing {} news items ...", args.news);
+    let loaded = Instant::now();
+    let mut news_table = Committer::open(&lake, L2_NEWS).await?;
+    let mut n = 0u64;
+    while n < args.news {
+        let k = NEWS_PER_COMMIT.min(args.news - n);
+        let rows: Vec<NewsRow> = (n..n + k)
+            .map(|i| news(i, args.symbols, &corpus, &mut rng))
+            .collect();
+        news_table.commit(l2::news_batch(&rows, 0)?).await?;
+        n += k;
+    }
+    wait_searchable(&http, &base, &token, args.news, Duration::from_secs(3_600)).await?;
+    let load_secs = loaded.elapsed().as_secs_f64();
+    let fresh: Vec<NewsRow> = (args.news..args.news + FRESH_NEWS)
+        .map(|i| news(i, args.symbols, &corpus, &mut rng))
         .collect();
     let committed = Instant::now();
-    commit_all(&lake, L2_NEWS, vec![l2::news_batch(&news_rows, 0)?]).await?;
+    news_table.commit(l2::news_batch(&fresh, 0)?).await?;
     let commit_secs = committed.elapsed().as_secs_f64();
-    let searchable_after = loop {
-        let (status, body) = {
-            let response = http
-                .get(format!("{base}/v1/search/news?limit=1"))
-                .header("Authorization", format!("Bearer {token}"))
-                .send()
-                .await?;
-            (response.status().as_u16(), response.text().await?)
-        };
-        let total = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["total_hits"].as_u64());
-        if status == 200 && total == Some(args.news) {
-            break committed.elapsed().as_secs_f64() - commit_secs;
-        }
-        anyhow::ensure!(
-            committed.elapsed() < Duration::from_secs(600),
-            "news never searchable"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    wait_searchable(
+        &http,
+        &base,
+        &token,
+        args.news + FRESH_NEWS,
+        Duration::from_secs(120),
+    )
+    .await?;
+    let searchable_after = committed.elapsed().as_secs_f64() - commit_secs;
     let mut searches = Vec::new();
+    let mut hits = 0u64;
     for q in 0..args.queries {
-        let a = WORDS[q % WORDS.len()];
-        let b = WORDS[(q * 7 + 3) % WORDS.len()];
-        let query = match q % 4 {
+        let a = corpus.query_word(&mut rng);
+        let b = corpus.query_word(&mut rng);
+        let query = match q % 5 {
             0 => a.to_string(),
-            1 => format!("{a} AND {b}"),
+            1 => format!("{a}%20AND%20{b}"),
             2 => format!("%22{a}%20{b}%22"),
-            _ => format!("{}&fuzzy=true", &a[..a.len() - 1]),
+            3 => format!("{a}&fuzzy=true"),
+            _ => {
+                let from = DAY_START_NS + rng.gen_range(0..DAY_NS / 2);
+                format!(
+                    "{a}&symbols=S{:04}&from={from}&to={}",
+                    rng.gen_range(0..args.symbols),
+                    from + DAY_NS / 4
+                )
+            }
         };
         let started = Instant::now();
-        let (status, _, _, _) = fetch(
-            &http,
-            &format!("{base}/v1/search/news?q={query}&limit=20"),
-            &token,
-        )
-        .await?;
+        let response = http
+            .get(format!("{base}/v1/search/news?q={query}&limit=20"))
+            .header("Authorization", format!("Bearer {token}"))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
         searches.push(started.elapsed().as_micros() as i64);
         anyhow::ensure!(status == 200, "search {query}: HTTP {status}");
+        hits += body["total_hits"].as_u64().unwrap_or(0);
     }
-    shutdown.cancel();
-    let _ = server.await;
+    let (serve_rss, serve_peak) = rss_mb(pid);
+    drop(server);
 
     println!();
     println!(
-        "bench api: {} rows of l2.trades in {} files ({} symbols), {} news items; private lake, API on loopback, this machine",
+        "bench api: {} rows of l2.trades in {} files ({} symbols; written in {write_secs:.0} s), {} news items; private lake; `marketlake serve` as its own process on loopback; this machine",
         args.rows, args.files, args.symbols, args.news
     );
     println!("| measure | figure |");
     println!("|---|---|");
-    let duck_rate = duck_secs.map(|secs| args.rows as f64 / secs);
-    if let (Some(rate), Some(secs)) = (duck_rate, duck_secs) {
-        println!(
-            "| DuckDB reading the same Parquet files into Arrow (reference, best of 3) | {rate:.0} rows/s ({secs:.2} s) |"
-        );
-    } else {
-        println!(
-            "| DuckDB reference | not measured: {} {} |",
-            duck_text.trim(),
-            String::from_utf8_lossy(&duck.stderr).trim()
-        );
-    }
-    for (format, secs, bytes, before, peak) in &table {
+    let duck_rate = match &duck {
+        Ok((rows, streamed, whole)) => {
+            let best = whole.map_or(*streamed, |w| w.min(*streamed));
+            println!(
+                "| DuckDB reading the same {} Parquet files (reference, best of 3) | streamed as Arrow batches: {:.0} rows/s ({streamed:.2} s){} |",
+                parquet_files.len(),
+                *rows as f64 / streamed,
+                whole.map_or_else(
+                    || "; whole-table Arrow not run (result larger than memory allows)".to_string(),
+                    |w| format!("; whole table as Arrow: {:.0} rows/s ({w:.2} s)", *rows as f64 / w)
+                )
+            );
+            Some(*rows as f64 / best)
+        }
+        Err(why) => {
+            println!("| DuckDB reference | not measured: {why} |");
+            None
+        }
+    };
+    for (format, secs, bytes, before, peak) in &extractions {
         let rate = args.rows as f64 / secs;
         let ratio = duck_rate.map_or_else(String::new, |duck| {
-            format!("; {:.0} % of DuckDB", 100.0 * rate / duck)
+            format!("; {:.0} % of DuckDB's faster rate", 100.0 * rate / duck)
         });
         println!(
-            "| full extraction as {format} | {rate:.0} rows/s, {:.1} MB/s ({} MB in {secs:.1} s){ratio}; process RSS {before:.0} MB before, peak {peak:.0} MB during (growth {:.0} MB) |",
+            "| full extraction as {format} (account hashed) | {rate:.0} rows/s, {:.1} MB/s ({:.2} GB in {secs:.1} s){ratio}; serve RSS {before:.0} MB before, peak {peak:.0} MB during |",
             *bytes as f64 / 1e6 / secs,
-            bytes / 1_000_000,
-            peak - before
+            *bytes as f64 / 1e9,
         );
     }
     println!(
@@ -458,14 +704,22 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
         quantile(&narrow_after, 0.99),
     );
     println!(
-        "| news commit → searchable ({} items in one commit) | {:.2} s (index poll 100 ms) |",
-        args.news, searchable_after
+        "| news corpus generated, committed and indexed by the server | {} items in {load_secs:.1} s |",
+        args.news
     );
     println!(
-        "| news search (words, AND, phrases, fuzzy; limit 20) | p50 {:.1} ms, p99 {:.1} ms over {} queries |",
+        "| news commit → searchable ({FRESH_NEWS} items in one commit, over the {} already indexed) | {searchable_after:.2} s (index poll 100 ms) |",
+        args.news
+    );
+    println!(
+        "| news search (words, AND, phrases, fuzzy, word + ticker + time; limit 20) | p50 {:.1} ms, p99 {:.1} ms over {} queries ({:.0} hits on average) |",
         quantile(&searches, 0.5),
         quantile(&searches, 0.99),
-        searches.len()
+        searches.len(),
+        hits as f64 / searches.len().max(1) as f64
+    );
+    println!(
+        "| serve process memory | {idle_rss:.0} MB idle after start; {serve_rss:.0} MB at the end, peak {serve_peak:.0} MB since the last extraction |"
     );
     Ok(())
 }
