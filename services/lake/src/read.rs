@@ -18,6 +18,59 @@ use object_store::ObjectStoreExt;
 use crate::spec::LakeConfig;
 use crate::{delta_error, LakeError, RecordBatch, Result};
 
+/// The latest loaded version of each table, for a long-running reader (the API): a request
+/// brings the cached table up to date by reading only the log entries committed since, where a
+/// fresh load would replay the log from its last checkpoint every time.
+#[derive(Default)]
+pub struct LatestTables {
+    tables: std::sync::Mutex<std::collections::HashMap<TableName, DeltaTable>>,
+}
+
+impl LatestTables {
+    fn cached(&self, name: TableName) -> Option<DeltaTable> {
+        match self.tables.lock() {
+            Ok(tables) => tables.get(&name).cloned(),
+            Err(poisoned) => poisoned.into_inner().get(&name).cloned(),
+        }
+    }
+
+    /// The table at its latest version.
+    pub async fn latest(&self, config: &LakeConfig, name: TableName) -> Result<DeltaTable> {
+        let table = match self.cached(name) {
+            Some(mut table) => {
+                refresh(&mut table).await?;
+                table
+            }
+            None => load_table(config, name, None).await?,
+        };
+        let mut tables = match self.tables.lock() {
+            Ok(tables) => tables,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Concurrent requests refresh their own copies; the newest one stays.
+        if tables
+            .get(&name)
+            .is_none_or(|cached| cached.version() < table.version())
+        {
+            tables.insert(name, table.clone());
+        }
+        Ok(table)
+    }
+
+    /// The table as of `as_of`: the latest through the cache, other versions loaded.
+    pub async fn as_of(
+        &self,
+        config: &LakeConfig,
+        name: TableName,
+        as_of: AsOf,
+    ) -> Result<DeltaTable> {
+        match as_of {
+            AsOf::Latest => self.latest(config, name).await,
+            _ => load_table_as_of(config, name, as_of).await,
+        }
+    }
+}
+
 /// One data file of a table version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataFile {

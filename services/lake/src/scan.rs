@@ -22,7 +22,7 @@ use deltalake::parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatc
 use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::errors::ParquetError;
 use deltalake::parquet::file::metadata::RowGroupMetaData;
-use deltalake::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use deltalake::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use deltalake::parquet::file::statistics::Statistics;
 use deltalake::DeltaTable;
 use futures::future::BoxFuture;
@@ -67,11 +67,45 @@ pub struct Position {
     pub row: usize,
 }
 
-/// One batch of a scan and the position of its first row.
+/// One batch of a scan and where its rows lie in their row group.
 #[derive(Debug, Clone)]
 pub struct ScanBatch {
     pub batch: RecordBatch,
+    pub rows: SourceRows,
+}
+
+/// Where the rows of a batch lie: their row group, and their rows in it — consecutive, or the
+/// ones a narrow request selected within the group (the rows between cannot match it).
+#[derive(Debug, Clone)]
+pub struct SourceRows {
+    /// The position of the batch's first row.
     pub position: Position,
+    /// For each row of the batch, its row in the group; `None`: consecutive from `position`.
+    pub group_rows: Option<Vec<usize>>,
+    pub len: usize,
+}
+
+impl SourceRows {
+    /// Where a scan resumes after the batch's row `i`.
+    pub fn after(&self, i: usize) -> Position {
+        let row = self
+            .group_rows
+            .as_ref()
+            .and_then(|rows| rows.get(i).copied())
+            .unwrap_or(self.position.row + i);
+        Position {
+            row: row + 1,
+            ..self.position.clone()
+        }
+    }
+
+    /// Where a scan resumes after the whole batch.
+    pub fn after_all(&self) -> Position {
+        match self.len {
+            0 => self.position.clone(),
+            len => self.after(len - 1),
+        }
+    }
 }
 
 /// The files of a version a request needs, in scan order.
@@ -152,6 +186,48 @@ impl ScanRequest {
             }
         }
         true
+    }
+
+    /// Whether the request narrows rows by symbol or time (worth selecting rows in a group).
+    fn narrows(&self) -> bool {
+        self.symbols.is_some() || self.from_ns.is_some() || self.to_ns.is_some()
+    }
+
+    /// Which rows of `batch` (holding the symbol and time columns, when the file has them)
+    /// can match; a column the file lacks does not narrow (the caller filters rows again).
+    fn rows_may_match(&self, batch: &RecordBatch, time_column: Option<&str>) -> Result<Vec<bool>> {
+        use deltalake::arrow::array::Array;
+        let mut keep = vec![true; batch.num_rows()];
+        if let (Some(symbols), Some(column)) = (&self.symbols, batch.column_by_name("symbol")) {
+            let values = deltalake::arrow::compute::cast(column, &DataType::Utf8)
+                .map_err(|e| read_error("symbol column", e))?;
+            let values = values
+                .as_any()
+                .downcast_ref::<deltalake::arrow::array::StringArray>()
+                .ok_or_else(|| read_error("symbol column", "not text"))?;
+            for (row, k) in keep.iter_mut().enumerate() {
+                *k = values.is_valid(row) && symbols.contains(values.value(row));
+            }
+        }
+        if self.from_ns.is_some() || self.to_ns.is_some() {
+            let times = time_column
+                .and_then(|name| batch.column_by_name(name))
+                .and_then(|c| {
+                    c.as_any()
+                        .downcast_ref::<deltalake::arrow::array::Int64Array>()
+                        .cloned()
+                });
+            if let Some(times) = times {
+                for (row, k) in keep.iter_mut().enumerate() {
+                    let t = times.value(row);
+                    *k = *k
+                        && times.is_valid(row)
+                        && self.from_ns.is_none_or(|from| t >= from)
+                        && self.to_ns.is_none_or(|to| t < to);
+                }
+            }
+        }
+        Ok(keep)
     }
 
     fn row_group_may_match(&self, group: &RowGroupMetaData, time_column: Option<&str>) -> bool {
@@ -254,6 +330,7 @@ impl ScanPlan {
 }
 
 /// Byte ranges of one data file from the table's object store, for the Parquet reader.
+#[derive(Clone)]
 struct StoreReader {
     store: deltalake::logstore::ObjectStoreRef,
     path: deltalake::Path,
@@ -278,13 +355,17 @@ impl AsyncFileReader for StoreReader {
 
     fn get_metadata<'a>(
         &'a mut self,
-        _options: Option<&'a ArrowReaderOptions>,
+        options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, deltalake::parquet::errors::Result<Arc<ParquetMetaData>>> {
         let size = self.size;
+        let mut reader = ParquetMetaDataReader::new();
+        if let Some(options) = options {
+            reader = reader
+                .with_offset_index_policy(options.offset_index_policy())
+                .with_column_index_policy(options.column_index_policy());
+        }
         async move {
-            let metadata = ParquetMetaDataReader::new()
-                .load_and_finish(&mut *self, size)
-                .await?;
+            let metadata = reader.load_and_finish(&mut *self, size).await?;
             Ok(Arc::new(metadata))
         }
         .boxed()
@@ -307,7 +388,17 @@ async fn read_planned_file(
         path: path.clone(),
         size,
     };
-    let metadata = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+    // A narrow request reads the offset index too: with it, the reader fetches only the pages
+    // holding selected rows.
+    let index = if request.narrows() {
+        PageIndexPolicy::Optional
+    } else {
+        PageIndexPolicy::Skip
+    };
+    let options = ArrowReaderOptions::new()
+        .with_offset_index_policy(index)
+        .with_column_index_policy(PageIndexPolicy::Skip);
+    let metadata = ArrowReaderMetadata::load_async(&mut reader, options)
         .await
         .map_err(|e| read_error(&file.path, e))?;
     let parquet_schema = metadata.parquet_schema().clone();
@@ -344,6 +435,23 @@ async fn read_planned_file(
         .filter(|(_, g)| request.row_group_may_match(g, time_column.as_deref()))
         .map(|(i, g)| (i, usize::try_from(g.num_rows()).unwrap_or(0)))
         .collect();
+    // A narrow request first reads only the symbol and time columns of a group, then the
+    // columns asked for at the rows those can match (pages without such rows are not read).
+    let narrowing = request.narrows().then(|| {
+        let mut names: BTreeSet<&str> = ["symbol"].into();
+        if let Some(t) = &time_column {
+            names.insert(t.as_str());
+        }
+        let roots: Vec<usize> = metadata
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| names.contains(f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        ProjectionMask::roots(&parquet_schema, roots)
+    });
     let partition_values = Arc::new(file.partition_values.clone());
     let path_text = Arc::new(file.path.clone());
     let stream = futures::stream::iter(groups)
@@ -355,6 +463,9 @@ async fn read_planned_file(
             };
             let metadata = metadata.clone();
             let projection = projection.clone();
+            let narrowing = narrowing.clone();
+            let request = request.clone();
+            let time_column = time_column.clone();
             let partition_values = partition_values.clone();
             let path_text = path_text.clone();
             let skip = resume
@@ -362,39 +473,142 @@ async fn read_planned_file(
                 .filter(|p| p.row_group == group)
                 .map_or(0, |p| p.row.min(rows));
             async move {
+                let selected = match narrowing {
+                    None => None,
+                    Some(columns) => Some(
+                        select_rows(
+                            reader.clone(),
+                            metadata.clone(),
+                            (group, rows, skip),
+                            columns,
+                            &request,
+                            time_column.as_deref(),
+                        )
+                        .await
+                        .map_err(|e| read_error(&path_text, e))?,
+                    ),
+                };
+                let selection = match &selected {
+                    Some(chosen) if chosen.is_empty() => {
+                        return Ok(futures::stream::empty().boxed());
+                    }
+                    Some(chosen) => Some(selection_of(chosen, rows)),
+                    None if skip > 0 => Some(RowSelection::from(vec![
+                        RowSelector::skip(skip),
+                        RowSelector::select(rows - skip),
+                    ])),
+                    None => None,
+                };
                 let mut builder =
                     ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
                         .with_row_groups(vec![group])
                         .with_projection(projection)
                         .with_batch_size(BATCH_ROWS);
-                if skip > 0 {
-                    builder = builder.with_row_selection(RowSelection::from(vec![
-                        RowSelector::skip(skip),
-                        RowSelector::select(rows - skip),
-                    ]));
+                if let Some(selection) = selection {
+                    builder = builder.with_row_selection(selection);
                 }
                 let stream = builder.build().map_err(|e| read_error(&path_text, e))?;
-                let mut row = skip;
+                let mut emitted = 0usize;
                 let batches = stream.map(move |batch| {
                     let batch = batch.map_err(|e| read_error(&path_text, e))?;
-                    let position = Position {
-                        file: path_text.to_string(),
-                        row_group: group,
-                        row,
+                    let len = batch.num_rows();
+                    let (first, group_rows) = match &selected {
+                        None => (skip + emitted, None),
+                        Some(chosen) => {
+                            let rows = chosen.get(emitted..emitted + len).ok_or_else(|| {
+                                read_error(&path_text, "more rows than were selected")
+                            })?;
+                            (rows.first().copied().unwrap_or(0), Some(rows.to_vec()))
+                        }
                     };
-                    row += batch.num_rows();
+                    emitted += len;
                     let batch = with_partition_columns(batch, &partition_values)
                         .map_err(|e| read_error(&path_text, e))?;
-                    Ok(ScanBatch { batch, position })
+                    Ok(ScanBatch {
+                        batch,
+                        rows: SourceRows {
+                            position: Position {
+                                file: path_text.to_string(),
+                                row_group: group,
+                                row: first,
+                            },
+                            group_rows,
+                            len,
+                        },
+                    })
                 });
-                Ok::<_, LakeError>(batches)
+                Ok::<_, LakeError>(batches.boxed())
             }
         })
         .flat_map(|result| match result {
-            Ok(batches) => batches.boxed(),
+            Ok(batches) => batches,
             Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
         });
     Ok(stream.boxed())
+}
+
+/// The rows of one row group (`(group, rows, skip)`: rows before `skip` excluded) that can
+/// match `request`, read from the symbol and time columns only; ascending.
+async fn select_rows(
+    reader: StoreReader,
+    metadata: ArrowReaderMetadata,
+    (group, rows, skip): (usize, usize, usize),
+    columns: ProjectionMask,
+    request: &ScanRequest,
+    time_column: Option<&str>,
+) -> std::result::Result<Vec<usize>, String> {
+    let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
+        .with_row_groups(vec![group])
+        .with_projection(columns)
+        .with_batch_size(BATCH_ROWS * 8);
+    if skip > 0 {
+        builder = builder.with_row_selection(RowSelection::from(vec![
+            RowSelector::skip(skip),
+            RowSelector::select(rows - skip),
+        ]));
+    }
+    let mut stream = builder.build().map_err(|e| e.to_string())?;
+    let mut chosen = Vec::new();
+    let mut base = skip;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let keep = request
+            .rows_may_match(&batch, time_column)
+            .map_err(|e| e.to_string())?;
+        chosen.extend(
+            keep.iter()
+                .enumerate()
+                .filter(|(_, k)| **k)
+                .map(|(i, _)| base + i),
+        );
+        base += batch.num_rows();
+    }
+    Ok(chosen)
+}
+
+/// A selection of `rows` rows reading exactly `chosen` (ascending).
+fn selection_of(chosen: &[usize], rows: usize) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut at = 0usize;
+    let mut i = 0usize;
+    while i < chosen.len() {
+        let start = chosen[i];
+        let mut end = start + 1;
+        while i + 1 < chosen.len() && chosen[i + 1] == end {
+            end += 1;
+            i += 1;
+        }
+        if start > at {
+            selectors.push(RowSelector::skip(start - at));
+        }
+        selectors.push(RowSelector::select(end - start));
+        at = end;
+        i += 1;
+    }
+    if rows > at {
+        selectors.push(RowSelector::skip(rows - at));
+    }
+    RowSelection::from(selectors)
 }
 
 /// The schema a table's rows come back with (partition columns last, always nullable), for
@@ -425,6 +639,39 @@ mod tests {
         assert!(!symbols_may_match(&set, Some("JPM"), Some("MA")));
         assert!(!symbols_may_match(&set, Some("NVDA"), Some("ZZ")));
         assert!(symbols_may_match(&set, None, Some("A")));
+    }
+
+    #[test]
+    fn selections_read_exactly_the_chosen_rows() {
+        let selectors: Vec<RowSelector> = selection_of(&[2, 3, 4, 9], 12).into();
+        assert_eq!(
+            selectors,
+            vec![
+                RowSelector::skip(2),
+                RowSelector::select(3),
+                RowSelector::skip(4),
+                RowSelector::select(1),
+                RowSelector::skip(2),
+            ]
+        );
+        let selectors: Vec<RowSelector> = selection_of(&[0, 1], 2).into();
+        assert_eq!(selectors, vec![RowSelector::select(2)]);
+        let rows = SourceRows {
+            position: Position {
+                file: "f".into(),
+                row_group: 1,
+                row: 2,
+            },
+            group_rows: Some(vec![2, 3, 9]),
+            len: 3,
+        };
+        assert_eq!(rows.after(1).row, 4);
+        assert_eq!(rows.after_all().row, 10);
+        let consecutive = SourceRows {
+            group_rows: None,
+            ..rows
+        };
+        assert_eq!(consecutive.after_all().row, 5);
     }
 
     #[test]

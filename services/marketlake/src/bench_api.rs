@@ -49,6 +49,9 @@ pub struct ApiBenchArgs {
     /// Real news text whose word frequencies the generated news follows.
     #[arg(long, default_value = "data/news")]
     news_corpus: PathBuf,
+    /// Format of the one-symbol, one-hour queries.
+    #[arg(long, default_value = "arrow")]
+    narrow_format: String,
     /// Formats of the full extraction, in this order (memory is measured per format, so the
     /// order shows how much the allocator keeps from one to the next).
     #[arg(long, value_delimiter = ',', default_values_t = ["arrow".to_string(), "ndjson".to_string(), "parquet".to_string()])]
@@ -691,7 +694,9 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "| one symbol, one hour (ndjson), files as written | p50 {:.1} ms, p99 {:.1} ms over {} requests; files read/in version {scan_files} |",
+        "| one symbol, one hour ({}, {} rows per symbol-hour on average), files as written | p50 {:.1} ms, p99 {:.1} ms over {} requests; files read/in version {scan_files} |",
+        args.narrow_format,
+        args.rows / args.symbols.max(1) / 8,
         quantile(&narrow, 0.5),
         quantile(&narrow, 0.99),
         narrow.len()
@@ -734,14 +739,17 @@ async fn narrow_queries(
 ) -> anyhow::Result<(Vec<i64>, String)> {
     let mut latencies = Vec::new();
     let mut scan_files = String::new();
+    let mut total_bytes = 0u64;
     for q in 0..args.queries {
         let symbol = format!("S{:04}", q as u64 % args.symbols);
         let url = format!(
-            "{base}/v1/datasets/l2.trades/rows?symbols={symbol}&from={hour_start}&to={}&format=ndjson",
-            hour_start + 3_600 * 1_000_000_000
+            "{base}/v1/datasets/l2.trades/rows?symbols={symbol}&from={hour_start}&to={}&format={}",
+            hour_start + 3_600 * 1_000_000_000,
+            args.narrow_format
         );
         let started = Instant::now();
-        let (status, _, _, headers) = fetch(http, &url, token).await?;
+        let (status, bytes, _, headers) = fetch(http, &url, token).await?;
+        total_bytes += bytes;
         latencies.push(started.elapsed().as_micros() as i64);
         anyhow::ensure!(status == 200, "narrow query: HTTP {status}");
         scan_files = headers
@@ -750,7 +758,11 @@ async fn narrow_queries(
             .unwrap_or("-")
             .to_string();
     }
-    Ok((latencies, scan_files))
+    let per_query = total_bytes as f64 / 1e6 / args.queries.max(1) as f64;
+    Ok((
+        latencies,
+        format!("{scan_files}; {per_query:.1} MB per answer"),
+    ))
 }
 
 fn walk_parquet(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {

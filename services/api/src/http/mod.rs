@@ -45,6 +45,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Hashes masked column values under `api.mask_key`.
     pub masker: KeyedHasher,
+    /// Each table's latest version, refreshed per request from the new log entries only.
+    pub snapshots: Arc<marketlake_lake::read::LatestTables>,
     verifier: Verifier,
     /// The news index, when search is enabled.
     search: Option<marketlake_search::NewsReader>,
@@ -69,6 +71,7 @@ impl AppState {
     ) -> AppState {
         AppState {
             masker: KeyedHasher::new(config.mask_key.as_bytes()),
+            snapshots: Arc::default(),
             verifier,
             search,
             scans: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_scans)),

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::StreamExt;
 use marketlake_lake::extract::{self, Encoder, Format, Mask, RowFilter};
-use marketlake_lake::read::{data_files, load_table, load_table_as_of, AsOf};
+use marketlake_lake::read::{data_files, AsOf};
 use marketlake_lake::scan::{self, Position, ScanPlan, ScanRequest};
 use marketlake_lake::{RecordBatch, TableSpec};
 use serde::{Deserialize, Serialize};
@@ -52,7 +52,7 @@ pub(super) async fn datasets(
             continue;
         };
         applied.extend(entitlement.grant_ids.iter().cloned());
-        let (version, rows) = match load_table(&state.lake, spec.name, None).await {
+        let (version, rows) = match state.snapshots.latest(&state.lake, spec.name).await {
             Ok(table) => {
                 // Rows in the latest version, from the log's statistics (no file is opened).
                 let rows = match data_files(&table).await {
@@ -464,7 +464,9 @@ async fn plan(
         (None, None, Some(t)) => AsOf::Time(parse_instant(t)?),
         (None, None, None) => AsOf::Latest,
     };
-    let table = load_table_as_of(&state.lake, spec.name, as_of)
+    let table = state
+        .snapshots
+        .as_of(&state.lake, spec.name, as_of)
         .await
         .map_err(|e| match as_of {
             AsOf::Latest => ApiError::not_found(&name),
@@ -652,11 +654,11 @@ fn read_ahead<T: Send + 'static>(
 const READ_AHEAD_BATCHES: usize = 2;
 
 /// One scanned batch after the entitlement: the rows kept (filtered, projected, masked), which
-/// source rows they came from, and where the batch starts in the table.
+/// of the scanned rows they are, and where the scanned rows lie in the table.
 struct Prepared {
     rows: RecordBatch,
     keep: extract::BooleanArray,
-    position: Position,
+    source: scan::SourceRows,
 }
 
 /// Read, filter, mask, encode and send; returns how it ended, for the audit event.
@@ -747,7 +749,7 @@ async fn stream_rows(
         Ok::<_, marketlake_lake::LakeError>(Prepared {
             rows,
             keep,
-            position: scanned.position,
+            source: scanned.rows,
         })
     });
     let stream = read_ahead(prepared, READ_AHEAD_BATCHES);
@@ -761,7 +763,7 @@ async fn stream_rows(
         let Prepared {
             rows: mut batch,
             keep,
-            position,
+            source,
         } = item.map_err(|e| failed(rows, &e))?;
         if batch.num_rows() == 0 {
             continue;
@@ -776,15 +778,9 @@ async fn stream_rows(
                 .filter(|(_, k)| k.unwrap_or(false))
                 .nth(wanted - 1)
                 .map_or(0, |(i, _)| i);
-            next = Some(Position {
-                row: position.row + last + 1,
-                ..position
-            });
+            next = Some(source.after(last));
         } else {
-            next = Some(Position {
-                row: position.row + keep.len(),
-                ..position
-            });
+            next = Some(source.after_all());
         }
         let chunk = encoder.batch(&batch).map_err(|e| failed(rows, &e))?;
         if !sender.send(chunk).await {

@@ -390,7 +390,9 @@ pub(super) async fn table_version(
     let endpoint = "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/version";
     let (principal, granted) = principal_and_grants(&state, &headers, endpoint).await?;
     let (spec, _) = find(&state, &granted, (&share, &schema, &table))?;
-    let loaded = load_table_as_of(&state.lake, spec.name, AsOf::Latest)
+    let loaded = state
+        .snapshots
+        .latest(&state.lake, spec.name)
         .await
         .map_err(|_| no_such(&format!("table {share}.{schema}.{table}")))?;
     let version = version_of(&loaded);
@@ -423,7 +425,9 @@ pub(super) async fn table_metadata(
     let endpoint = "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/metadata";
     let (principal, granted) = principal_and_grants(&state, &headers, endpoint).await?;
     let (spec, entitlement) = find(&state, &granted, (&share, &schema, &table))?;
-    let loaded = load_table_as_of(&state.lake, spec.name, AsOf::Latest)
+    let loaded = state
+        .snapshots
+        .latest(&state.lake, spec.name)
         .await
         .map_err(|_| no_such(&format!("table {share}.{schema}.{table}")))?;
     let version = version_of(&loaded);
@@ -549,7 +553,9 @@ pub(super) async fn table_query(
         ),
         (None, None) => AsOf::Latest,
     };
-    let loaded = load_table_as_of(&state.lake, spec.name, as_of)
+    let loaded = state
+        .snapshots
+        .as_of(&state.lake, spec.name, as_of)
         .await
         .map_err(|e| {
             tracing::info!(error = %e, "sharing query: version not readable");

@@ -109,7 +109,7 @@ pub(super) async fn stream(
             }
         }
     }
-    let latest = match load_table(&state.lake, spec.name, None).await {
+    let latest = match state.snapshots.latest(&state.lake, spec.name).await {
         Ok(table) => table
             .version()
             .and_then(|v| i64::try_from(v).ok())
@@ -275,7 +275,12 @@ impl Follower {
             if let Some(ended) = self.should_end(sent).await {
                 return ended;
             }
-            let latest = match load_table(&self.lake, self.spec.name, None).await {
+            let latest = match self
+                .state
+                .snapshots
+                .latest(&self.lake, self.spec.name)
+                .await
+            {
                 Ok(table) => table.version().and_then(|v| i64::try_from(v).ok()),
                 Err(_) => None,
             };
