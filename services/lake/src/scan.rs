@@ -353,6 +353,23 @@ impl AsyncFileReader for StoreReader {
         .boxed()
     }
 
+    /// All the ranges of one read at once: the store coalesces near ones and a local file is
+    /// opened once, where one request per page would pay for each.
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, deltalake::parquet::errors::Result<Vec<bytes::Bytes>>> {
+        let store = self.store.clone();
+        let path = self.path.clone();
+        async move {
+            store
+                .get_ranges(&path, &ranges)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
     fn get_metadata<'a>(
         &'a mut self,
         options: Option<&'a ArrowReaderOptions>,
