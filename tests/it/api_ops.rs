@@ -386,7 +386,7 @@ async fn admins_change_grants_live_on_a_postgres_catalog() -> Result<()> {
 
 async fn admin_and_protection(catalog_url: Option<&str>) -> Result<()> {
     let (served, _) = serve_with_catalog(
-        "rate_limit_burst = 12\nrate_limit_per_minute = 1\nauth_failures_per_minute = 30\ncors_allowed_origins = [\"https://desk.example.com\"]\nmax_body_bytes = 4096",
+        "rate_limit_burst = 12\nrate_limit_per_minute = 1\nauth_failures_per_minute = 30\ncors_allowed_origins = [\"https://desk.example.com\"]\nmax_body_bytes = 4096\nmetrics_token = \"scrape-0123456789abcdef\"",
         catalog_url,
     )
     .await?;
@@ -650,9 +650,23 @@ async fn admin_and_protection(catalog_url: Option<&str>) -> Result<()> {
         serde_json::json!([])
     );
 
-    // Metrics: Prometheus text with requests by route and status.
+    // Metrics: Prometheus text with requests by route and status, for the scraper's token only
+    // when `api.metrics_token` is set.
+    for wrong in [None, Some("scrape-0123456789abcdeX"), Some(admin.as_str())] {
+        let (status, _, body) = served
+            .send(reqwest::Method::GET, "/metrics", wrong, None, &[])
+            .await?;
+        assert_eq!(status, 401, "{wrong:?}");
+        assert_eq!(code(&body), "metrics_token");
+    }
     let (status, _, body) = served
-        .send(reqwest::Method::GET, "/metrics", None, None, &[])
+        .send(
+            reqwest::Method::GET,
+            "/metrics",
+            Some("scrape-0123456789abcdef"),
+            None,
+            &[],
+        )
         .await?;
     assert_eq!(status, 200);
     let text = String::from_utf8(body)?;

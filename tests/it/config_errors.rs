@@ -106,3 +106,25 @@ fn mixed_token_algorithm_families_are_refused() {
     assert!(stderr.contains("api.auth.algorithms"), "{stderr}");
     assert!(stderr.contains("one family"), "{stderr}");
 }
+
+#[test]
+fn a_short_metrics_token_is_refused_and_a_set_one_is_never_shown() {
+    let lake = Lake::new(LakeOptions {
+        extra_toml: "[api]\nmetrics_token = \"short\"\n".into(),
+        ..LakeOptions::default()
+    })
+    .unwrap();
+    let (ok, stderr) = stderr_of(&lake, &["config", "check"], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("api.metrics_token"), "{stderr}");
+    let lake = Lake::new(LakeOptions {
+        extra_toml: "[api]\nmetrics_token = \"scrape-0123456789abcdef\"\n".into(),
+        ..LakeOptions::default()
+    })
+    .unwrap();
+    let output = lake
+        .run(&["config", "show"], Duration::from_secs(60))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("scrape-0123456789abcdef"), "{stdout}");
+}

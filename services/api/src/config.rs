@@ -39,6 +39,9 @@ pub struct ApiConfig {
     pub cors_allowed_origins: Vec<String>,
     /// Largest request body, bytes (413 `body_too_large` beyond).
     pub max_body_bytes: usize,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>` (what scrapers send).
+    /// Unset: open, as it carries counts and dataset names, never rows.
+    pub metrics_token: Option<String>,
     pub search: crate::indexer::SearchConfig,
     pub sharing: crate::http::sharing::SharingConfig,
 }
@@ -89,6 +92,7 @@ impl Default for ApiConfig {
             auth_failures_per_minute: 120,
             cors_allowed_origins: Vec::new(),
             max_body_bytes: 64 * 1024,
+            metrics_token: None,
             search: crate::indexer::SearchConfig::default(),
             sharing: crate::http::sharing::SharingConfig::default(),
         }
@@ -253,6 +257,11 @@ impl ApiConfig {
             if value == 0 {
                 return Err(format!("setting `api.{name}`: at least 1"));
             }
+        }
+        if self.metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(
+                "setting `api.metrics_token`: at least 16 characters (or leave it unset for an open /metrics)".into(),
+            );
         }
         for origin in &self.cors_allowed_origins {
             if origin == "*" || !(origin.starts_with("http://") || origin.starts_with("https://")) {

@@ -121,6 +121,9 @@ impl Config {
         masked.kafka = self.kafka.masked();
         masked.api.auth.hmac_secret = "***".into();
         masked.api.mask_key = "***".into();
+        if masked.api.metrics_token.is_some() {
+            masked.api.metrics_token = Some("***".into());
+        }
         Ok(toml::to_string_pretty(&masked)?)
     }
 }

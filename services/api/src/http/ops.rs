@@ -11,9 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::error::ApiError;
@@ -131,7 +133,22 @@ impl Metrics {
 }
 
 /// `GET /metrics`.
-pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub(super) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &state.config.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Digests compared, so the time taken says nothing about how much of the token matched.
+        if Sha256::digest(given.as_bytes()) != Sha256::digest(expected.as_bytes()) {
+            return ApiError::unauthorized(
+                "metrics_token",
+                "send Authorization: Bearer <api.metrics_token>",
+            )
+            .into_response();
+        }
+    }
     let mut text = state.metrics.render();
     // The services' own textfiles (written with a rename, so never torn).
     let dir = state.lake.root.join("_metrics");
