@@ -46,6 +46,30 @@ const CLUSTER_ROWS: usize = 1_000_000;
 /// Rows per row group of a compacted file: small enough that one symbol's rows fill few groups,
 /// so row-group statistics let a one-symbol query skip the rest.
 const CLUSTER_ROW_GROUP: usize = 65_536;
+/// Rows per data page of a compacted file: a narrow read decompresses whole pages, and the
+/// writer's default (up to 20,000 rows or 1 MB a page) made a one-symbol read decompress far
+/// more than it kept. With the offset index, the reader fetches only the pages holding
+/// selected rows.
+const CLUSTER_PAGE_ROWS: usize = 2_048;
+
+/// Top-level text columns whose values rarely repeat (trade keys and ids): a dictionary only
+/// adds a page that every read of the column chunk, however narrow, decompresses and decodes
+/// whole, so they are written without one.
+fn rarely_repeating_columns(batch: &RecordBatch) -> Vec<String> {
+    use deltalake::arrow::array::{Array, StringArray};
+    batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, field)| {
+            let values = batch.column(i).as_any().downcast_ref::<StringArray>()?;
+            let distinct: std::collections::HashSet<&str> = values.iter().flatten().collect();
+            (values.len() >= 1_000 && distinct.len() * 10 > values.len())
+                .then(|| field.name().clone())
+        })
+        .collect()
+}
 
 /// Sort rows by symbol, then time (when the table has them), so that compacted files and their
 /// row groups cover narrow symbol ranges and a one-symbol query reads little of them.
@@ -122,11 +146,24 @@ pub async fn maintain_table(
     groups.retain(|_, files| files.len() >= 2);
     if !groups.is_empty() {
         let store = table.object_store();
-        let properties = WriterProperties::builder()
+        let mut properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_statistics_enabled(deltalake::parquet::file::properties::EnabledStatistics::Page)
             .set_max_row_group_row_count(Some(CLUSTER_ROW_GROUP))
-            .build();
+            .set_data_page_row_count_limit(CLUSTER_PAGE_ROWS)
+            .set_write_batch_size(CLUSTER_PAGE_ROWS);
+        let first = groups.values().next().and_then(|files| files.first());
+        if let Some(file) = first {
+            if let Some(sample) = read_file(&store, file).await?.first() {
+                for column in rarely_repeating_columns(sample) {
+                    properties = properties.set_column_dictionary_enabled(
+                        deltalake::parquet::schema::types::ColumnPath::from(column.as_str()),
+                        false,
+                    );
+                }
+            }
+        }
+        let properties = properties.build();
         let mut writer = RecordBatchWriter::for_table(&table)
             .map_err(delta_error(&name))?
             .with_writer_properties(properties)
