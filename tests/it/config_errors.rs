@@ -21,13 +21,26 @@ fn stderr_of(lake: &Lake, args: &[&str], extra_env: &[(&str, &str)]) -> (bool, S
     )
 }
 
-#[test]
-fn unknown_key_is_named() {
-    let lake = Lake::new(LakeOptions {
-        extra_toml: "bogus_setting = 1\n".into(),
+/// A lake whose configuration file ends with `extra_toml`.
+fn lake_with(extra_toml: &str) -> Lake {
+    Lake::new(LakeOptions {
+        extra_toml: extra_toml.into(),
         ..LakeOptions::default()
     })
-    .unwrap();
+    .expect("a test lake")
+}
+
+/// What `marketlake config show` prints for `lake`.
+fn config_shown(lake: &Lake) -> String {
+    let output = lake
+        .run(&["config", "show"], Duration::from_secs(60))
+        .expect("marketlake config show");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let lake = lake_with("bogus_setting = 1\n");
     let (ok, stderr) = stderr_of(&lake, &["config", "check"], &[]);
     assert!(!ok);
     assert!(stderr.contains("bogus_setting"), "{stderr}");
@@ -81,26 +94,15 @@ fn unwritable_lake_root_is_named() {
 
 #[test]
 fn config_show_masks_secrets() {
-    let lake = Lake::new(LakeOptions {
-        extra_toml: "[kafka.client]\n\"sasl.password\" = \"hunter2\"\n".into(),
-        ..LakeOptions::default()
-    })
-    .unwrap();
-    let output = lake
-        .run(&["config", "show"], Duration::from_secs(60))
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lake = lake_with("[kafka.client]\n\"sasl.password\" = \"hunter2\"\n");
+    let stdout = config_shown(&lake);
     assert!(!stdout.contains("hunter2"), "{stdout}");
     assert!(stdout.contains("***"), "{stdout}");
 }
 
 #[test]
 fn mixed_token_algorithm_families_are_refused() {
-    let lake = Lake::new(LakeOptions {
-        extra_toml: "[api.auth]\nalgorithms = [\"HS256\", \"RS256\"]\n".into(),
-        ..LakeOptions::default()
-    })
-    .unwrap();
+    let lake = lake_with("[api.auth]\nalgorithms = [\"HS256\", \"RS256\"]\n");
     let (ok, stderr) = stderr_of(&lake, &["config", "check"], &[]);
     assert!(!ok);
     assert!(stderr.contains("api.auth.algorithms"), "{stderr}");
@@ -109,22 +111,11 @@ fn mixed_token_algorithm_families_are_refused() {
 
 #[test]
 fn a_short_metrics_token_is_refused_and_a_set_one_is_never_shown() {
-    let lake = Lake::new(LakeOptions {
-        extra_toml: "[api]\nmetrics_token = \"short\"\n".into(),
-        ..LakeOptions::default()
-    })
-    .unwrap();
+    let lake = lake_with("[api]\nmetrics_token = \"short\"\n");
     let (ok, stderr) = stderr_of(&lake, &["config", "check"], &[]);
     assert!(!ok);
     assert!(stderr.contains("api.metrics_token"), "{stderr}");
-    let lake = Lake::new(LakeOptions {
-        extra_toml: "[api]\nmetrics_token = \"scrape-0123456789abcdef\"\n".into(),
-        ..LakeOptions::default()
-    })
-    .unwrap();
-    let output = lake
-        .run(&["config", "show"], Duration::from_secs(60))
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lake = lake_with("[api]\nmetrics_token = \"scrape-0123456789abcdef\"\n");
+    let stdout = config_shown(&lake);
     assert!(!stdout.contains("scrape-0123456789abcdef"), "{stdout}");
 }

@@ -152,9 +152,14 @@ pub async fn maintain_table(
             .set_max_row_group_row_count(Some(CLUSTER_ROW_GROUP))
             .set_data_page_row_count_limit(CLUSTER_PAGE_ROWS)
             .set_write_batch_size(CLUSTER_PAGE_ROWS);
-        let first = groups.values().next().and_then(|files| files.first());
-        if let Some(file) = first {
-            if let Some(sample) = read_file(&store, file).await?.first() {
+        // The first file is read once: its first batch decides the dictionaries, and the
+        // loop below takes its batches from here.
+        let mut first_read = match groups.values().next().and_then(|files| files.first()) {
+            Some(file) => Some((file.path.clone(), read_file(&store, file).await?)),
+            None => None,
+        };
+        if let Some((_, batches)) = &first_read {
+            if let Some(sample) = batches.first() {
                 for column in rarely_repeating_columns(sample) {
                     properties = properties.set_column_dictionary_enabled(
                         deltalake::parquet::schema::types::ColumnPath::from(column.as_str()),
@@ -173,7 +178,11 @@ pub async fn maintain_table(
             let mut pending: Vec<RecordBatch> = Vec::new();
             let mut pending_rows = 0usize;
             for file in files {
-                for batch in read_file(&store, file).await? {
+                let batches = match first_read.take_if(|(path, _)| *path == file.path) {
+                    Some((_, batches)) => batches,
+                    None => read_file(&store, file).await?,
+                };
+                for batch in batches {
                     pending_rows += batch.num_rows();
                     pending.push(batch);
                 }

@@ -27,26 +27,28 @@ pub struct LatestTables {
 }
 
 impl LatestTables {
-    fn cached(&self, name: TableName) -> Option<DeltaTable> {
+    /// The map; a panic elsewhere cannot leave it half-written (inserts are whole), so a
+    /// poisoned lock is used as is.
+    fn tables(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<TableName, DeltaTable>> {
         match self.tables.lock() {
-            Ok(tables) => tables.get(&name).cloned(),
-            Err(poisoned) => poisoned.into_inner().get(&name).cloned(),
+            Ok(tables) => tables,
+            Err(poisoned) => poisoned.into_inner(),
         }
     }
 
     /// The table at its latest version.
     pub async fn latest(&self, config: &LakeConfig, name: TableName) -> Result<DeltaTable> {
-        let table = match self.cached(name) {
+        let cached = self.tables().get(&name).cloned();
+        let table = match cached {
             Some(mut table) => {
                 refresh(&mut table).await?;
                 table
             }
             None => load_table(config, name, None).await?,
         };
-        let mut tables = match self.tables.lock() {
-            Ok(tables) => tables,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut tables = self.tables();
         // Concurrent requests refresh their own copies; the newest one stays.
         if tables
             .get(&name)

@@ -30,6 +30,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
+use crate::extract::{row_mask, BooleanArray, GrantRows, RowFilter};
 use crate::read::{data_files, with_partition_columns, DataFile};
 use crate::{LakeError, RecordBatch, Result};
 
@@ -194,40 +195,23 @@ impl ScanRequest {
     }
 
     /// Which rows of `batch` (holding the symbol and time columns, when the file has them)
-    /// can match; a column the file lacks does not narrow (the caller filters rows again).
-    fn rows_may_match(&self, batch: &RecordBatch, time_column: Option<&str>) -> Result<Vec<bool>> {
-        use deltalake::arrow::array::Array;
-        let mut keep = vec![true; batch.num_rows()];
-        if let (Some(symbols), Some(column)) = (&self.symbols, batch.column_by_name("symbol")) {
-            let values = deltalake::arrow::compute::cast(column, &DataType::Utf8)
-                .map_err(|e| read_error("symbol column", e))?;
-            let values = values
-                .as_any()
-                .downcast_ref::<deltalake::arrow::array::StringArray>()
-                .ok_or_else(|| read_error("symbol column", "not text"))?;
-            for (row, k) in keep.iter_mut().enumerate() {
-                *k = values.is_valid(row) && symbols.contains(values.value(row));
-            }
-        }
-        if self.from_ns.is_some() || self.to_ns.is_some() {
-            let times = time_column
-                .and_then(|name| batch.column_by_name(name))
-                .and_then(|c| {
-                    c.as_any()
-                        .downcast_ref::<deltalake::arrow::array::Int64Array>()
-                        .cloned()
-                });
-            if let Some(times) = times {
-                for (row, k) in keep.iter_mut().enumerate() {
-                    let t = times.value(row);
-                    *k = *k
-                        && times.is_valid(row)
-                        && self.from_ns.is_none_or(|from| t >= from)
-                        && self.to_ns.is_none_or(|to| t < to);
-                }
-            }
-        }
-        Ok(keep)
+    /// can match: the extraction's own row filter, narrowed to what the request asks. A column
+    /// the file lacks does not narrow (a partition column is matched from the log, and the
+    /// caller filters rows again).
+    fn rows_may_match(&self, batch: &RecordBatch) -> Result<BooleanArray> {
+        let has_time = TIME_COLUMNS
+            .iter()
+            .any(|name| batch.column_by_name(name).is_some());
+        let filter = RowFilter {
+            any_of: vec![GrantRows::default()],
+            symbols: self
+                .symbols
+                .clone()
+                .filter(|_| batch.column_by_name("symbol").is_some()),
+            from_ns: self.from_ns.filter(|_| has_time),
+            to_ns: self.to_ns.filter(|_| has_time),
+        };
+        row_mask(batch, &filter)
     }
 
     fn row_group_may_match(&self, group: &RowGroupMetaData, time_column: Option<&str>) -> bool {
@@ -418,24 +402,13 @@ async fn read_planned_file(
     let metadata = ArrowReaderMetadata::load_async(&mut reader, options)
         .await
         .map_err(|e| read_error(&file.path, e))?;
-    let parquet_schema = metadata.parquet_schema().clone();
     let projection = match &request.columns {
         None => ProjectionMask::all(),
         Some(wanted) => {
             let mut names: BTreeSet<&str> = wanted.iter().map(String::as_str).collect();
             names.extend(["symbol", "venue"]);
-            if let Some(t) = &time_column {
-                names.insert(t.as_str());
-            }
-            let roots: Vec<usize> = metadata
-                .schema()
-                .fields()
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| names.contains(f.name().as_str()))
-                .map(|(i, _)| i)
-                .collect();
-            ProjectionMask::roots(&parquet_schema, roots)
+            names.extend(time_column.as_deref());
+            columns_named(&metadata, &names)
         }
     };
     let resume = request
@@ -456,18 +429,8 @@ async fn read_planned_file(
     // columns asked for at the rows those can match (pages without such rows are not read).
     let narrowing = request.narrows().then(|| {
         let mut names: BTreeSet<&str> = ["symbol"].into();
-        if let Some(t) = &time_column {
-            names.insert(t.as_str());
-        }
-        let roots: Vec<usize> = metadata
-            .schema()
-            .fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| names.contains(f.name().as_str()))
-            .map(|(i, _)| i)
-            .collect();
-        ProjectionMask::roots(&parquet_schema, roots)
+        names.extend(time_column.as_deref());
+        columns_named(&metadata, &names)
     });
     let partition_values = Arc::new(file.partition_values.clone());
     let path_text = Arc::new(file.path.clone());
@@ -482,7 +445,6 @@ async fn read_planned_file(
             let projection = projection.clone();
             let narrowing = narrowing.clone();
             let request = request.clone();
-            let time_column = time_column.clone();
             let partition_values = partition_values.clone();
             let path_text = path_text.clone();
             let skip = resume
@@ -499,7 +461,6 @@ async fn read_planned_file(
                             (group, rows, skip),
                             columns,
                             &request,
-                            time_column.as_deref(),
                         )
                         .await
                         .map_err(|e| read_error(&path_text, e))?,
@@ -510,11 +471,7 @@ async fn read_planned_file(
                         return Ok(futures::stream::empty().boxed());
                     }
                     Some(chosen) => Some(selection_of(chosen, rows)),
-                    None if skip > 0 => Some(RowSelection::from(vec![
-                        RowSelector::skip(skip),
-                        RowSelector::select(rows - skip),
-                    ])),
-                    None => None,
+                    None => rows_from(skip, rows),
                 };
                 let mut builder =
                     ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
@@ -572,35 +529,47 @@ async fn select_rows(
     (group, rows, skip): (usize, usize, usize),
     columns: ProjectionMask,
     request: &ScanRequest,
-    time_column: Option<&str>,
 ) -> std::result::Result<Vec<usize>, String> {
     let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
         .with_row_groups(vec![group])
         .with_projection(columns)
         .with_batch_size(BATCH_ROWS * 8);
-    if skip > 0 {
-        builder = builder.with_row_selection(RowSelection::from(vec![
-            RowSelector::skip(skip),
-            RowSelector::select(rows - skip),
-        ]));
+    if let Some(selection) = rows_from(skip, rows) {
+        builder = builder.with_row_selection(selection);
     }
     let mut stream = builder.build().map_err(|e| e.to_string())?;
     let mut chosen = Vec::new();
     let mut base = skip;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| e.to_string())?;
-        let keep = request
-            .rows_may_match(&batch, time_column)
-            .map_err(|e| e.to_string())?;
-        chosen.extend(
-            keep.iter()
-                .enumerate()
-                .filter(|(_, k)| **k)
-                .map(|(i, _)| base + i),
-        );
+        let keep = request.rows_may_match(&batch).map_err(|e| e.to_string())?;
+        chosen.extend(keep.values().set_indices().map(|i| base + i));
         base += batch.num_rows();
     }
     Ok(chosen)
+}
+
+/// The selection of a group's rows from `skip` on (`None`: all of them).
+fn rows_from(skip: usize, rows: usize) -> Option<RowSelection> {
+    (skip > 0).then(|| {
+        RowSelection::from(vec![
+            RowSelector::skip(skip),
+            RowSelector::select(rows - skip),
+        ])
+    })
+}
+
+/// The projection of a file's top-level columns named in `names`.
+fn columns_named(metadata: &ArrowReaderMetadata, names: &BTreeSet<&str>) -> ProjectionMask {
+    let roots: Vec<usize> = metadata
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| names.contains(f.name().as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    ProjectionMask::roots(metadata.parquet_schema(), roots)
 }
 
 /// A selection of `rows` rows reading exactly `chosen` (ascending).

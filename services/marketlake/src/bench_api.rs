@@ -381,22 +381,35 @@ async fn fetch(
     Ok((status, bytes, lines, headers))
 }
 
+/// GET `url` with the token: the status and, for a 200, the JSON body.
+async fn get_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> anyhow::Result<(u16, Option<serde_json::Value>)> {
+    let response = http
+        .get(url)
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        return Ok((status, None));
+    }
+    Ok((
+        status,
+        Some(serde_json::from_slice(&response.bytes().await?)?),
+    ))
+}
+
 /// Total hits of a search, when it answered 200.
 async fn search_total(
     http: &reqwest::Client,
     base: &str,
     token: &str,
 ) -> anyhow::Result<Option<u64>> {
-    let response = http
-        .get(format!("{base}/v1/search/news?limit=1"))
-        .header("Authorization", format!("Bearer {token}"))
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        return Ok(None);
-    }
-    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
-    Ok(body["total_hits"].as_u64())
+    let (_, body) = get_json(http, &format!("{base}/v1/search/news?limit=1"), token).await?;
+    Ok(body.and_then(|b| b["total_hits"].as_u64()))
 }
 
 /// Wait until the index holds `expected` documents; seconds waited.
@@ -642,16 +655,15 @@ pub async fn run(config: Config, args: ApiBenchArgs) -> anyhow::Result<()> {
             }
         };
         let started = Instant::now();
-        let response = http
-            .get(format!("{base}/v1/search/news?q={query}&limit=20"))
-            .header("Authorization", format!("Bearer {token}"))
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        let body: serde_json::Value = serde_json::from_slice(&response.bytes().await?)?;
+        let (status, body) = get_json(
+            &http,
+            &format!("{base}/v1/search/news?q={query}&limit=20"),
+            &token,
+        )
+        .await?;
         searches.push(started.elapsed().as_micros() as i64);
         anyhow::ensure!(status == 200, "search {query}: HTTP {status}");
-        hits += body["total_hits"].as_u64().unwrap_or(0);
+        hits += body.and_then(|b| b["total_hits"].as_u64()).unwrap_or(0);
     }
     let (serve_rss, serve_peak) = rss_mb(pid);
     drop(server);

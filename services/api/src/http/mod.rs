@@ -385,6 +385,11 @@ async fn authenticate(
 }
 
 async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    state.verifier.verify(bearer(headers)?).await
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
         ApiError::unauthorized("token_missing", "send Authorization: Bearer <JWT>")
     })?;
@@ -395,7 +400,7 @@ async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Principal, A
         .strip_prefix("Bearer ")
         .or_else(|| text.strip_prefix("bearer "))
         .ok_or_else(|| ApiError::unauthorized("token_malformed", "use the Bearer scheme"))?;
-    state.verifier.verify(token.trim()).await
+    Ok(token.trim())
 }
 
 /// HMAC-SHA256 (RFC 2104) of `value` under `key`, hex: masked values stay joinable, not readable.

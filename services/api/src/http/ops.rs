@@ -135,11 +135,7 @@ impl Metrics {
 /// `GET /metrics`.
 pub(super) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(expected) = &state.config.metrics_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let given = super::bearer(&headers).unwrap_or("");
         // Digests compared, so the time taken says nothing about how much of the token matched.
         if Sha256::digest(given.as_bytes()) != Sha256::digest(expected.as_bytes()) {
             return ApiError::unauthorized(

@@ -515,9 +515,8 @@ async fn plan(
             .map(|f| f.name().clone())
             .collect()
     });
-    let masker = state.masker.clone();
     let output = extract::project(&template, Some(&projection), &entitlement.masks, &|v| {
-        masker.hash(v)
+        state.masker.hash(v)
     })
     .map_err(ApiError::internal)?;
     let encoder = Encoder::new(format, output.schema()).map_err(ApiError::internal)?;
@@ -553,7 +552,7 @@ async fn plan(
             filter,
             columns: Some(projection),
             masks: entitlement.masks.clone(),
-            masker,
+            masker: state.masker.clone(),
             encoder,
             limit,
             envelope: (format == Format::Json).then_some(name),

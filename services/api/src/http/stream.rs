@@ -29,7 +29,6 @@ use tokio::sync::mpsc;
 
 use super::{
     authenticate, granted_dataset, hex, open_streamed_audit, slot, AppState, AuditedRequest,
-    KeyedHasher,
 };
 use crate::catalog::{new_id, Completion};
 use crate::error::ApiError;
@@ -177,7 +176,6 @@ pub(super) async fn stream(
         filter,
         columns,
         masks: entitlement.masks.clone(),
-        masker: state.masker.clone(),
         deadline: Instant::now() + Duration::from_secs(state.config.stream_timeout_secs),
     };
     let producer_state = state.clone();
@@ -261,7 +259,6 @@ struct Follower {
     filter: RowFilter,
     columns: Option<Vec<String>>,
     masks: BTreeMap<String, Mask>,
-    masker: KeyedHasher,
     deadline: Instant,
 }
 
@@ -378,8 +375,7 @@ impl Follower {
         let skip_through = (resume.version == version)
             .then_some(resume.chunk)
             .flatten();
-        let masker = self.masker.clone();
-        let hash = move |value: &str| masker.hash(value);
+        let hash = |value: &str| self.state.masker.hash(value);
         let mut pending: Vec<String> = Vec::new();
         let mut chunk = 0usize;
         let mut appended: Vec<_> = files.iter().filter(|f| !before.contains(&f.path)).collect();
