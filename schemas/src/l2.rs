@@ -25,6 +25,7 @@ use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::decimal::{DECIMAL_PRECISION, PRICE_SCALE, QTY_SCALE};
+use crate::extra::{extend_fields, extra_arrays, ExtraColumn, Extras};
 use crate::l1::{timestamp_builder, utc_date_of_ns, utc_timestamp};
 use crate::Result;
 
@@ -105,6 +106,9 @@ pub struct TradeRow {
     /// Names of keep-and-flag validation rules this row broke.
     pub flags: Vec<String>,
     pub lineage: Lineage,
+    /// Values of the table's configured extra columns (see [`crate::extra`]).
+    #[serde(default, skip_serializing_if = "Extras::is_empty")]
+    pub extra: Extras,
 }
 
 /// One news item as `l2.news` holds it.
@@ -126,6 +130,9 @@ pub struct NewsRow {
     pub reference_version: Option<i64>,
     pub flags: Vec<String>,
     pub lineage: Lineage,
+    /// Values of the table's configured extra columns (see [`crate::extra`]).
+    #[serde(default, skip_serializing_if = "Extras::is_empty")]
+    pub extra: Extras,
 }
 
 /// A record kept aside by enrichment: it broke a rejecting rule or could not be parsed.
@@ -254,6 +261,11 @@ fn decimal_column(mut builder: Decimal128Builder, data_type: &DataType) -> Resul
 
 /// Schema of `l2.trades`.
 pub fn trades_schema() -> SchemaRef {
+    trades_schema_with(&[])
+}
+
+/// Schema of `l2.trades` with configured extra columns appended.
+pub fn trades_schema_with(extra: &[ExtraColumn]) -> SchemaRef {
     let mut fields = vec![
         Field::new("trade_key", DataType::Utf8, false),
         // `new`, `correct` or `cancel` ([`TradeAction::as_str`]).
@@ -280,11 +292,21 @@ pub fn trades_schema() -> SchemaRef {
     fields.push(string_list("flags"));
     fields.extend(lineage_fields());
     fields.push(Field::new(PARTITION_COLUMN_TRADES, DataType::Utf8, false));
+    extend_fields(&mut fields, extra);
     Arc::new(Schema::new(fields))
 }
 
 /// Build one Arrow batch of `l2.trades` rows.
 pub fn trades_batch(rows: &[TradeRow], enriched_at_ns: i64) -> Result<RecordBatch> {
+    trades_batch_with(rows, enriched_at_ns, &[])
+}
+
+/// Build one Arrow batch of `l2.trades` rows with the configured extra columns.
+pub fn trades_batch_with(
+    rows: &[TradeRow],
+    enriched_at_ns: i64,
+    extra: &[ExtraColumn],
+) -> Result<RecordBatch> {
     let mut trade_key = StringBuilder::new();
     let mut action = StringBuilder::new();
     let mut supersedes = StringBuilder::new();
@@ -364,11 +386,17 @@ pub fn trades_batch(rows: &[TradeRow], enriched_at_ns: i64) -> Result<RecordBatc
     ];
     lineage.finish_into(&mut columns);
     columns.push(Arc::new(event_date.finish()));
-    Ok(RecordBatch::try_new(trades_schema(), columns)?)
+    columns.extend(extra_arrays(extra, rows.iter().map(|r| &r.extra)));
+    Ok(RecordBatch::try_new(trades_schema_with(extra), columns)?)
 }
 
 /// Schema of `l2.news`.
 pub fn news_schema() -> SchemaRef {
+    news_schema_with(&[])
+}
+
+/// Schema of `l2.news` with configured extra columns appended.
+pub fn news_schema_with(extra: &[ExtraColumn]) -> SchemaRef {
     let mut fields = vec![
         Field::new("news_key", DataType::Utf8, false),
         Field::new("headline", DataType::Utf8, false),
@@ -385,11 +413,21 @@ pub fn news_schema() -> SchemaRef {
     fields.push(string_list("flags"));
     fields.extend(lineage_fields());
     fields.push(Field::new(PARTITION_COLUMN_NEWS, DataType::Utf8, false));
+    extend_fields(&mut fields, extra);
     Arc::new(Schema::new(fields))
 }
 
 /// Build one Arrow batch of `l2.news` rows.
 pub fn news_batch(rows: &[NewsRow], enriched_at_ns: i64) -> Result<RecordBatch> {
+    news_batch_with(rows, enriched_at_ns, &[])
+}
+
+/// Build one Arrow batch of `l2.news` rows with the configured extra columns.
+pub fn news_batch_with(
+    rows: &[NewsRow],
+    enriched_at_ns: i64,
+    extra: &[ExtraColumn],
+) -> Result<RecordBatch> {
     let mut news_key = StringBuilder::new();
     let mut headline = StringBuilder::new();
     let mut body = StringBuilder::new();
@@ -439,7 +477,8 @@ pub fn news_batch(rows: &[NewsRow], enriched_at_ns: i64) -> Result<RecordBatch> 
     ];
     lineage.finish_into(&mut columns);
     columns.push(Arc::new(received_date.finish()));
-    Ok(RecordBatch::try_new(news_schema(), columns)?)
+    columns.extend(extra_arrays(extra, rows.iter().map(|r| &r.extra)));
+    Ok(RecordBatch::try_new(news_schema_with(extra), columns)?)
 }
 
 /// Schema of `l2.quarantine`.
@@ -545,6 +584,7 @@ mod tests {
             event_time_ns: 1_381_190_399_999_999_999,
             received_at_ns: 1_381_190_400_000_000_001,
             reference_version: Some(3),
+            extra: Default::default(),
             flags: vec!["suspicious".into()],
             lineage: lineage(),
         }
@@ -625,6 +665,7 @@ mod tests {
             language: Some("en".into()),
             tickers: vec!["AAPL".into(), "GOOG".into()],
             reference_version: None,
+            extra: Default::default(),
             flags: vec![],
             lineage: lineage(),
         };

@@ -6,17 +6,21 @@
 //! - [`l1`]: the Arrow schema of the L1 raw tables and the conversion from consumed records.
 //! - [`decimal`]: exact prices and quantities as scaled integers.
 //! - [`l2`]: the enriched record types (trades, news, quarantine) and their Arrow schemas.
+//! - [`extra`]: configured extra L2 columns (fields a feed gained later; schema evolution).
+//! - [`reference`]: `ref.instruments`, every version of the instrument master.
 //! - [`l3`]: the curated record types (bars, news–trade windows) and their Arrow schemas.
 //!
 //! This crate is deliberately light (serde, arrow-schema/array only) so connectors and tests can
 //! depend on it without pulling in Kafka or Delta.
 
 pub mod decimal;
+pub mod extra;
 pub mod l1;
 pub mod l2;
 pub mod l3;
 pub mod names;
 pub mod raw;
+pub mod reference;
 
 pub use raw::{DeadLetter, FeedClass, KafkaPosition, PayloadFormat, RawRecord};
 

@@ -52,6 +52,12 @@ pub const L1_DEAD_LETTERS: TableName = TableName {
     name: "dead_letters",
 };
 
+/// Every version of the instrument master enrichment used (see [`crate::reference`]).
+pub const REF_INSTRUMENTS: TableName = TableName {
+    layer: "ref",
+    name: "instruments",
+};
+
 pub const L2_TRADES: TableName = TableName {
     layer: "l2",
     name: "trades",

@@ -38,6 +38,7 @@ pub(crate) fn trade(i: i64, symbol: &str, account: &str) -> TradeRow {
         event_time_ns: 1_767_623_400_000_000_000 + i * 1_000_000_000,
         received_at_ns: 1_767_623_400_000_000_000 + i * 1_000_000_000,
         reference_version: None,
+        extra: Default::default(),
         flags: Vec::new(),
         lineage: Lineage {
             source_id: "api-test".into(),

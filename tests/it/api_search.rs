@@ -26,6 +26,7 @@ fn news(i: i64, headline: &str, body: &str, tickers: &[&str]) -> NewsRow {
         language: Some("en".into()),
         tickers: tickers.iter().map(|t| t.to_string()).collect(),
         reference_version: None,
+        extra: Default::default(),
         flags: Vec::new(),
         lineage: Lineage {
             source_id: "search-test".into(),

@@ -124,6 +124,7 @@ fn expected_trades() -> Vec<TradeRow> {
                 event_time_ns: START_NS + i * STEP_NS,
                 received_at_ns: 0,
                 reference_version: None,
+                extra: Default::default(),
                 flags: Vec::new(),
                 lineage: Lineage {
                     source_id: "fills".into(),

@@ -461,7 +461,11 @@ print(json.dumps(out))
 
 /// Run a Python reader script over tables of the lake (argv: lake root, then table paths) and
 /// parse the JSON it prints.
-fn python_readers(lake: &Lake, script: &str, tables: &[&str]) -> Result<serde_json::Value> {
+pub(crate) fn python_readers(
+    lake: &Lake,
+    script: &str,
+    tables: &[&str],
+) -> Result<serde_json::Value> {
     let output = Command::new("python3")
         .arg("-c")
         .arg(script)

@@ -555,6 +555,7 @@ mod tests {
             language: None,
             tickers: tickers.iter().map(|t| t.to_string()).collect(),
             reference_version: None,
+            extra: Default::default(),
             flags: vec![],
             lineage: Lineage {
                 raw_topic: "raw.news".into(),

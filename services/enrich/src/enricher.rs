@@ -15,6 +15,7 @@ use marketlake_schemas::l2::{NewsRow, QuarantineRow, TradeRow};
 use marketlake_schemas::{FeedClass, KafkaPosition, PayloadFormat, RawRecord};
 use serde::{Deserialize, Serialize};
 
+use crate::extra::{ExtraFieldConfig, ExtraFields};
 use crate::instruments::InstrumentMaster;
 use crate::news::{parse_news, NewsParse};
 use crate::record::lineage;
@@ -30,6 +31,9 @@ pub struct EnricherConfig {
     /// Validation rules per table; the defaults when absent.
     #[serde(default)]
     pub rules: RulesConfig,
+    /// Fields mapped to extra L2 columns (see [`crate::extra`]).
+    #[serde(default)]
+    pub extra_fields: Vec<ExtraFieldConfig>,
 }
 
 /// The L2 rows of one raw record.
@@ -46,6 +50,7 @@ pub struct Enriched {
 #[derive(Debug)]
 pub struct Enricher {
     rules: Rules,
+    extra: ExtraFields,
     master: Option<Arc<InstrumentMaster>>,
     tagger: TickerTagger,
 }
@@ -56,6 +61,7 @@ impl Enricher {
     pub fn new(config: &EnricherConfig, master: Option<Arc<InstrumentMaster>>) -> Result<Self> {
         Ok(Enricher {
             rules: Rules::compile(&config.rules, master.clone())?,
+            extra: ExtraFields::new(&config.extra_fields)?,
             tagger: TickerTagger::new(master.clone()),
             master,
         })
@@ -71,6 +77,11 @@ impl Enricher {
 
     pub fn master(&self) -> Option<&InstrumentMaster> {
         self.master.as_deref()
+    }
+
+    /// The configured extra columns.
+    pub fn extra(&self) -> &ExtraFields {
+        &self.extra
     }
 
     /// The rules, for their counters ([`Rules::prometheus_text`]).
@@ -90,7 +101,21 @@ impl Enricher {
             PayloadFormat::Fix | PayloadFormat::TradesCsv | PayloadFormat::IexTops => {
                 match parse_trade(raw, at, self.master.as_deref()) {
                     TradeParse::Trades(rows) => {
+                        let extras = match self.extra.extract(Table::Trades, raw) {
+                            Ok(extras) => extras,
+                            Err(bad) => {
+                                out.quarantine.push(self.type_changed(
+                                    raw,
+                                    at,
+                                    Table::Trades,
+                                    bad,
+                                    now_ns,
+                                ));
+                                return out;
+                            }
+                        };
                         for mut row in rows {
+                            row.extra = extras.clone();
                             match self.rules.apply_trade(&mut row, now_ns) {
                                 Verdict::Keep => out.trades.push(row),
                                 Verdict::Reject { rule, reason } => {
@@ -122,16 +147,30 @@ impl Enricher {
             }
             PayloadFormat::RssItem | PayloadFormat::AtomEntry | PayloadFormat::Json => {
                 match parse_news(raw, at, &self.tagger) {
-                    NewsParse::Item(mut row) => match self.rules.apply_news(&mut row, now_ns) {
-                        Verdict::Keep => out.news.push(row),
-                        Verdict::Reject { rule, reason } => out.quarantine.push(quarantine(
+                    NewsParse::Item(mut row) => match self.extra.extract(Table::News, raw) {
+                        Err(bad) => out.quarantine.push(self.type_changed(
                             raw,
                             at,
                             Table::News,
-                            rule,
-                            format!("{reason} (item {})", row.news_key),
+                            bad,
                             now_ns,
                         )),
+                        Ok(extras) => {
+                            row.extra = extras;
+                            match self.rules.apply_news(&mut row, now_ns) {
+                                Verdict::Keep => out.news.push(row),
+                                Verdict::Reject { rule, reason } => {
+                                    out.quarantine.push(quarantine(
+                                        raw,
+                                        at,
+                                        Table::News,
+                                        rule,
+                                        format!("{reason} (item {})", row.news_key),
+                                        now_ns,
+                                    ))
+                                }
+                            }
+                        }
                     },
                     NewsParse::Malformed { rule, reason } => {
                         self.rules.note_parse_failure(Table::News);
@@ -168,6 +207,22 @@ impl Enricher {
             }
         }
         out
+    }
+}
+
+impl Enricher {
+    /// A record whose mapped extra field changed type: quarantined whole (rule `field_type`),
+    /// so none of its rows is stored without the value or with a guess.
+    fn type_changed(
+        &self,
+        raw: &RawRecord,
+        at: &KafkaPosition,
+        table: Table,
+        bad: crate::record::Bad,
+        now_ns: i64,
+    ) -> QuarantineRow {
+        self.rules.note_type_change(table);
+        quarantine(raw, at, table, bad.rule.to_owned(), bad.reason, now_ns)
     }
 }
 

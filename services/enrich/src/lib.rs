@@ -5,9 +5,12 @@
 //! - [`news`]: RSS items, Atom entries and JSON posts (tweets, IEX news) → [`NewsRow`]s.
 //! - [`instruments`]: the instrument master (SEC tickers + listing identifiers) joined to trades.
 //! - [`tagger`]: cashtags, company names and explicit tickers → the tickers a news item is about.
+//! - [`extra`]: fields a feed gained later, mapped to nullable extra L2 columns (schema
+//!   evolution); a field that changes type is quarantined with rule `field_type`.
 //! - [`rules`]: validation rules per table (reject to quarantine, or keep and flag) and their
 //!   counters.
 //! - [`enricher`]: [`Enricher::enrich`], one raw record → trades, news and quarantine rows.
+//! - [`reference`]: the instrument master as the versioned dataset `ref.instruments`.
 //! - [`pipeline`]: the service around it — raw topics → L2 Delta tables exactly once, and the
 //!   enriched topics.
 //!
@@ -15,10 +18,12 @@
 //! `parse` and a reason naming the field and the value.
 
 pub mod enricher;
+pub mod extra;
 pub mod instruments;
 pub mod news;
 pub mod pipeline;
 mod record;
+pub mod reference;
 pub mod rules;
 pub mod tagger;
 mod text;
@@ -29,6 +34,7 @@ pub mod trade;
 mod samples;
 
 pub use enricher::{Enriched, Enricher, EnricherConfig};
+pub use extra::{ExtraFieldConfig, ExtraFields};
 pub use instruments::{Instrument, InstrumentMaster};
 pub use marketlake_schemas::l2::{Lineage, NewsRow, QuarantineRow, TradeAction, TradeRow};
 pub use news::{parse_news, NewsParse};
@@ -54,6 +60,9 @@ pub enum EnrichError {
         rule: String,
         message: String,
     },
+    /// A setting is invalid (named as in the configuration file).
+    #[error("invalid setting `{setting}`: {message}")]
+    Config { setting: String, message: String },
     /// Instrument reference data could not be read.
     #[error("cannot read instrument master from {what}: {reason}")]
     Reference { what: String, reason: String },

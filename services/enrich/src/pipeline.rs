@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use marketlake_kafka::{
@@ -33,7 +32,10 @@ use marketlake_schemas::{now_utc_ns, KafkaPosition, RawRecord};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::{EnrichError, Enricher, EnricherConfig, InstrumentMaster, RulesConfig};
+use crate::reference::ReferenceDataset;
+use crate::{
+    EnrichError, Enricher, EnricherConfig, ExtraFieldConfig, ExtraFields, RulesConfig, Table,
+};
 
 /// The `txn` app id prefix of this service.
 pub const SINK_NAME: &str = "l2-enrich";
@@ -52,6 +54,9 @@ pub struct EnrichSettings {
     pub offsets_commit_secs: u64,
     /// Instrument master files (SEC `company_tickers_exchange.json`, listings CSV), merged.
     pub reference_files: Vec<PathBuf>,
+    /// Look at the reference files again this often while running; changed content becomes a
+    /// new version of `ref.instruments` and is used from then on (no restart).
+    pub reference_check_secs: u64,
     /// Publish enriched rows to `enriched.trades` / `enriched.news`.
     pub publish: bool,
     /// Where the rule counters are written as Prometheus text (textfile-collector format),
@@ -59,6 +64,9 @@ pub struct EnrichSettings {
     pub metrics_file: PathBuf,
     /// Validation rules per table.
     pub rules: RulesConfig,
+    /// Feed fields mapped to extra nullable L2 columns (schema evolution; see
+    /// [`crate::extra`]). Adding one adds the column to the table at the next start.
+    pub extra_fields: Vec<ExtraFieldConfig>,
 }
 
 impl Default for EnrichSettings {
@@ -69,9 +77,11 @@ impl Default for EnrichSettings {
             commit_interval_ms: 1_000,
             offsets_commit_secs: 30,
             reference_files: Vec::new(),
+            reference_check_secs: 60,
             publish: true,
             metrics_file: PathBuf::from("_metrics/enrich.prom"),
             rules: RulesConfig::default(),
+            extra_fields: Vec::new(),
         }
     }
 }
@@ -97,6 +107,10 @@ impl EnrichSettings {
         if self.offsets_commit_secs == 0 {
             return Err(bad("offsets_commit_secs", "must be at least 1"));
         }
+        if self.reference_check_secs == 0 {
+            return Err(bad("reference_check_secs", "must be at least 1"));
+        }
+        ExtraFields::new(&self.extra_fields)?;
         for file in &self.reference_files {
             if !file.is_file() {
                 return Err(bad(
@@ -171,16 +185,21 @@ const MAX_LATENCY_SAMPLES: usize = 2_000_000;
 
 /// The L2 table specs.
 pub fn l2_specs() -> Vec<TableSpec> {
+    l2_specs_with(&ExtraFields::default())
+}
+
+/// The L2 tables with the configured extra columns appended.
+pub fn l2_specs_with(extra: &ExtraFields) -> Vec<TableSpec> {
     vec![
         TableSpec {
             name: L2_TRADES,
-            schema: l2::trades_schema(),
+            schema: l2::trades_schema_with(&extra.columns(Table::Trades)),
             partition_columns: vec![l2::PARTITION_COLUMN_TRADES.into()],
             description: "typed, validated, reference-joined trades with lineage to L1",
         },
         TableSpec {
             name: L2_NEWS,
-            schema: l2::news_schema(),
+            schema: l2::news_schema_with(&extra.columns(Table::News)),
             partition_columns: vec![l2::PARTITION_COLUMN_NEWS.into()],
             description: "normalised news items tagged with the tickers they mention",
         },
@@ -192,36 +211,6 @@ pub fn l2_specs() -> Vec<TableSpec> {
                 "records enrichment kept aside, with the rule, the reason and the raw bytes",
         },
     ]
-}
-
-/// Load the instrument master from files. Its version is derived from the files' contents
-/// (SHA-256, first 7 bytes): the same reference data always has the same version, and every
-/// enriched row names the version it was joined with.
-pub fn load_reference(files: &[PathBuf]) -> Result<Option<Arc<InstrumentMaster>>> {
-    if files.is_empty() {
-        return Ok(None);
-    }
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    for file in files {
-        let bytes = std::fs::read(file).map_err(|source| PipelineError::Io {
-            path: file.display().to_string(),
-            source,
-        })?;
-        hasher.update(&bytes);
-    }
-    let digest = hasher.finalize();
-    let mut version: i64 = 0;
-    for byte in digest.iter().take(7) {
-        version = (version << 8) | i64::from(*byte);
-    }
-    let master = InstrumentMaster::from_paths(files, version)?;
-    tracing::info!(
-        instruments = master.len(),
-        version,
-        "instrument master loaded"
-    );
-    Ok(Some(Arc::new(master)))
 }
 
 /// One output table: its sink, its buffered offsets per raw partition and what it has stored.
@@ -310,6 +299,33 @@ fn quarantine_undecodable(record: &ConsumedRecord, reason: String) -> Quarantine
 }
 
 impl Enrich {
+    /// Switch to the reference files' new content, if they changed. Rows enriched so far keep
+    /// the version they were enriched with; a file that cannot be read now keeps the current
+    /// version (logged), so a half-copied file never stops enrichment.
+    async fn reload_reference(&mut self, dataset: &mut ReferenceDataset) {
+        match dataset.refresh().await {
+            Ok(None) => {}
+            Ok(Some(master)) => {
+                let version = master.version;
+                match self.enricher.set_master(Some(master)) {
+                    Ok(()) => {
+                        tracing::info!(
+                            reference_version = version,
+                            "enriching with a new instrument master version"
+                        );
+                        self.report.reference_version = Some(version);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "new instrument master refused by the rules; keeping the current one")
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reference files could not be reloaded; keeping the current version")
+            }
+        }
+    }
+
     fn on_record(&mut self, mut record: ConsumedRecord) {
         let key = PartitionKey {
             topic: record.topic.clone(),
@@ -426,10 +442,11 @@ impl Enrich {
                 continue;
             }
             // Built only for a table that commits now.
+            let extra = self.enricher.extra();
             let batch = if name == L2_TRADES {
-                l2::trades_batch(&trades, enriched_at)?
+                l2::trades_batch_with(&trades, enriched_at, &extra.columns(Table::Trades))?
             } else if name == L2_NEWS {
-                l2::news_batch(&news, enriched_at)?
+                l2::news_batch_with(&news, enriched_at, &extra.columns(Table::News))?
             } else {
                 l2::quarantine_batch(&quarantine, enriched_at)?
             };
@@ -560,11 +577,20 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
     job.enrich.validate()?;
     job.lake.validate()?;
     let started = Instant::now();
-    let master = load_reference(&job.enrich.reference_files)?;
+    let mut reference = if job.enrich.reference_files.is_empty() {
+        None
+    } else {
+        Some(ReferenceDataset::open(&job.lake, &job.enrich.reference_files).await?)
+    };
+    let master = match &mut reference {
+        Some(dataset) => dataset.refresh().await?,
+        None => None,
+    };
     let reference_version = master.as_ref().map(|m| m.version);
     let enricher = Enricher::new(
         &EnricherConfig {
             rules: job.enrich.rules.clone(),
+            extra_fields: job.enrich.extra_fields.clone(),
         },
         master,
     )?;
@@ -579,7 +605,7 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
         None
     };
     let mut outputs = BTreeMap::new();
-    for spec in l2_specs() {
+    for spec in l2_specs_with(enricher.extra()) {
         let name = spec.name;
         let sink = ExactlyOnceSink::open(&job.lake, spec, SINK_NAME).await?;
         outputs.insert(
@@ -607,7 +633,15 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
         last_metrics: Instant::now(),
     };
     let mut last_drain_check = Instant::now();
+    let mut last_reference_check = Instant::now();
+    let reference_every = Duration::from_secs(enrich.job.enrich.reference_check_secs);
     loop {
+        if let Some(dataset) = reference.as_mut() {
+            if last_reference_check.elapsed() >= reference_every {
+                last_reference_check = Instant::now();
+                enrich.reload_reference(dataset).await;
+            }
+        }
         if shutdown.is_cancelled() {
             enrich.flush(true).await?;
             tracing::info!("enrichment stopped on request; buffers committed");

@@ -302,6 +302,8 @@ pub struct Rules {
     news: Vec<Compiled>,
     master: Option<Arc<InstrumentMaster>>,
     parse_failures: [AtomicU64; 2],
+    /// Records whose mapped extra field had another type than declared (rule `field_type`).
+    type_changes: [AtomicU64; 2],
 }
 
 fn rule_error(table: Table, rule: &str, message: impl Into<String>) -> EnrichError {
@@ -510,6 +512,7 @@ impl Rules {
             news: compile_table(Table::News, &config.news, has_master)?,
             master,
             parse_failures: [AtomicU64::new(0), AtomicU64::new(0)],
+            type_changes: [AtomicU64::new(0), AtomicU64::new(0)],
         })
     }
 
@@ -664,18 +667,43 @@ impl Rules {
         slot.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Every rule's count so far (the `parse` pseudo-rule first, per table).
+    /// Count a record of `table` quarantined because a mapped field changed type.
+    pub fn note_type_change(&self, table: Table) {
+        let slot = match table {
+            Table::Trades => &self.type_changes[0],
+            Table::News => &self.type_changes[1],
+        };
+        slot.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every rule's count so far (the `parse` and `field_type` pseudo-rules first, per table).
     pub fn counts(&self) -> Vec<RuleCount> {
         let mut counts = Vec::new();
-        for (table, rules, parse) in [
-            (Table::Trades, &self.trades, &self.parse_failures[0]),
-            (Table::News, &self.news, &self.parse_failures[1]),
+        for (table, rules, parse, type_changes) in [
+            (
+                Table::Trades,
+                &self.trades,
+                &self.parse_failures[0],
+                &self.type_changes[0],
+            ),
+            (
+                Table::News,
+                &self.news,
+                &self.parse_failures[1],
+                &self.type_changes[1],
+            ),
         ] {
             counts.push(RuleCount {
                 table: table.name(),
                 rule: crate::RULE_PARSE.to_owned(),
                 action: Action::Reject,
                 count: parse.load(Ordering::Relaxed),
+            });
+            counts.push(RuleCount {
+                table: table.name(),
+                rule: crate::extra::RULE_FIELD_TYPE.to_owned(),
+                action: Action::Reject,
+                count: type_changes.load(Ordering::Relaxed),
             });
             counts.extend(rules.iter().map(|rule| RuleCount {
                 table: table.name(),
@@ -738,6 +766,7 @@ mod tests {
             event_time_ns,
             received_at_ns: NOW,
             reference_version: None,
+            extra: Default::default(),
             flags: vec![],
             lineage: Lineage {
                 source_id: "s".into(),
@@ -762,6 +791,7 @@ mod tests {
             language: None,
             tickers: vec![],
             reference_version: None,
+            extra: Default::default(),
             flags: vec![],
             lineage: trade("X", 1, 1, 0).lineage,
         }

@@ -529,6 +529,7 @@ mod tests {
                 event_time_ns: i,
                 received_at_ns: i,
                 reference_version: None,
+                extra: Default::default(),
                 flags: vec!["f".into()],
                 lineage: Lineage {
                     source_id: "s".into(),

@@ -19,7 +19,7 @@ use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use object_store::ObjectStoreExt;
 
-use crate::read::{data_files, read_file, DataFile};
+use crate::read::{data_files, read_file_as, table_layout, DataFile};
 use crate::spec::{open_or_create, LakeConfig, TableSpec};
 use crate::{delta_error, LakeError, RecordBatch, Result};
 
@@ -146,6 +146,8 @@ pub async fn maintain_table(
     groups.retain(|_, files| files.len() >= 2);
     if !groups.is_empty() {
         let store = table.object_store();
+        // Files written before a column was added are read with nulls for it.
+        let layout = table_layout(&table)?;
         let mut properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_statistics_enabled(deltalake::parquet::file::properties::EnabledStatistics::Page)
@@ -155,7 +157,10 @@ pub async fn maintain_table(
         // The first file is read once: its first batch decides the dictionaries, and the
         // loop below takes its batches from here.
         let mut first_read = match groups.values().next().and_then(|files| files.first()) {
-            Some(file) => Some((file.path.clone(), read_file(&store, file).await?)),
+            Some(file) => Some((
+                file.path.clone(),
+                read_file_as(&store, file, &layout).await?,
+            )),
             None => None,
         };
         if let Some((_, batches)) = &first_read {
@@ -180,7 +185,7 @@ pub async fn maintain_table(
             for file in files {
                 let batches = match first_read.take_if(|(path, _)| *path == file.path) {
                     Some((_, batches)) => batches,
-                    None => read_file(&store, file).await?,
+                    None => read_file_as(&store, file, &layout).await?,
                 };
                 for batch in batches {
                     pending_rows += batch.num_rows();

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use deltalake::arrow::array::ArrayRef;
+use deltalake::arrow::array::{new_null_array, RecordBatchOptions};
 pub use deltalake::arrow::array::{
-    Array, BinaryArray, Decimal128Array, Int32Array, Int64Array, StringArray,
+    Array, BinaryArray, Decimal128Array, Float64Array, Int32Array, Int64Array, StringArray,
 };
-use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 pub use deltalake::DeltaTable;
 use deltalake::DeltaTableBuilder;
@@ -233,11 +235,36 @@ pub async fn data_files(table: &DeltaTable) -> Result<Vec<DataFile>> {
 pub async fn read_rows(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
     let files = data_files(table).await?;
     let store = table.object_store();
+    let layout = table_layout(table)?;
     let mut batches = Vec::new();
     for file in files {
-        batches.extend(read_file(&store, &file).await?);
+        batches.extend(read_file_as(&store, &file, &layout).await?);
     }
     Ok(batches)
+}
+
+/// The columns of a loaded version, in the table's order.
+pub fn table_layout(table: &DeltaTable) -> Result<SchemaRef> {
+    evolved_schema(table, &Arc::new(Schema::empty()))
+}
+
+/// The rows of one data file laid out as `layout` (see [`conform`]): null where the file
+/// predates a column.
+pub async fn read_file_as(
+    store: &deltalake::logstore::ObjectStoreRef,
+    file: &DataFile,
+    layout: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    read_file(store, file)
+        .await?
+        .into_iter()
+        .map(|batch| {
+            conform(batch, layout, |_| true).map_err(|e| LakeError::Read {
+                what: file.path.clone(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
 }
 
 /// The rows of one data file, partition columns re-attached.
@@ -268,6 +295,72 @@ pub async fn read_file(
         );
     }
     Ok(batches)
+}
+
+/// The columns of a loaded version as Arrow: `base` (the spec, with the exact Arrow types the
+/// writers use) followed by the columns the table gained beyond it (configured extra columns,
+/// added by a schema change), so a reader serves what the version holds.
+pub fn evolved_schema(table: &DeltaTable, base: &SchemaRef) -> Result<SchemaRef> {
+    let label = table.table_url().to_string();
+    let snapshot = table.snapshot().map_err(delta_error(&label))?;
+    let kernel = snapshot.schema();
+    let table_schema: Schema = kernel
+        .as_ref()
+        .try_into_arrow()
+        .map_err(|e| LakeError::Read {
+            what: label.clone(),
+            message: format!("schema not readable as Arrow: {e}"),
+        })?;
+    let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for field in table_schema.fields() {
+        if base.field_with_name(field.name()).is_err() {
+            fields.push(field.as_ref().clone().with_nullable(true));
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// `batch` laid out as `target`: its columns in `target`'s order, with a null column for each
+/// nullable `target` column the batch lacks and `include_missing` accepts (a file written
+/// before the table gained that column). Columns `target` does not know are kept at the end.
+pub fn conform(
+    batch: RecordBatch,
+    target: &SchemaRef,
+    include_missing: impl Fn(&str) -> bool,
+) -> std::result::Result<RecordBatch, deltalake::arrow::error::ArrowError> {
+    let source = batch.schema();
+    let mut fields: Vec<Field> = Vec::with_capacity(target.fields().len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(target.fields().len());
+    let mut changed = false;
+    for field in target.fields() {
+        match source.index_of(field.name()) {
+            Ok(index) => {
+                fields.push(source.field(index).clone());
+                columns.push(batch.column(index).clone());
+            }
+            Err(_) if field.is_nullable() && include_missing(field.name()) => {
+                fields.push(field.as_ref().clone());
+                columns.push(new_null_array(field.data_type(), batch.num_rows()));
+                changed = true;
+            }
+            Err(_) => {}
+        }
+    }
+    for (index, field) in source.fields().iter().enumerate() {
+        if target.field_with_name(field.name()).is_err() {
+            fields.push(field.as_ref().clone());
+            columns.push(batch.column(index).clone());
+        }
+    }
+    let reordered = fields
+        .iter()
+        .zip(source.fields().iter())
+        .any(|(a, b)| a.name() != b.name());
+    if !changed && !reordered {
+        return Ok(batch);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)
 }
 
 /// Partition columns come back as nullable text, whatever the file, so that every batch of a

@@ -31,7 +31,7 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::extract::{row_mask, BooleanArray, GrantRows, RowFilter};
-use crate::read::{data_files, with_partition_columns, DataFile};
+use crate::read::{conform, data_files, with_partition_columns, DataFile};
 use crate::{LakeError, RecordBatch, Result};
 
 /// The time columns a range applies to: the first one a table has.
@@ -120,6 +120,9 @@ pub struct ScanPlan {
     time_column: Option<String>,
     request: ScanRequest,
     store: deltalake::logstore::ObjectStoreRef,
+    /// The layout every batch is given ([`output_schema`] of the version's columns), so a file
+    /// written before the table gained a column yields nulls for it.
+    output: SchemaRef,
 }
 
 /// Min/max of one column in a file, from the Delta log's `stats`.
@@ -263,6 +266,14 @@ pub async fn plan(
         .iter()
         .find(|c| schema.field_with_name(c).is_ok())
         .map(|c| c.to_string());
+    let label = table.table_url().to_string();
+    let partition_columns = table
+        .snapshot()
+        .map_err(crate::delta_error(&label))?
+        .metadata()
+        .partition_columns()
+        .to_vec();
+    let output = output_schema(schema, &partition_columns);
     files.retain(|f| {
         request
             .resume
@@ -278,6 +289,7 @@ pub async fn plan(
         time_column,
         request,
         store: table.object_store(),
+        output,
     })
 }
 
@@ -296,6 +308,7 @@ impl ScanPlan {
             time_column,
             request,
             store,
+            output,
             ..
         } = self;
         let request = Arc::new(request);
@@ -304,7 +317,8 @@ impl ScanPlan {
                 let store = store.clone();
                 let request = request.clone();
                 let time_column = time_column.clone();
-                async move { read_planned_file(store, file, request, time_column).await }
+                let output = output.clone();
+                async move { read_planned_file(store, file, request, time_column, output).await }
             })
             .flat_map(|result| match result {
                 Ok(batches) => batches,
@@ -380,6 +394,7 @@ async fn read_planned_file(
     file: DataFile,
     request: Arc<ScanRequest>,
     time_column: Option<String>,
+    output: SchemaRef,
 ) -> Result<futures::stream::BoxStream<'static, Result<ScanBatch>>> {
     let path = deltalake::Path::from(file.path.as_str());
     let size =
@@ -447,6 +462,7 @@ async fn read_planned_file(
             let request = request.clone();
             let partition_values = partition_values.clone();
             let path_text = path_text.clone();
+            let output = output.clone();
             let skip = resume
                 .as_ref()
                 .filter(|p| p.row_group == group)
@@ -497,6 +513,14 @@ async fn read_planned_file(
                     };
                     emitted += len;
                     let batch = with_partition_columns(batch, &partition_values)
+                        .and_then(|batch| {
+                            conform(batch, &output, |name| {
+                                request
+                                    .columns
+                                    .as_ref()
+                                    .is_none_or(|wanted| wanted.iter().any(|w| w == name))
+                            })
+                        })
                         .map_err(|e| read_error(&path_text, e))?;
                     Ok(ScanBatch {
                         batch,

@@ -133,6 +133,14 @@ impl ExactlyOnceSink {
             .set_compression(Compression::SNAPPY)
             .set_statistics_enabled(deltalake::parquet::file::properties::EnabledStatistics::Page)
             .build();
+        // A table may have columns this writer's spec lacks (an extra column another
+        // configuration added): they are written as nulls.
+        let layout = crate::read::evolved_schema(&self.table, &batch.schema())?;
+        let batch =
+            crate::read::conform(batch, &layout, |_| true).map_err(|e| LakeError::Read {
+                what: name.clone(),
+                message: e.to_string(),
+            })?;
         let mut writer = RecordBatchWriter::for_table(&self.table)
             .map_err(delta_error(&name))?
             .with_writer_properties(properties)

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
-use deltalake::kernel::StructType;
+use deltalake::kernel::{DataType as DeltaDataType, StructField, StructType};
 use deltalake::DeltaTable;
 use marketlake_schemas::names::TableName;
 use serde::{Deserialize, Serialize};
@@ -123,7 +123,8 @@ pub struct TableSpec {
 }
 
 /// Open a table, creating it with the regulated-archive properties when it does not exist.
-/// An existing table must have exactly the expected columns.
+/// An existing table must have the expected columns; new nullable columns at the end of the
+/// spec are added to it (see [`evolve_schema`]).
 pub async fn open_or_create(config: &LakeConfig, spec: &TableSpec) -> Result<DeltaTable> {
     let name = spec.name.to_string();
     let url = config.table_url(spec.name)?;
@@ -143,8 +144,7 @@ pub async fn open_or_create(config: &LakeConfig, spec: &TableSpec) -> Result<Del
             .map_err(delta_error(&name))?
     };
     if table.version().is_some() {
-        check_schema(&table, spec)?;
-        return Ok(table);
+        return evolve_schema(table, spec).await;
     }
     let columns = StructType::try_from_arrow(spec.schema.as_ref()).map_err(|e| {
         LakeError::SchemaMismatch {
@@ -187,31 +187,112 @@ pub async fn open_or_create(config: &LakeConfig, spec: &TableSpec) -> Result<Del
                 return Err(delta_error(&name)(error));
             }
             tracing::info!(table = %name, "delta table created concurrently by another process");
-            check_schema(&table, spec)?;
-            Ok(table)
+            evolve_schema(table, spec).await
         }
     }
 }
 
-fn check_schema(table: &DeltaTable, spec: &TableSpec) -> Result<()> {
+/// Compare the table's columns with the spec's, in order. The spec may add nullable columns
+/// at the end (configured extra columns: the table gains them through a Delta schema change),
+/// and the table may have nullable columns at the end the spec does not list (added by
+/// another configuration; this process leaves them null). Anything else — a renamed,
+/// reordered or retyped column — is refused: an append-only archive never rewrites its past.
+fn compare_schema(table: &DeltaTable, spec: &TableSpec) -> Result<Vec<StructField>> {
     let name = spec.name.to_string();
     let snapshot = table.snapshot().map_err(delta_error(&name))?;
-    let existing: Vec<String> = snapshot
-        .schema()
-        .fields()
-        .map(|f| f.name().to_string())
-        .collect();
-    let expected: Vec<String> = spec
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.name().to_string())
-        .collect();
-    if existing != expected {
-        return Err(LakeError::SchemaMismatch {
-            table: name,
-            message: format!("found columns {existing:?}, expected {expected:?}"),
-        });
+    let existing: Vec<StructField> = snapshot.schema().fields().cloned().collect();
+    let expected = StructType::try_from_arrow(spec.schema.as_ref()).map_err(|e| {
+        LakeError::SchemaMismatch {
+            table: name.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    let expected: Vec<StructField> = expected.fields().cloned().collect();
+    let mismatch = |message: String| LakeError::SchemaMismatch {
+        table: name.clone(),
+        message,
+    };
+    for (found, wanted) in existing.iter().zip(&expected) {
+        if found.name() != wanted.name() {
+            return Err(mismatch(format!(
+                "found columns {:?}, expected {:?}",
+                existing.iter().map(|f| f.name()).collect::<Vec<_>>(),
+                expected.iter().map(|f| f.name()).collect::<Vec<_>>()
+            )));
+        }
+        let primitive = |t: &DeltaDataType| matches!(t, DeltaDataType::Primitive(_));
+        if primitive(found.data_type())
+            && primitive(wanted.data_type())
+            && found.data_type() != wanted.data_type()
+        {
+            return Err(mismatch(format!(
+                "column `{}` is {} in the table but {} is expected; a column cannot change type in an append-only archive: map the field to a new column name",
+                found.name(),
+                found.data_type(),
+                wanted.data_type()
+            )));
+        }
     }
-    Ok(())
+    let unlisted: Vec<&str> = existing
+        .iter()
+        .skip(expected.len())
+        .map(|f| f.name().as_str())
+        .collect();
+    if let Some(required) = existing
+        .iter()
+        .skip(expected.len())
+        .find(|f| !f.is_nullable())
+    {
+        return Err(mismatch(format!(
+            "required column `{}` is not written by this version",
+            required.name()
+        )));
+    }
+    if !unlisted.is_empty() {
+        tracing::info!(table = %name, columns = ?unlisted, "table has nullable columns this configuration does not write; its rows leave them null");
+    }
+    let added: Vec<StructField> = expected.iter().skip(existing.len()).cloned().collect();
+    if let Some(required) = added.iter().find(|f| !f.is_nullable()) {
+        return Err(mismatch(format!(
+            "column `{}` would be added as required; added columns must be nullable (older rows have no value)",
+            required.name()
+        )));
+    }
+    Ok(added)
+}
+
+/// Check the table against the spec, adding the spec's new nullable columns through a Delta
+/// schema change (an `AddColumn` commit: metadata only, no file is rewritten; earlier versions
+/// keep their schema for time travel). A concurrent writer adding the same columns wins or
+/// loses the race; either way the columns exist afterwards.
+async fn evolve_schema(mut table: DeltaTable, spec: &TableSpec) -> Result<DeltaTable> {
+    let name = spec.name.to_string();
+    for attempt in 0..3u32 {
+        let added = compare_schema(&table, spec)?;
+        if added.is_empty() {
+            return Ok(table);
+        }
+        let columns: Vec<String> = added.iter().map(|f| f.name().clone()).collect();
+        match table.clone().add_columns().with_fields(added).await {
+            Ok(evolved) => {
+                tracing::info!(table = %name, ?columns, version = ?evolved.version(), "schema evolved: nullable columns added");
+                return Ok(evolved);
+            }
+            Err(error) => {
+                tracing::warn!(table = %name, attempt, %error, "adding columns failed; reloading to see whether another writer added them");
+                table.update_state().await.map_err(delta_error(&name))?;
+            }
+        }
+    }
+    let added = compare_schema(&table, spec)?;
+    if added.is_empty() {
+        return Ok(table);
+    }
+    Err(LakeError::SchemaMismatch {
+        table: name,
+        message: format!(
+            "could not add columns {:?}",
+            added.iter().map(|f| f.name()).collect::<Vec<_>>()
+        ),
+    })
 }

@@ -89,6 +89,7 @@ fn trade(i: u64, symbols: u64, rng: &mut rand::rngs::StdRng, time_ns: i64) -> Tr
         event_time_ns: time_ns,
         received_at_ns: time_ns + 1_000_000,
         reference_version: None,
+        extra: Default::default(),
         flags: Vec::new(),
         lineage: Lineage {
             source_id: "bench-api".into(),
@@ -203,6 +204,7 @@ fn news(i: u64, symbols: u64, corpus: &Corpus, rng: &mut rand::rngs::StdRng) -> 
         language: Some("en".into()),
         tickers: vec![ticker],
         reference_version: None,
+        extra: Default::default(),
         flags: Vec::new(),
         lineage: Lineage {
             source_id: "bench-api".into(),

@@ -204,11 +204,12 @@ pub async fn curate(config: Config, until_caught_up: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Every table of the lake: L1, L2 and the configured L3 tables.
+/// Every table of the lake: L1, L2, the reference dataset and the configured L3 tables.
 pub(crate) fn all_specs(config: &Config) -> Vec<marketlake_lake::TableSpec> {
     marketlake_ingest::l1_specs()
         .into_iter()
         .chain(marketlake_enrich::pipeline::l2_specs())
+        .chain([marketlake_enrich::reference::reference_spec()])
         .chain(marketlake_curate::pipeline::l3_specs(&config.curate))
         .collect()
 }

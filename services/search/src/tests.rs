@@ -35,6 +35,7 @@ pub(crate) fn news_row(
         language: Some("en".into()),
         tickers: tickers.iter().map(|t| t.to_string()).collect(),
         reference_version: Some(1),
+        extra: Default::default(),
         flags: Vec::new(),
         lineage: Lineage {
             source_id: "wire".into(),

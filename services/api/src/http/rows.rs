@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::StreamExt;
 use marketlake_lake::extract::{self, Encoder, Format, Mask, RowFilter};
-use marketlake_lake::read::{data_files, AsOf};
+use marketlake_lake::read::{data_files, evolved_schema, AsOf};
 use marketlake_lake::scan::{self, Position, ScanPlan, ScanRequest};
 use marketlake_lake::{RecordBatch, TableSpec};
 use serde::{Deserialize, Serialize};
@@ -52,8 +52,13 @@ pub(super) async fn datasets(
             continue;
         };
         applied.extend(entitlement.grant_ids.iter().cloned());
+        let mut schema = spec.schema.clone();
         let (version, rows) = match state.snapshots.latest(&state.lake, spec.name).await {
             Ok(table) => {
+                // Columns the table gained (configured extra columns) are listed too.
+                if let Ok(evolved) = evolved_schema(&table, &spec.schema) {
+                    schema = evolved;
+                }
                 // Rows in the latest version, from the log's statistics (no file is opened).
                 let rows = match data_files(&table).await {
                     Ok(files) => files
@@ -71,8 +76,7 @@ pub(super) async fn datasets(
             }
             Err(_) => (None, Some(0)),
         };
-        let columns: Vec<serde_json::Value> = spec
-            .schema
+        let columns: Vec<serde_json::Value> = schema
             .fields()
             .iter()
             .filter(|f| entitlement.masks.get(f.name().as_str()) != Some(&Mask::Hide))
@@ -490,8 +494,9 @@ async fn plan(
     filter.from_ns = query.from;
     filter.to_ns = query.to;
     let columns = split(&query.columns);
-    let template =
-        RecordBatch::new_empty(scan::output_schema(&spec.schema, &spec.partition_columns));
+    // The version's own columns: the spec's, plus any the table gained by then.
+    let schema = evolved_schema(&table, &spec.schema).map_err(ApiError::internal)?;
+    let template = RecordBatch::new_empty(scan::output_schema(&schema, &spec.partition_columns));
     if let Some(wanted) = &columns {
         for column in wanted {
             // A hidden column is as unknown as one that does not exist.
@@ -534,7 +539,7 @@ async fn plan(
     };
     let plan = scan::plan(
         &table,
-        &spec.schema,
+        &schema,
         ScanRequest {
             symbols: pruning_symbols(&filter),
             from_ns: filter.from_ns,

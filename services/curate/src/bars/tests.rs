@@ -58,6 +58,7 @@ pub(crate) fn trade(
         event_time_ns: t,
         received_at_ns: t + 1_000,
         reference_version: None,
+        extra: Default::default(),
         flags: vec![],
         lineage: lineage(offset),
     }

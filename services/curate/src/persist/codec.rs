@@ -469,6 +469,7 @@ impl OpLog {
                         event_time_ns,
                         received_at_ns,
                         reference_version: None,
+                        extra: Default::default(),
                         flags: Vec::new(),
                         lineage,
                     })
@@ -501,6 +502,7 @@ impl OpLog {
                         language: None,
                         tickers,
                         reference_version: None,
+                        extra: Default::default(),
                         flags: Vec::new(),
                         lineage,
                     })
@@ -619,6 +621,7 @@ mod tests {
             language: None,
             tickers: vec!["IBM".into(), "MSFT".into()],
             reference_version: None,
+            extra: Default::default(),
             flags: vec![],
             lineage: crate::bars::tests::lineage(4),
         };

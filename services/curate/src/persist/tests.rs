@@ -103,6 +103,7 @@ fn records(seed: u64, n: usize) -> Vec<Record> {
                     language: None,
                     tickers: vec![ticker.to_string()],
                     reference_version: None,
+                    extra: Default::default(),
                     flags: vec![],
                     lineage: Lineage {
                         source_id: "rss".into(),

@@ -103,6 +103,47 @@ fn atom_link(collected: &mut Collected, start: &BytesStart) {
     }
 }
 
+/// The text of the item's first child element named `local` (namespace prefix ignored, nested
+/// markup flattened; empty counts as absent), for configured extra columns.
+pub(crate) fn child_text(raw: &marketlake_schemas::RawRecord, local: &str) -> Option<String> {
+    let text = decode_bytes(
+        &raw.payload,
+        raw.attributes.get("encoding").map(String::as_str),
+    );
+    let mut reader = Reader::from_str(&text);
+    let mut depth = 0usize;
+    // Depth of the matching child while its text is collected.
+    let mut inside: Option<usize> = None;
+    let mut value = String::new();
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(start) => {
+                depth += 1;
+                if inside.is_none() && depth == 2 && start.local_name().as_ref() == local.as_bytes()
+                {
+                    inside = Some(depth);
+                }
+            }
+            Event::End(_) => {
+                if inside == Some(depth) {
+                    let value = value.trim();
+                    return (!value.is_empty()).then(|| value.to_owned());
+                }
+                depth = depth.checked_sub(1)?;
+            }
+            Event::Text(text) if inside.is_some() => match text.unescape() {
+                Ok(unescaped) => value.push_str(&unescaped),
+                Err(_) => value.push_str(&String::from_utf8_lossy(&text)),
+            },
+            Event::CData(data) if inside.is_some() => {
+                value.push_str(&String::from_utf8_lossy(&data));
+            }
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
 pub(super) fn parse(raw: &marketlake_schemas::RawRecord) -> Result<NewsDraft, Bad> {
     let text = decode_bytes(
         &raw.payload,

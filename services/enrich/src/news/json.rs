@@ -28,7 +28,7 @@ fn string(object: &Map<String, Value>, names: &[&str]) -> Option<String> {
     })
 }
 
-fn path<'a>(object: &'a Map<String, Value>, dotted: &str) -> Option<&'a Value> {
+pub(crate) fn path<'a>(object: &'a Map<String, Value>, dotted: &str) -> Option<&'a Value> {
     let mut parts = dotted.split('.');
     let mut value = object.get(parts.next()?)?;
     for part in parts {

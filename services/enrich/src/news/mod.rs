@@ -6,8 +6,8 @@
 //! whitespace collapsed), picks the key (`<source_id>:<guid | id | link>`, else the rss
 //! connector's item id, else `<source_id>:<uri>#<position>`), and tags tickers.
 
-mod feed;
-mod json;
+pub(crate) mod feed;
+pub(crate) mod json;
 
 use marketlake_schemas::l2::NewsRow;
 use marketlake_schemas::{KafkaPosition, PayloadFormat, RawRecord};
@@ -124,6 +124,7 @@ fn finish(
             .filter(|l| !l.is_empty() && l != "und"),
         tickers,
         reference_version: tagger.reference_version(),
+        extra: Default::default(),
         flags: Vec::new(),
         lineage: lineage(raw, at),
     })

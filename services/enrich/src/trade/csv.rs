@@ -66,22 +66,18 @@ impl Row<'_> {
     }
 }
 
-pub(super) fn parse(raw: &RawRecord) -> Result<Found, Bad> {
-    let Some(columns) = raw.attributes.get("columns") else {
-        return Err(Bad::layout(
+fn column_names(raw: &RawRecord) -> Result<Vec<&str>, Bad> {
+    match raw.attributes.get("columns") {
+        Some(columns) => Ok(columns.split(',').collect()),
+        None => Err(Bad::layout(
             "csv line without a `columns` attribute: the connector could not tell the layout; set `columns` (or `has_header`) on the source",
-        ));
-    };
-    let names: Vec<&str> = columns.split(',').collect();
-    if ["open", "high", "low", "close"]
-        .iter()
-        .all(|c| names.iter().any(|n| n.trim().eq_ignore_ascii_case(c)))
-    {
-        return Ok(Found::NotATrade(
-            "csv trade bars (open/high/low/close/volume per interval), not individual trades"
-                .to_owned(),
-        ));
+        )),
     }
+}
+
+/// The line's values under the column names the connector recorded.
+fn row_of(raw: &RawRecord) -> Result<Row<'_>, Bad> {
+    let names = column_names(raw)?;
     let delimiter = match raw.attributes.get("delimiter").map(|d| d.as_bytes()) {
         None => b',',
         Some([byte]) => *byte,
@@ -104,12 +100,34 @@ pub(super) fn parse(raw: &RawRecord) -> Result<Found, Bad> {
         .collect();
     if values.len() != names.len() {
         return Err(Bad::layout(format!(
-            "csv line has {} fields, the layout `{columns}` has {}",
+            "csv line has {} fields, the layout `{}` has {}",
             values.len(),
+            names.join(","),
             names.len()
         )));
     }
-    let row = Row { names, values };
+    Ok(Row { names, values })
+}
+
+/// The text of column `name` (matched case-insensitively; empty counts as absent), for
+/// configured extra columns.
+pub(crate) fn column_text(raw: &RawRecord, name: &str) -> Option<String> {
+    let row = row_of(raw).ok()?;
+    row.get(&[name]).map(|(_, value)| value.to_owned())
+}
+
+pub(super) fn parse(raw: &RawRecord) -> Result<Found, Bad> {
+    let names = column_names(raw)?;
+    if ["open", "high", "low", "close"]
+        .iter()
+        .all(|c| names.iter().any(|n| n.trim().eq_ignore_ascii_case(c)))
+    {
+        return Ok(Found::NotATrade(
+            "csv trade bars (open/high/low/close/volume per interval), not individual trades"
+                .to_owned(),
+        ));
+    }
+    let row = row_of(raw)?;
     let lean = raw.attributes.contains_key("file_date") && row.has("time_ms");
 
     let (price_name, price_text) = row

@@ -222,6 +222,12 @@ fn side_word(code: &str) -> Option<&'static str> {
     })
 }
 
+/// The text of tag `tag` (empty counts as absent), for configured extra columns.
+pub(crate) fn tag_text(raw: &RawRecord, tag: u32) -> Option<String> {
+    let message = Message::parse(raw).ok()?;
+    message.text(tag).filter(|t| !t.is_empty())
+}
+
 pub(super) fn parse(raw: &RawRecord) -> Result<Found, Bad> {
     let message = Message::parse(raw)?;
     let msg_type = message

@@ -5,8 +5,8 @@
 //! [`PayloadFormat::IexTops`]) turns bytes into feed facts; this module joins the instrument
 //! master and adds lineage, so every format ends in the same row shape.
 
-mod csv;
-mod fix;
+pub(crate) mod csv;
+pub(crate) mod fix;
 mod iex;
 
 use marketlake_schemas::l2::{TradeAction, TradeRow};
@@ -108,6 +108,7 @@ impl TradeFacts {
             event_time_ns: self.event_time_ns,
             received_at_ns: raw.received_at_ns,
             reference_version: reference.map(|master| master.version),
+            extra: Default::default(),
             flags: self.flags,
             lineage: lineage(raw, at),
         }
