@@ -18,12 +18,15 @@ use crate::Result;
 /// One instrument of one reference version.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstrumentRow {
+    /// The ticker as the reference data spells it (`BRK-B`).
     pub symbol: String,
     pub name: Option<String>,
+    /// Listing exchange, upper case (`NASDAQ`, `NYSE`, `NYSE ARCA`, `OTC`, ...).
     pub exchange: Option<String>,
     pub isin: Option<String>,
     pub figi: Option<String>,
     pub currency: Option<String>,
+    /// SEC Central Index Key, ten digits zero-padded.
     pub cik: Option<String>,
 }
 

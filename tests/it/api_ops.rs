@@ -561,6 +561,53 @@ async fn admin_and_protection(catalog_url: Option<&str>) -> Result<()> {
         assert_eq!(code(&body), want_code);
     }
 
+    // No audit, no change: while the audit store refuses writes, a grant is refused whole —
+    // not stored, not in the change history, not in effect.
+    if catalog_url.is_none() {
+        let db = served.catalog_dir.join("catalog.db");
+        let sql = |statement: &str| -> Result<()> {
+            let out = std::process::Command::new("python3")
+                .arg("-c")
+                .arg("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()")
+                .arg(&db)
+                .arg(statement)
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        let changes = |body: &[u8]| -> Result<usize> {
+            let value: serde_json::Value = serde_json::from_slice(body)?;
+            Ok(value["changes"].as_array().context("changes")?.len())
+        };
+        let (_, _, body) = served.get("/v1/admin/grant-changes", &admin).await?;
+        let before = changes(&body)?;
+        sql("CREATE TRIGGER audit_down BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'audit store down'); END")?;
+        let refused = served
+            .send(
+                post.clone(),
+                "/v1/admin/grants",
+                Some(&admin),
+                Some(grant.clone()),
+                &[],
+            )
+            .await;
+        sql("DROP TRIGGER audit_down")?;
+        let (status, _, body) = refused?;
+        assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
+        let (status, _, _) = served.get("/v1/datasets/l2.trades/rows", &bob).await?;
+        assert_eq!(status, 404, "an unaudited grant must not take effect");
+        let (_, _, body) = served.get("/v1/admin/grant-changes", &admin).await?;
+        assert_eq!(
+            changes(&body)?,
+            before,
+            "no change recorded without its audit"
+        );
+    }
+
     // CORS: closed to unknown origins, open to the configured one.
     let preflight = [
         ("Origin", "https://evil.example"),

@@ -80,16 +80,22 @@ fn fill_message(i: i64) -> Vec<u8> {
 }
 
 fn fill_record(i: i64) -> RawRecord {
+    fix_record(i, &symbol(i), fill_message(i))
+}
+
+/// A raw FIX 4.4 execution report of source `fills` at position `position`, as the drop-copy
+/// connector publishes it.
+pub fn fix_record(position: i64, symbol: &str, payload: Vec<u8>) -> RawRecord {
     RawRecord {
         source_id: "fills".into(),
         connector: "fix".into(),
         class: FeedClass::Trades,
         format: PayloadFormat::Fix,
         source_uri: "test://fills".into(),
-        source_position: i,
+        source_position: position,
         received_at_ns: marketlake_schemas::now_utc_ns(),
-        symbol: Some(symbol(i)),
-        payload: fill_message(i),
+        symbol: Some(symbol.to_string()),
+        payload,
         attributes: BTreeMap::from([
             ("delimiter".to_string(), "pipe".to_string()),
             ("msg_type".to_string(), "8".to_string()),

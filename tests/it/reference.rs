@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use marketlake_connectors::RawSink;
 use marketlake_kafka::RawProducer;
 use marketlake_schemas::names::{L2_TRADES, REF_INSTRUMENTS};
-use marketlake_schemas::{FeedClass, PayloadFormat, RawRecord};
+use marketlake_schemas::RawRecord;
 
-use crate::curated::{fix_message, table_batches};
+use crate::curated::{fix_message, fix_record, table_batches};
 use crate::exactly_once::create_topics;
 use crate::support::{
     eventually, i64_column, sigint, string_column, wait_output, Lake, LakeOptions,
@@ -31,18 +31,7 @@ fn ibm_fill(i: i64) -> RawRecord {
         "35=8|49=BROKER|56=DESK|34={seq}|52=20261123-10:00:0{i}.000|37=ORD{i}|17=EXEC{i}|150=F|39=2|55=IBM|54=1|31=250.5|32=100|14=100|6=250.5|60=20261123-10:00:0{i}.000|",
         seq = i + 1
     );
-    RawRecord {
-        source_id: "fills".into(),
-        connector: "fix".into(),
-        class: FeedClass::Trades,
-        format: PayloadFormat::Fix,
-        source_uri: "test://fills".into(),
-        source_position: i,
-        received_at_ns: marketlake_schemas::now_utc_ns(),
-        symbol: Some("IBM".into()),
-        payload: fix_message(&body),
-        attributes: BTreeMap::from([("delimiter".to_string(), "pipe".to_string())]),
-    }
+    fix_record(i, "IBM", fix_message(&body))
 }
 
 /// `trade_key` → (`reference_version`, `isin`) of every `l2.trades` row.

@@ -381,6 +381,26 @@ impl Catalog {
     }
 
     pub async fn record(&self, event: &AuditEvent) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(self.err())?;
+        self.record_on(&mut conn, event).await
+    }
+
+    /// Record the event a transaction's caller built, if any, and hand back what came with it.
+    async fn record_audit<T: Default>(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        audit: Option<(AuditEvent, T)>,
+    ) -> Result<T> {
+        match audit {
+            Some((event, extra)) => {
+                self.record_on(conn, &event).await?;
+                Ok(extra)
+            }
+            None => Ok(T::default()),
+        }
+    }
+
+    async fn record_on(&self, conn: &mut sqlx::AnyConnection, event: &AuditEvent) -> Result<()> {
         sqlx::query(
             "INSERT INTO audit_events (event_id, at_ns, request_id, principal, groups_json, endpoint, query, entitlements, as_of, status, rows_returned, bytes_returned, body_sha256, outcome, completed_at_ns) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
@@ -399,7 +419,7 @@ impl Catalog {
         .bind(&event.body_sha256)
         .bind(&event.outcome)
         .bind((event.outcome != "streaming").then_some(event.at_ns))
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(self.err())?;
         Ok(())
@@ -443,6 +463,25 @@ impl Catalog {
         actor: &str,
         request_id: Option<&str>,
     ) -> Result<Grant> {
+        let (grant, ()) = self
+            .grant_audited(grant, actor, request_id, |_| None)
+            .await?;
+        Ok(grant)
+    }
+
+    /// Store a grant and, in the same transaction, its change record and the audit event
+    /// `audit` builds from the stored grant (with whatever the caller derives beside it, e.g.
+    /// the response body the event hashes): no grant takes effect without its audit event.
+    pub async fn grant_audited<T>(
+        &self,
+        grant: &Grant,
+        actor: &str,
+        request_id: Option<&str>,
+        audit: impl FnOnce(&Grant) -> Option<(AuditEvent, T)>,
+    ) -> Result<(Grant, T)>
+    where
+        T: Default,
+    {
         let mut grant = grant.clone();
         if grant.grant_id.is_empty() {
             grant.grant_id = new_id();
@@ -451,8 +490,9 @@ impl Catalog {
         grant.grant_id = self.insert_grant(&mut tx, &grant, actor).await?;
         self.record_change(&mut tx, actor, "grant", &grant, request_id)
             .await?;
+        let extra = self.record_audit(&mut tx, audit(&grant)).await?;
         tx.commit().await.map_err(self.err())?;
-        Ok(grant)
+        Ok((grant, extra))
     }
 
     /// Revoke a grant (delete it; its history stays in `grant_changes`). `None` when no such
@@ -463,6 +503,24 @@ impl Catalog {
         actor: &str,
         request_id: Option<&str>,
     ) -> Result<Option<Grant>> {
+        Ok(self
+            .revoke_audited(grant_id, actor, request_id, |_| None::<(AuditEvent, ())>)
+            .await?
+            .map(|(grant, ())| grant))
+    }
+
+    /// [`Catalog::revoke`] with the audit event recorded in the same transaction (see
+    /// [`Catalog::grant_audited`]).
+    pub async fn revoke_audited<T>(
+        &self,
+        grant_id: &str,
+        actor: &str,
+        request_id: Option<&str>,
+        audit: impl FnOnce(&Grant) -> Option<(AuditEvent, T)>,
+    ) -> Result<Option<(Grant, T)>>
+    where
+        T: Default,
+    {
         let mut tx = self.pool.begin().await.map_err(self.err())?;
         let row = sqlx::query(
             "SELECT grant_id, dataset, principal_kind, principal, symbols, venues, column_masks FROM grants WHERE grant_id = $1",
@@ -486,8 +544,9 @@ impl Catalog {
         }
         self.record_change(&mut tx, actor, "revoke", &grant, request_id)
             .await?;
+        let extra = self.record_audit(&mut tx, audit(&grant)).await?;
         tx.commit().await.map_err(self.err())?;
-        Ok(Some(grant))
+        Ok(Some((grant, extra)))
     }
 
     async fn record_change(

@@ -15,40 +15,26 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::{EnrichError, Result};
 
-/// One instrument of the master.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Instrument {
-    /// The ticker as the reference data spells it (`BRK-B`).
-    pub symbol: String,
-    pub name: Option<String>,
-    /// Listing exchange, upper case (`NASDAQ`, `NYSE`, `NYSE ARCA`, `OTC`, ...).
-    pub exchange: Option<String>,
-    pub isin: Option<String>,
-    pub figi: Option<String>,
-    pub currency: Option<String>,
-    /// SEC Central Index Key, ten digits zero-padded.
-    pub cik: Option<String>,
-}
+/// One instrument of the master: the row type of the reference dataset `ref.instruments`.
+pub use marketlake_schemas::reference::InstrumentRow as Instrument;
 
-impl Instrument {
-    /// Fill what `self` lacks from `other` (values already known win).
-    fn fill_from(&mut self, other: Instrument) {
-        fn fill(slot: &mut Option<String>, value: Option<String>) {
-            if slot.is_none() {
-                *slot = value;
-            }
+/// Fill what `target` lacks from `other` (values already known win).
+fn fill_from(target: &mut Instrument, other: Instrument) {
+    fn fill(slot: &mut Option<String>, value: Option<String>) {
+        if slot.is_none() {
+            *slot = value;
         }
-        fill(&mut self.name, other.name);
-        fill(&mut self.exchange, other.exchange);
-        fill(&mut self.isin, other.isin);
-        fill(&mut self.figi, other.figi);
-        fill(&mut self.currency, other.currency);
-        fill(&mut self.cik, other.cik);
     }
+    fill(&mut target.name, other.name);
+    fill(&mut target.exchange, other.exchange);
+    fill(&mut target.isin, other.isin);
+    fill(&mut target.figi, other.figi);
+    fill(&mut target.currency, other.currency);
+    fill(&mut target.cik, other.cik);
 }
 
 /// Symbol-keyed instrument reference data of one version.
@@ -105,7 +91,7 @@ impl InstrumentMaster {
             return;
         }
         match self.by_symbol.get_mut(&key) {
-            Some(existing) => existing.fill_from(instrument),
+            Some(existing) => fill_from(existing, instrument),
             None => {
                 self.by_symbol.insert(key, instrument);
             }

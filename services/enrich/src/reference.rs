@@ -23,7 +23,7 @@ use marketlake_schemas::reference::{
 use sha2::{Digest, Sha256};
 
 use crate::pipeline::PipelineError;
-use crate::{EnrichError, Instrument, InstrumentMaster};
+use crate::{EnrichError, InstrumentMaster};
 
 /// `txn` app id prefix of the reference loader.
 const SINK_NAME: &str = "reference";
@@ -58,18 +58,6 @@ fn sha256_hex(bytes: &[u8]) -> String {
         let _ = write!(out, "{b:02x}");
         out
     })
-}
-
-fn row_of(instrument: &Instrument) -> InstrumentRow {
-    InstrumentRow {
-        symbol: instrument.symbol.clone(),
-        name: instrument.name.clone(),
-        exchange: instrument.exchange.clone(),
-        isin: instrument.isin.clone(),
-        figi: instrument.figi.clone(),
-        currency: instrument.currency.clone(),
-        cik: instrument.cik.clone(),
-    }
 }
 
 impl ReferenceDataset {
@@ -142,7 +130,7 @@ impl ReferenceDataset {
                 sources: sources.clone(),
                 loaded_at_ns: marketlake_schemas::now_utc_ns(),
             };
-            let mut rows: Vec<InstrumentRow> = master.iter().map(row_of).collect();
+            let mut rows: Vec<InstrumentRow> = master.iter().cloned().collect();
             rows.sort_by(|a, b| a.symbol.cmp(&b.symbol));
             let batch = instruments_batch(&version, &rows)?;
             let advance = OffsetAdvance {

@@ -11,9 +11,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 
-use super::{audit, audit_as, authenticate, json_response, AppState, AuditedRequest};
+use super::{audit, audit_as, audit_event, authenticate, json_response, AppState, AuditedRequest};
 use crate::auth::Principal;
-use crate::catalog::{new_id, validate_grant, Grant};
+use crate::catalog::{new_id, validate_grant, AuditEvent, Grant};
 use crate::error::ApiError;
 
 pub const ADMIN_ROLE: &str = "admin";
@@ -130,9 +130,19 @@ pub(super) async fn create_grant(
         }
     }
     let request_id = new_id();
-    let created = state
+    // The grant, its change record and this request's audit event commit together.
+    let (created, body) = state
         .catalog
-        .grant(&grant, &principal.sub, Some(&request_id))
+        .grant_audited(&grant, &principal.sub, Some(&request_id), |created| {
+            let query = serde_json::json!({ "action": "grant", "grant": created }).to_string();
+            Some(admin_event(
+                &principal,
+                endpoint,
+                &request_id,
+                query,
+                &serde_json::json!({ "grant": created }),
+            ))
+        })
         .await
         .map_err(|e| match e {
             crate::catalog::CatalogError::Seed { message, .. } => {
@@ -141,17 +151,26 @@ pub(super) async fn create_grant(
             other => ApiError::internal(other),
         })?;
     tracing::info!(admin = %principal.sub, grant = %created.grant_id, dataset = %created.dataset, principal = %created.principal, "grant created");
-    let query = serde_json::json!({ "action": "grant", "grant": created }).to_string();
-    respond(
-        &state,
-        &principal,
+    Ok(json_response(body, request_id))
+}
+
+/// The audit event of an admin change answered with `value`, and the body it hashes.
+fn admin_event(
+    principal: &Principal,
+    endpoint: &str,
+    request_id: &str,
+    query: String,
+    value: &serde_json::Value,
+) -> (AuditEvent, Vec<u8>) {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let request = AuditedRequest {
+        request_id: request_id.to_string(),
         endpoint,
         query,
-        1,
-        serde_json::json!({ "grant": created }),
-        Some(request_id),
-    )
-    .await
+        entitlements: Vec::new(),
+        as_of: None,
+    };
+    (audit_event(principal, request, (200, 1), &body), body)
 }
 
 /// `DELETE /v1/admin/grants/{id}`.
@@ -163,9 +182,18 @@ pub(super) async fn revoke_grant(
     let endpoint = "/v1/admin/grants/{id}";
     let principal = admin(&state, &headers, endpoint).await?;
     let request_id = new_id();
-    let revoked = state
+    let query = serde_json::json!({ "action": "revoke", "grant_id": id }).to_string();
+    let (_, body) = state
         .catalog
-        .revoke(&id, &principal.sub, Some(&request_id))
+        .revoke_audited(&id, &principal.sub, Some(&request_id), |revoked| {
+            Some(admin_event(
+                &principal,
+                endpoint,
+                &request_id,
+                query,
+                &serde_json::json!({ "revoked": revoked }),
+            ))
+        })
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| {
@@ -176,17 +204,7 @@ pub(super) async fn revoke_grant(
             )
         })?;
     tracing::info!(admin = %principal.sub, grant = %id, "grant revoked");
-    let query = serde_json::json!({ "action": "revoke", "grant_id": id }).to_string();
-    respond(
-        &state,
-        &principal,
-        endpoint,
-        query,
-        1,
-        serde_json::json!({ "revoked": revoked }),
-        Some(request_id),
-    )
-    .await
+    Ok(json_response(body, request_id))
 }
 
 /// `GET /v1/admin/grant-changes`: who granted or revoked what, when.

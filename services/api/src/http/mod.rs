@@ -490,15 +490,13 @@ struct AuditedRequest<'a> {
     as_of: Option<String>,
 }
 
-/// Record an audit event under a request id chosen by the caller (one that other records,
-/// such as a grant change, refer to).
-async fn audit_as(
-    state: &AppState,
+/// The audit event of a request answered with `body`.
+fn audit_event(
     principal: &Principal,
     request: AuditedRequest<'_>,
     (status, rows): (u16, usize),
     body: &[u8],
-) -> Result<String, ApiError> {
+) -> AuditEvent {
     let AuditedRequest {
         request_id,
         endpoint,
@@ -506,7 +504,7 @@ async fn audit_as(
         entitlements,
         as_of,
     } = request;
-    let event = AuditEvent {
+    AuditEvent {
         event_id: new_id(),
         at_ns: marketlake_schemas::now_utc_ns(),
         request_id,
@@ -521,7 +519,19 @@ async fn audit_as(
         bytes_returned: i64::try_from(body.len()).unwrap_or(i64::MAX),
         body_sha256: hex(&Sha256::digest(body)),
         outcome: "complete".into(),
-    };
+    }
+}
+
+/// Record an audit event under a request id chosen by the caller (one that other records,
+/// such as a grant change, refer to).
+async fn audit_as(
+    state: &AppState,
+    principal: &Principal,
+    request: AuditedRequest<'_>,
+    status_rows: (u16, usize),
+    body: &[u8],
+) -> Result<String, ApiError> {
+    let event = audit_event(principal, request, status_rows, body);
     // No audit, no data: a response is only sent once its event is stored.
     state
         .catalog
