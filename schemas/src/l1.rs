@@ -133,20 +133,38 @@ pub(crate) fn timestamp_builder() -> TimestampMicrosecondBuilder {
 }
 
 /// Build one Arrow batch of L1 rows from consumed raw records.
-pub fn raw_batch<'a>(
-    rows: impl IntoIterator<Item = (&'a RawRecord, &'a KafkaPosition)>,
-    ingested_at_ns: i64,
-) -> Result<RecordBatch> {
-    let mut source_id = StringBuilder::new();
-    let mut connector = StringBuilder::new();
-    let mut format = StringBuilder::new();
-    let mut uri = StringBuilder::new();
-    let mut position = Int64Builder::new();
-    let mut received_ns = Int64Builder::new();
+pub fn raw_batch<'a, I>(rows: I, ingested_at_ns: i64) -> Result<RecordBatch>
+where
+    I: IntoIterator<Item = (&'a RawRecord, &'a KafkaPosition)>,
+    I::IntoIter: Clone,
+{
+    let rows = rows.into_iter();
+    // Size every buffer once: growing them row by row copied and page-faulted the whole
+    // batch several times over (a large share of ingest time).
+    let (mut n, mut ids, mut uris, mut payloads, mut attrs) = (0usize, 0, 0, 0, 0);
+    for (record, _) in rows.clone() {
+        n += 1;
+        ids += record.source_id.len() + record.connector.len();
+        uris += record.source_uri.len();
+        payloads += record.payload.len();
+        attrs += record
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum::<usize>()
+            + 2;
+    }
+    let mut source_id = StringBuilder::with_capacity(n, ids);
+    let mut connector = StringBuilder::with_capacity(n, ids);
+    let mut format = StringBuilder::with_capacity(n, n * 8);
+    let mut uri = StringBuilder::with_capacity(n, uris);
+    let mut position = Int64Builder::with_capacity(n);
+    let mut received_ns = Int64Builder::with_capacity(n);
     let mut received_ts = timestamp_builder();
-    let mut symbol = StringBuilder::new();
-    let mut payload = BinaryBuilder::new();
-    let mut attributes = StringBuilder::new();
+    let mut symbol = StringBuilder::with_capacity(n, n * 8);
+    let mut payload = BinaryBuilder::with_capacity(n, payloads);
+    let mut attributes = StringBuilder::with_capacity(n, attrs);
+    let mut json = Vec::with_capacity(256);
     let mut kafka = KafkaColumns::new();
     for (record, at) in rows {
         source_id.append_value(&record.source_id);
@@ -161,10 +179,13 @@ pub fn raw_batch<'a>(
         if record.attributes.is_empty() {
             attributes.append_null();
         } else {
-            // A map of strings always serialises.
-            attributes.append_value(
-                serde_json::to_string(&record.attributes).unwrap_or_else(|_| "{}".into()),
-            );
+            // A map of strings always serialises, as UTF-8.
+            json.clear();
+            let text = serde_json::to_writer(&mut json, &record.attributes)
+                .ok()
+                .and_then(|()| std::str::from_utf8(&json).ok())
+                .unwrap_or("{}");
+            attributes.append_value(text);
         }
         kafka.append(at, ingested_at_ns, record.received_at_ns);
     }

@@ -94,12 +94,14 @@ impl<R> TableBuffer<R> {
             .collect()
     }
 
-    /// Empty the buffer, returning its rows and spans.
+    /// Empty the buffer, returning its rows and spans. The next buffer starts with room for as
+    /// many rows as this one held, so it is not regrown (copied) row by row.
     pub fn take(&mut self) -> (Rows<R>, BTreeMap<PartitionKey, Span>) {
         self.bytes = 0;
         self.oldest = None;
+        let room = self.rows.len();
         (
-            std::mem::take(&mut self.rows),
+            std::mem::replace(&mut self.rows, Vec::with_capacity(room)),
             std::mem::take(&mut self.spans),
         )
     }
