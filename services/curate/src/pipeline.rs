@@ -157,6 +157,9 @@ pub struct CurateReport {
     pub windows: u64,
     pub cycles: u64,
     pub elapsed: Duration,
+    /// With `until_caught_up`: when every record was consumed and every window fired and
+    /// committed (`elapsed` adds the wait for a background state snapshot still being written).
+    pub caught_up_after: Option<Duration>,
     /// Watermark passing a bar's end → the bar visible in its table, microseconds (event-time
     /// lag excluded: measured from the moment the watermark made the window fire).
     pub bar_visibility_us: Vec<i64>,
@@ -485,6 +488,7 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
             last_drain_check = Instant::now();
             if curate.drained() {
                 curate.cycle(true).await?;
+                curate.report.caught_up_after = Some(started.elapsed());
                 tracing::info!("curation caught up; every window fired");
                 break;
             }
