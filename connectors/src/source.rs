@@ -464,6 +464,9 @@ async fn run_fix_listener<S: RawSink>(
     Ok(())
 }
 
+/// Bytes a drop-copy session takes from its socket before it publishes and flushes them.
+const SESSION_READ_LIMIT: usize = 8 * 1024 * 1024;
+
 async fn run_fix_session<S: RawSink>(
     emitter: &Emitter<S>,
     mut stream: tokio::net::TcpStream,
@@ -474,7 +477,7 @@ async fn run_fix_session<S: RawSink>(
     tracing::info!(source = %emitter.source_id, %uri, "fix session connected");
     let mut decoder = FixDecoder::new();
     let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
+    let mut chunk = vec![0u8; 256 * 1024];
     let mut base = 0u64;
     let mut out = Vec::new();
     loop {
@@ -482,9 +485,25 @@ async fn run_fix_session<S: RawSink>(
             n = stream.read(&mut chunk) => n.map_err(|source| ConnectorError::Io { path: uri.to_string(), source })?,
             _ = shutdown.cancelled() => 0,
         };
-        let eof = n == 0;
+        let mut eof = n == 0;
         if let Some(data) = chunk.get(..n) {
             buf.extend_from_slice(data);
+        }
+        // Take everything the peer has already sent before publishing and flushing: each flush
+        // waits one broker round trip, and flushing per 64 KB read held a session to about
+        // 30,000 messages/s however fast the peer sent (measured with `bench ingest --rate`).
+        while !eof && buf.len() < SESSION_READ_LIMIT {
+            match stream.try_read(&mut chunk) {
+                Ok(0) => eof = true,
+                Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(source) => {
+                    return Err(ConnectorError::Io {
+                        path: uri.to_string(),
+                        source,
+                    })
+                }
+            }
         }
         let consumed = decoder.decode(&buf, base, eof, &mut out).min(buf.len());
         for item in out.drain(..) {
