@@ -26,7 +26,8 @@ use axum::Json;
 use base64::Engine;
 use marketlake_lake::extract::{self, Encoder, Format, Mask};
 use marketlake_lake::read::{
-    delta_schema, file_bytes, load_table_as_of, read_file, table_id, AsOf, DataFile,
+    delta_schema, evolved_schema, file_bytes, load_table_as_of, read_file_as, table_id, AsOf,
+    DataFile,
 };
 use marketlake_lake::scan::{self, ScanRequest};
 use marketlake_lake::{RecordBatch, TableSpec};
@@ -813,11 +814,12 @@ async fn entitled_file(
         .iter()
         .find(|f| f.path == grant.f)
         .ok_or_else(|| ApiError::not_found("file"))?;
-    let batches = read_file(&table.object_store(), file)
+    // The version's columns, including any the table gained; older files read as null there.
+    let schema = evolved_schema(table, &spec.schema).map_err(ApiError::internal)?;
+    let template = RecordBatch::new_empty(scan::output_schema(&schema, &spec.partition_columns));
+    let batches = read_file_as(&table.object_store(), file, &template.schema())
         .await
         .map_err(ApiError::internal)?;
-    let template =
-        RecordBatch::new_empty(scan::output_schema(&spec.schema, &spec.partition_columns));
     let columns: Vec<String> = template
         .schema()
         .fields()

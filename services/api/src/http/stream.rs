@@ -21,7 +21,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use marketlake_lake::extract::{self, Mask, RowFilter};
-use marketlake_lake::read::{data_files, load_table, read_file};
+use marketlake_lake::read::{data_files, evolved_schema, load_table, read_file_as, table_layout};
 use marketlake_lake::{LakeConfig, TableSpec};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -96,9 +96,15 @@ pub(super) async fn stream(
             .map(str::to_owned)
             .collect()
     });
+    let table = state.snapshots.latest(&state.lake, spec.name).await.ok();
+    // The table's columns now, including any it gained (configured extra columns).
+    let schema = table
+        .as_ref()
+        .and_then(|t| evolved_schema(t, &spec.schema).ok())
+        .unwrap_or_else(|| spec.schema.clone());
     if let Some(wanted) = &columns {
         for column in wanted {
-            if spec.schema.field_with_name(column).is_err()
+            if schema.field_with_name(column).is_err()
                 || entitlement.masks.get(column) == Some(&Mask::Hide)
             {
                 return Err(ApiError::bad_request(
@@ -108,13 +114,10 @@ pub(super) async fn stream(
             }
         }
     }
-    let latest = match state.snapshots.latest(&state.lake, spec.name).await {
-        Ok(table) => table
-            .version()
-            .and_then(|v| i64::try_from(v).ok())
-            .unwrap_or(-1),
-        Err(_) => -1,
-    };
+    let latest = table
+        .and_then(|t| t.version())
+        .and_then(|v| i64::try_from(v).ok())
+        .unwrap_or(-1);
     let resume = match (
         headers
             .get("last-event-id")
@@ -372,6 +375,8 @@ impl Follower {
             return Ok(true);
         };
         let store = table.object_store();
+        // Rows of files older than a column carry it as null, like the rows API.
+        let layout = table_layout(&table).map_err(|e| e.to_string())?;
         let skip_through = (resume.version == version)
             .then_some(resume.chunk)
             .flatten();
@@ -381,7 +386,10 @@ impl Follower {
         let mut appended: Vec<_> = files.iter().filter(|f| !before.contains(&f.path)).collect();
         appended.sort_by(|a, b| a.path.cmp(&b.path));
         for file in appended {
-            for batch in read_file(&store, file).await.map_err(|e| e.to_string())? {
+            for batch in read_file_as(&store, file, &layout)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 let kept = extract::apply(
                     &batch,
                     &self.filter,
