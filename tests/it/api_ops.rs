@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use marketlake_api::auth::mint;
 use marketlake_api::config::AuthConfig;
-use marketlake_lake::ExactlyOnceSink;
+use marketlake_lake::{CommitOutcome, ExactlyOnceSink, OffsetAdvance};
 use marketlake_schemas::l2::TradeRow;
 
 use crate::api::{code, commit, page_rows, trade, Client};
@@ -959,8 +959,48 @@ async fn live_rows_stream_entitled_and_resumable() -> Result<()> {
     let resumed = open(Some(compliance.clone()), Some("3.0"), "").await?;
     let events = sse_events(resumed, 1).await?;
     assert_eq!(events[0].0, "4.0");
-    let bad = open(Some(compliance), Some("x.y"), "").await?;
+    let bad = open(Some(compliance.clone()), Some("x.y"), "").await?;
     assert_eq!(bad.status().as_u16(), 400);
+
+    // The table gains a column (schema evolution): the stream accepts it in `columns` once it
+    // exists, and streams its values.
+    let refused = open(Some(compliance.clone()), None, "?columns=symbol,broker").await?;
+    assert_eq!(refused.status().as_u16(), 400, "no such column yet");
+    let broker = marketlake_schemas::extra::ExtraColumn {
+        name: "broker".into(),
+        kind: marketlake_schemas::extra::ExtraType::String,
+    };
+    let mut spec = marketlake_enrich::pipeline::l2_specs()
+        .into_iter()
+        .find(|s| s.name == marketlake_schemas::names::L2_TRADES)
+        .context("l2.trades spec")?;
+    spec.schema = marketlake_schemas::l2::trades_schema_with(std::slice::from_ref(&broker));
+    let mut evolved = ExactlyOnceSink::open(&served.lake.lake_config(), spec, "api-ops").await?;
+    let mut row = trade(42, "IBM", "ACC-42");
+    row.extra.insert(
+        "broker".into(),
+        marketlake_schemas::extra::ExtraValue::String("GSCO".into()),
+    );
+    let batch = marketlake_schemas::l2::trades_batch_with(&[row], 0, &[broker])?;
+    let advance = OffsetAdvance {
+        topic: "raw.trades".into(),
+        partition: 0,
+        from: Some(41),
+        to: 42,
+    };
+    let outcome = evolved.commit(batch, &[advance]).await?;
+    assert!(matches!(outcome, CommitOutcome::Committed { .. }));
+    let evolved_stream = open(
+        Some(compliance),
+        None,
+        "?from_version=4&columns=symbol,broker",
+    )
+    .await?;
+    assert_eq!(evolved_stream.status().as_u16(), 200);
+    let events = sse_events(evolved_stream, 1).await?;
+    assert_eq!(events[0].1.len(), 1, "{events:?}");
+    assert_eq!(events[0].1[0]["broker"], "GSCO");
+    assert_eq!(events[0].1[0]["symbol"], "IBM");
     served.stop().await
 }
 
