@@ -144,16 +144,13 @@ impl ExtraFields {
         if configs.is_empty() {
             return Ok(extras);
         }
-        // JSON is parsed once for every mapping of the record.
-        let json = match raw.format {
-            PayloadFormat::Json => serde_json::from_slice::<Value>(&raw.payload).ok(),
-            _ => None,
-        };
+        // The record is parsed once for all of its mappings.
+        let fields = Fields::of(raw);
         for config in configs {
             if !config.sources.is_empty() && !config.sources.contains(&raw.source_id) {
                 continue;
             }
-            let value = match found(config, raw, json.as_ref()) {
+            let value = match fields.find(config.field.trim()) {
                 Found::Absent => continue,
                 Found::Text(text) => typed_text(config, &text)?,
                 Found::Json(value) => typed_json(config, value)?,
@@ -172,30 +169,60 @@ enum Found<'a> {
     Json(&'a Value),
 }
 
-fn found<'a>(config: &ExtraFieldConfig, raw: &RawRecord, json: Option<&'a Value>) -> Found<'a> {
-    let field = config.field.trim();
-    let text = match raw.format {
-        PayloadFormat::Fix => field
-            .parse::<u32>()
-            .ok()
-            .and_then(|tag| crate::trade::fix::tag_text(raw, tag)),
-        PayloadFormat::TradesCsv => crate::trade::csv::column_text(raw, field),
-        PayloadFormat::RssItem | PayloadFormat::AtomEntry => {
-            crate::news::feed::child_text(raw, field)
-        }
-        PayloadFormat::Json => {
-            return match json
-                .and_then(Value::as_object)
-                .and_then(|o| crate::news::json::path(o, field))
-            {
-                None | Some(Value::Null) => Found::Absent,
-                Some(value) => Found::Json(value),
+/// A record's fields in its own format, parsed once for all of its mappings.
+enum Fields<'a> {
+    Fix(Option<crate::trade::fix::Message<'a>>),
+    Csv(Option<crate::trade::csv::Row<'a>>),
+    Xml(Vec<(String, String)>),
+    Json(Option<Value>),
+    /// Binary exchange formats have a fixed layout: nothing to map.
+    Nothing,
+}
+
+impl<'a> Fields<'a> {
+    fn of(raw: &'a RawRecord) -> Self {
+        match raw.format {
+            PayloadFormat::Fix => Fields::Fix(crate::trade::fix::Message::parse(raw).ok()),
+            PayloadFormat::TradesCsv => Fields::Csv(crate::trade::csv::row_of(raw).ok()),
+            PayloadFormat::RssItem | PayloadFormat::AtomEntry => {
+                Fields::Xml(crate::news::feed::children(raw))
             }
+            PayloadFormat::Json => Fields::Json(serde_json::from_slice(&raw.payload).ok()),
+            PayloadFormat::IexTops | PayloadFormat::Unknown => Fields::Nothing,
         }
-        // Binary exchange formats have a fixed layout: nothing to map.
-        PayloadFormat::IexTops | PayloadFormat::Unknown => None,
-    };
-    text.map_or(Found::Absent, Found::Text)
+    }
+
+    /// Field `field` (a FIX tag number, CSV column, XML child or JSON key/path); an empty text
+    /// value counts as absent.
+    fn find(&self, field: &str) -> Found<'_> {
+        let text = match self {
+            Fields::Fix(message) => field
+                .parse::<u32>()
+                .ok()
+                .and_then(|tag| message.as_ref()?.text(tag)),
+            Fields::Csv(row) => row
+                .as_ref()
+                .and_then(|row| row.get(&[field]))
+                .map(|(_, value)| value.to_owned()),
+            Fields::Xml(children) => children
+                .iter()
+                .find(|(name, _)| name == field)
+                .map(|(_, value)| value.clone()),
+            Fields::Json(json) => {
+                return match json
+                    .as_ref()
+                    .and_then(Value::as_object)
+                    .and_then(|o| crate::news::json::path(o, field))
+                {
+                    None | Some(Value::Null) => Found::Absent,
+                    Some(value) => Found::Json(value),
+                }
+            }
+            Fields::Nothing => None,
+        };
+        text.filter(|t| !t.is_empty())
+            .map_or(Found::Absent, Found::Text)
+    }
 }
 
 fn wrong_type(config: &ExtraFieldConfig, found: &str, value: &str) -> Bad {

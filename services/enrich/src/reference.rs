@@ -14,7 +14,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use marketlake_lake::read::{data_files, load_table, read_file_as, table_layout};
+use marketlake_lake::read::{data_files, read_file_as, table_layout};
 use marketlake_lake::{CommitOutcome, ExactlyOnceSink, LakeConfig, OffsetAdvance, TableSpec};
 use marketlake_schemas::names::REF_INSTRUMENTS;
 use marketlake_schemas::reference::{
@@ -44,7 +44,6 @@ pub fn reference_spec() -> TableSpec {
 
 /// The reference files and their dataset.
 pub struct ReferenceDataset {
-    lake: LakeConfig,
     files: Vec<PathBuf>,
     sink: ExactlyOnceSink,
     /// Hash of the content the current master was loaded from.
@@ -65,7 +64,6 @@ impl ReferenceDataset {
     pub async fn open(lake: &LakeConfig, files: &[PathBuf]) -> Result<Self, PipelineError> {
         let sink = ExactlyOnceSink::open(lake, reference_spec(), SINK_NAME).await?;
         Ok(ReferenceDataset {
-            lake: lake.clone(),
             files: files.to_vec(),
             sink,
             loaded: None,
@@ -76,6 +74,8 @@ impl ReferenceDataset {
     /// at its dataset version (appending a version when the dataset does not hold this content
     /// as its latest). `None`: unchanged.
     pub async fn refresh(&mut self) -> Result<Option<Arc<InstrumentMaster>>, PipelineError> {
+        // Each file is read once: its bytes are hashed, and parsed only when they changed.
+        let mut files = Vec::with_capacity(self.files.len());
         let mut content = Vec::new();
         for file in &self.files {
             let bytes = std::fs::read(file).map_err(|source| PipelineError::Io {
@@ -83,13 +83,21 @@ impl ReferenceDataset {
                 source,
             })?;
             content.extend_from_slice(&Sha256::digest(&bytes));
+            files.push((file, bytes));
         }
         // One hash per file, hashed again: the same files in the same order, the same content.
         let content_sha256 = sha256_hex(&content);
         if self.loaded.as_deref() == Some(content_sha256.as_str()) {
             return Ok(None);
         }
-        let mut master = InstrumentMaster::from_paths(&self.files, 0)?;
+        let mut master = InstrumentMaster::from_instruments(0, []);
+        for (file, bytes) in &files {
+            master.merge(InstrumentMaster::from_reader(
+                bytes.as_slice(),
+                0,
+                &file.display().to_string(),
+            )?);
+        }
         if master.is_empty() {
             return Err(EnrichError::Reference {
                 what: format!("{:?}", self.files),
@@ -164,10 +172,11 @@ impl ReferenceDataset {
     /// The content hash of version `version`, read from the files whose log statistics say
     /// they hold it (one snapshot's files, not the table's history).
     async fn content_of(&self, version: i64) -> Result<Option<String>, PipelineError> {
-        let table = load_table(&self.lake, REF_INSTRUMENTS, None).await?;
-        let layout = table_layout(&table)?;
+        // The sink's table, brought up to date by `stored_offsets` just before.
+        let table = self.sink.table();
+        let layout = table_layout(table)?;
         let store = table.object_store();
-        for file in data_files(&table).await? {
+        for file in data_files(table).await? {
             let holds = file
                 .stats
                 .as_deref()

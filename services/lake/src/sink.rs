@@ -79,6 +79,11 @@ impl ExactlyOnceSink {
         })
     }
 
+    /// The table as of the last refresh or commit.
+    pub fn table(&self) -> &DeltaTable {
+        &self.table
+    }
+
     pub fn table_name(&self) -> String {
         self.spec.name.to_string()
     }

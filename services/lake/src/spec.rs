@@ -233,25 +233,18 @@ fn compare_schema(table: &DeltaTable, spec: &TableSpec) -> Result<Vec<StructFiel
             )));
         }
     }
-    let unlisted: Vec<&str> = existing
-        .iter()
-        .skip(expected.len())
-        .map(|f| f.name().as_str())
-        .collect();
-    if let Some(required) = existing
-        .iter()
-        .skip(expected.len())
-        .find(|f| !f.is_nullable())
-    {
+    let unlisted = existing.get(expected.len()..).unwrap_or_default();
+    if let Some(required) = unlisted.iter().find(|f| !f.is_nullable()) {
         return Err(mismatch(format!(
             "required column `{}` is not written by this version",
             required.name()
         )));
     }
     if !unlisted.is_empty() {
-        tracing::info!(table = %name, columns = ?unlisted, "table has nullable columns this configuration does not write; its rows leave them null");
+        let columns: Vec<&String> = unlisted.iter().map(|f| f.name()).collect();
+        tracing::info!(table = %name, ?columns, "table has nullable columns this configuration does not write; its rows leave them null");
     }
-    let added: Vec<StructField> = expected.iter().skip(existing.len()).cloned().collect();
+    let added: Vec<StructField> = expected.get(existing.len()..).unwrap_or_default().to_vec();
     if let Some(required) = added.iter().find(|f| !f.is_nullable()) {
         return Err(mismatch(format!(
             "column `{}` would be added as required; added columns must be nullable (older rows have no value)",

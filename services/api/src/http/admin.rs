@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 
-use super::{audit, audit_as, audit_event, authenticate, json_response, AppState, AuditedRequest};
+use super::{
+    audit, audit_event, authenticate, json_response, record_audit, AppState, AuditedRequest,
+};
 use crate::auth::Principal;
 use crate::catalog::{new_id, validate_grant, AuditEvent, Grant};
 use crate::error::ApiError;
@@ -46,21 +48,12 @@ async fn respond(
     state: &AppState,
     principal: &Principal,
     endpoint: &str,
-    query: String,
     rows: usize,
     value: serde_json::Value,
-    request_id: Option<String>,
 ) -> Result<Response, ApiError> {
-    let body = serde_json::to_vec(&value).map_err(ApiError::internal)?;
-    let request = AuditedRequest {
-        request_id: request_id.unwrap_or_else(new_id),
-        endpoint,
-        query,
-        entitlements: Vec::new(),
-        as_of: None,
-    };
-    let request_id = audit_as(state, principal, request, (200, rows), &body).await?;
-    Ok(json_response(body, request_id))
+    let (event, body) = admin_event(principal, endpoint, &new_id(), String::new(), rows, &value);
+    record_audit(state, &event).await?;
+    Ok(json_response(body, event.request_id))
 }
 
 /// `GET /v1/admin/grants`.
@@ -80,10 +73,8 @@ pub(super) async fn list_grants(
         &state,
         &principal,
         endpoint,
-        String::new(),
         rows,
         serde_json::json!({ "grants": grants }),
-        None,
     )
     .await
 }
@@ -140,6 +131,7 @@ pub(super) async fn create_grant(
                 endpoint,
                 &request_id,
                 query,
+                1,
                 &serde_json::json!({ "grant": created }),
             ))
         })
@@ -154,12 +146,14 @@ pub(super) async fn create_grant(
     Ok(json_response(body, request_id))
 }
 
-/// The audit event of an admin change answered with `value`, and the body it hashes.
+/// The audit event of an admin request answered with `value` (`rows` items), and the body it
+/// hashes.
 fn admin_event(
     principal: &Principal,
     endpoint: &str,
     request_id: &str,
     query: String,
+    rows: usize,
     value: &serde_json::Value,
 ) -> (AuditEvent, Vec<u8>) {
     let body = serde_json::to_vec(value).unwrap_or_default();
@@ -170,7 +164,7 @@ fn admin_event(
         entitlements: Vec::new(),
         as_of: None,
     };
-    (audit_event(principal, request, (200, 1), &body), body)
+    (audit_event(principal, request, (200, rows), &body), body)
 }
 
 /// `DELETE /v1/admin/grants/{id}`.
@@ -191,6 +185,7 @@ pub(super) async fn revoke_grant(
                 endpoint,
                 &request_id,
                 query,
+                1,
                 &serde_json::json!({ "revoked": revoked }),
             ))
         })
@@ -224,10 +219,8 @@ pub(super) async fn grant_changes(
         &state,
         &principal,
         endpoint,
-        String::new(),
         rows,
         serde_json::json!({ "changes": changes }),
-        None,
     )
     .await
 }

@@ -532,13 +532,17 @@ async fn audit_as(
     body: &[u8],
 ) -> Result<String, ApiError> {
     let event = audit_event(principal, request, status_rows, body);
-    // No audit, no data: a response is only sent once its event is stored.
+    record_audit(state, &event).await?;
+    Ok(event.request_id)
+}
+
+/// Store an audit event. No audit, no data: a response is only sent once its event is stored.
+async fn record_audit(state: &AppState, event: &AuditEvent) -> Result<(), ApiError> {
     state
         .catalog
-        .record(&event)
+        .record(event)
         .await
-        .map_err(ApiError::internal)?;
-    Ok(event.request_id)
+        .map_err(ApiError::internal)
 }
 
 /// A slot of `slots`, waited for a little: a burst queues, a flood is told to come back (503).
@@ -563,26 +567,11 @@ async fn open_streamed_audit(
     request: AuditedRequest<'_>,
 ) -> Result<AuditEvent, ApiError> {
     let event = AuditEvent {
-        event_id: new_id(),
-        at_ns: marketlake_schemas::now_utc_ns(),
-        request_id: request.request_id,
-        principal: principal.sub.clone(),
-        groups: principal.groups.clone(),
-        endpoint: request.endpoint.to_string(),
-        query: request.query,
-        entitlements: request.entitlements,
-        as_of: request.as_of,
-        status: 200,
-        rows_returned: 0,
-        bytes_returned: 0,
         body_sha256: String::new(),
         outcome: "streaming".into(),
+        ..audit_event(principal, request, (200, 0), &[])
     };
-    state
-        .catalog
-        .record(&event)
-        .await
-        .map_err(ApiError::internal)?;
+    record_audit(state, &event).await?;
     Ok(event)
 }
 

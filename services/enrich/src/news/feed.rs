@@ -103,45 +103,57 @@ fn atom_link(collected: &mut Collected, start: &BytesStart) {
     }
 }
 
-/// The text of the item's first child element named `local` (namespace prefix ignored, nested
-/// markup flattened; empty counts as absent), for configured extra columns.
-pub(crate) fn child_text(raw: &marketlake_schemas::RawRecord, local: &str) -> Option<String> {
+/// The item's child elements in order: local name (namespace prefix ignored) and trimmed text
+/// (nested markup flattened), for configured extra columns. Reading stops at the first XML
+/// error; the children completed before it are kept.
+pub(crate) fn children(raw: &marketlake_schemas::RawRecord) -> Vec<(String, String)> {
     let text = decode_bytes(
         &raw.payload,
         raw.attributes.get("encoding").map(String::as_str),
     );
     let mut reader = Reader::from_str(&text);
+    let mut out = Vec::new();
     let mut depth = 0usize;
-    // Depth of the matching child while its text is collected.
-    let mut inside: Option<usize> = None;
-    let mut value = String::new();
-    loop {
-        match reader.read_event().ok()? {
+    // The child being read (depth 2) and its text so far.
+    let mut current: Option<(String, String)> = None;
+    while let Ok(event) = reader.read_event() {
+        match event {
             Event::Start(start) => {
                 depth += 1;
-                if inside.is_none() && depth == 2 && start.local_name().as_ref() == local.as_bytes()
-                {
-                    inside = Some(depth);
+                if depth == 2 {
+                    let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+                    current = Some((name, String::new()));
                 }
             }
             Event::End(_) => {
-                if inside == Some(depth) {
-                    let value = value.trim();
-                    return (!value.is_empty()).then(|| value.to_owned());
+                if depth == 2 {
+                    if let Some((name, value)) = current.take() {
+                        out.push((name, value.trim().to_owned()));
+                    }
                 }
-                depth = depth.checked_sub(1)?;
+                match depth.checked_sub(1) {
+                    Some(d) => depth = d,
+                    None => break,
+                }
             }
-            Event::Text(text) if inside.is_some() => match text.unescape() {
-                Ok(unescaped) => value.push_str(&unescaped),
-                Err(_) => value.push_str(&String::from_utf8_lossy(&text)),
-            },
-            Event::CData(data) if inside.is_some() => {
-                value.push_str(&String::from_utf8_lossy(&data));
+            Event::Text(text) => {
+                if let Some((_, value)) = current.as_mut() {
+                    match text.unescape() {
+                        Ok(unescaped) => value.push_str(&unescaped),
+                        Err(_) => value.push_str(&String::from_utf8_lossy(&text)),
+                    }
+                }
             }
-            Event::Eof => return None,
+            Event::CData(data) => {
+                if let Some((_, value)) = current.as_mut() {
+                    value.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+            Event::Eof => break,
             _ => {}
         }
     }
+    out
 }
 
 pub(super) fn parse(raw: &marketlake_schemas::RawRecord) -> Result<NewsDraft, Bad> {

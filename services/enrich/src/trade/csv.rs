@@ -39,7 +39,7 @@ const CURRENCY: &[&str] = &["currency", "ccy"];
 /// Prices of LEAN equity files are integers in 1/10000 dollars.
 const LEAN_PRICE_SCALE: u32 = 4;
 
-struct Row<'a> {
+pub(crate) struct Row<'a> {
     names: Vec<&'a str>,
     values: Vec<String>,
 }
@@ -54,7 +54,7 @@ impl Row<'_> {
     }
 
     /// `(column name, value)` of the first alias present with a non-empty value.
-    fn get(&self, aliases: &[&str]) -> Option<(String, &str)> {
+    pub(crate) fn get(&self, aliases: &[&str]) -> Option<(String, &str)> {
         let index = self.index(aliases)?;
         let value = self.values.get(index)?.trim();
         let name = self.names.get(index).copied().unwrap_or_default().trim();
@@ -76,7 +76,7 @@ fn column_names(raw: &RawRecord) -> Result<Vec<&str>, Bad> {
 }
 
 /// The line's values under the column names the connector recorded.
-fn row_of(raw: &RawRecord) -> Result<Row<'_>, Bad> {
+pub(crate) fn row_of(raw: &RawRecord) -> Result<Row<'_>, Bad> {
     let names = column_names(raw)?;
     let delimiter = match raw.attributes.get("delimiter").map(|d| d.as_bytes()) {
         None => b',',
@@ -107,13 +107,6 @@ fn row_of(raw: &RawRecord) -> Result<Row<'_>, Bad> {
         )));
     }
     Ok(Row { names, values })
-}
-
-/// The text of column `name` (matched case-insensitively; empty counts as absent), for
-/// configured extra columns.
-pub(crate) fn column_text(raw: &RawRecord, name: &str) -> Option<String> {
-    let row = row_of(raw).ok()?;
-    row.get(&[name]).map(|(_, value)| value.to_owned())
 }
 
 pub(super) fn parse(raw: &RawRecord) -> Result<Found, Bad> {

@@ -22,7 +22,7 @@ use crate::record::{self, Bad};
 use crate::time;
 
 /// One parsed message: its fields in order, values as raw bytes.
-struct Message<'a> {
+pub(crate) struct Message<'a> {
     fields: Vec<(u32, &'a [u8])>,
 }
 
@@ -60,7 +60,7 @@ fn split<'a>(bytes: &'a [u8], delimiter: &[u8]) -> Vec<&'a [u8]> {
 }
 
 impl<'a> Message<'a> {
-    fn parse(raw: &'a RawRecord) -> Result<Self, Bad> {
+    pub(crate) fn parse(raw: &'a RawRecord) -> Result<Self, Bad> {
         let delimiter = delimiter_of(&raw.payload, raw.attributes.get("delimiter"));
         let mut fields = Vec::new();
         for field in split(&raw.payload, delimiter) {
@@ -92,7 +92,7 @@ impl<'a> Message<'a> {
     }
 
     /// A free-text field (account, trader), decoded leniently.
-    fn text(&self, tag: u32) -> Option<String> {
+    pub(crate) fn text(&self, tag: u32) -> Option<String> {
         text(&self.fields, tag)
     }
 }
@@ -220,12 +220,6 @@ fn side_word(code: &str) -> Option<&'static str> {
         "G" => "borrow",
         _ => return None,
     })
-}
-
-/// The text of tag `tag` (empty counts as absent), for configured extra columns.
-pub(crate) fn tag_text(raw: &RawRecord, tag: u32) -> Option<String> {
-    let message = Message::parse(raw).ok()?;
-    message.text(tag).filter(|t| !t.is_empty())
 }
 
 pub(super) fn parse(raw: &RawRecord) -> Result<Found, Bad> {
