@@ -725,6 +725,16 @@ async fn admin_and_protection(catalog_url: Option<&str>) -> Result<()> {
         text.contains("marketlake_api_rows_served_total{dataset=\"l2.trades\"} 6"),
         "{text}"
     );
+    // The rows read opened data files, whose footers are now cached.
+    let misses = text
+        .lines()
+        .find_map(|l| l.strip_prefix("marketlake_api_footer_cache_lookups_total{result=\"miss\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(misses.is_some_and(|n| n >= 1), "{text}");
+    assert!(
+        !text.contains("marketlake_api_footer_cache_files 0\n"),
+        "{text}"
+    );
     // A flood of refused tokens from one address is cut off before any work (no audit write
     // per request): 429 too_many_failures, even for a valid token from that address.
     let mut statuses = Vec::new();

@@ -42,6 +42,10 @@ pub struct ApiConfig {
     /// When set, `/metrics` answers only `Authorization: Bearer <this>` (what scrapers send).
     /// Unset: open, as it carries counts and dataset names, never rows.
     pub metrics_token: Option<String>,
+    /// Memory for parsed Parquet footers and page indexes kept between requests, MB (0: none).
+    /// Data files never change, so a one-symbol query on a compacted table reuses them
+    /// instead of reading and decoding them again.
+    pub footer_cache_mb: usize,
     pub search: crate::indexer::SearchConfig,
     pub sharing: crate::http::sharing::SharingConfig,
 }
@@ -93,6 +97,7 @@ impl Default for ApiConfig {
             cors_allowed_origins: Vec::new(),
             max_body_bytes: 64 * 1024,
             metrics_token: None,
+            footer_cache_mb: 128,
             search: crate::indexer::SearchConfig::default(),
             sharing: crate::http::sharing::SharingConfig::default(),
         }

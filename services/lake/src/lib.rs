@@ -6,11 +6,14 @@
 //!   actions, refusing the commit when another writer moved those offsets first.
 //! - [`extract`]: entitlement row filters, projections and masks on Arrow batches; JSON/NDJSON/CSV.
 //! - [`maintain`]: compaction of small files and checkpoints, without blocking writers.
+//! - [`footers`]: parsed Parquet footers and page indexes kept across scans (files never change).
 //! - [`scan`]: pruned, streaming, resumable reads of a version (what the API serves from).
 //! - [`read`]: read a table (or one version of it) back as Arrow batches, for tests, tools and
 //!   as-of reads.
 
 pub mod extract;
+mod file_format;
+pub mod footers;
 pub mod maintain;
 pub mod read;
 pub mod scan;

@@ -13,12 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Remove};
-use deltalake::parquet::basic::Compression;
-use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use object_store::ObjectStoreExt;
 
+use crate::file_format::{rarely_repeating_columns, writer_properties};
 use crate::read::{data_files, read_file_as, table_layout, DataFile};
 use crate::spec::{open_or_create, LakeConfig, TableSpec};
 use crate::{delta_error, LakeError, RecordBatch, Result};
@@ -51,25 +50,6 @@ const CLUSTER_ROW_GROUP: usize = 65_536;
 /// more than it kept. With the offset index, the reader fetches only the pages holding
 /// selected rows.
 const CLUSTER_PAGE_ROWS: usize = 2_048;
-
-/// Top-level text columns whose values rarely repeat (trade keys and ids): a dictionary only
-/// adds a page that every read of the column chunk, however narrow, decompresses and decodes
-/// whole, so they are written without one.
-fn rarely_repeating_columns(batch: &RecordBatch) -> Vec<String> {
-    use deltalake::arrow::array::{Array, StringArray};
-    batch
-        .schema()
-        .fields()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, field)| {
-            let values = batch.column(i).as_any().downcast_ref::<StringArray>()?;
-            let distinct: std::collections::HashSet<&str> = values.iter().flatten().collect();
-            (values.len() >= 1_000 && distinct.len() * 10 > values.len())
-                .then(|| field.name().clone())
-        })
-        .collect()
-}
 
 /// Sort rows by symbol, then time (when the table has them), so that compacted files and their
 /// row groups cover narrow symbol ranges and a one-symbol query reads little of them.
@@ -148,12 +128,6 @@ pub async fn maintain_table(
         let store = table.object_store();
         // Files written before a column was added are read with nulls for it.
         let layout = table_layout(&table)?;
-        let mut properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_statistics_enabled(deltalake::parquet::file::properties::EnabledStatistics::Page)
-            .set_max_row_group_row_count(Some(CLUSTER_ROW_GROUP))
-            .set_data_page_row_count_limit(CLUSTER_PAGE_ROWS)
-            .set_write_batch_size(CLUSTER_PAGE_ROWS);
         // The first file is read once: its first batch decides the dictionaries, and the
         // loop below takes its batches from here.
         let mut first_read = match groups.values().next().and_then(|files| files.first()) {
@@ -163,17 +137,16 @@ pub async fn maintain_table(
             )),
             None => None,
         };
-        if let Some((_, batches)) = &first_read {
-            if let Some(sample) = batches.first() {
-                for column in rarely_repeating_columns(sample) {
-                    properties = properties.set_column_dictionary_enabled(
-                        deltalake::parquet::schema::types::ColumnPath::from(column.as_str()),
-                        false,
-                    );
-                }
-            }
-        }
-        let properties = properties.build();
+        let plain = first_read
+            .as_ref()
+            .and_then(|(_, batches)| batches.first())
+            .map(rarely_repeating_columns)
+            .unwrap_or_default();
+        let properties = writer_properties(&plain)
+            .set_max_row_group_row_count(Some(CLUSTER_ROW_GROUP))
+            .set_data_page_row_count_limit(CLUSTER_PAGE_ROWS)
+            .set_write_batch_size(CLUSTER_PAGE_ROWS)
+            .build();
         let mut writer = RecordBatchWriter::for_table(&table)
             .map_err(delta_error(&name))?
             .with_writer_properties(properties)

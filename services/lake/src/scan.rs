@@ -23,6 +23,7 @@ use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::errors::ParquetError;
 use deltalake::parquet::file::metadata::RowGroupMetaData;
 use deltalake::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use deltalake::parquet::file::page_index::column_index::ColumnIndexMetaData;
 use deltalake::parquet::file::statistics::Statistics;
 use deltalake::DeltaTable;
 use futures::future::BoxFuture;
@@ -31,6 +32,7 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::extract::{row_mask, BooleanArray, GrantRows, RowFilter};
+use crate::footers::FooterCache;
 use crate::read::{conform, data_files, with_partition_columns, DataFile};
 use crate::{LakeError, RecordBatch, Result};
 
@@ -123,6 +125,9 @@ pub struct ScanPlan {
     /// The layout every batch is given ([`output_schema`] of the version's columns), so a file
     /// written before the table gained a column yields nulls for it.
     output: SchemaRef,
+    /// Where the table lives (the footer cache's key).
+    table_url: String,
+    footers: Option<Arc<FooterCache>>,
 }
 
 /// Min/max of one column in a file, from the Delta log's `stats`.
@@ -290,6 +295,8 @@ pub async fn plan(
         request,
         store: table.object_store(),
         output,
+        table_url: label,
+        footers: None,
     })
 }
 
@@ -301,6 +308,12 @@ fn read_error(file: &str, e: impl std::fmt::Display) -> LakeError {
 }
 
 impl ScanPlan {
+    /// Take files' footers from `cache` when there, and keep the ones read in it.
+    pub fn with_footers(mut self, cache: Arc<FooterCache>) -> ScanPlan {
+        self.footers = Some(cache);
+        self
+    }
+
     /// The batches of the plan, in order. Each file's row groups are read one at a time.
     pub fn stream(self) -> impl Stream<Item = Result<ScanBatch>> + Send {
         let ScanPlan {
@@ -309,16 +322,23 @@ impl ScanPlan {
             request,
             store,
             output,
+            table_url,
+            footers,
             ..
         } = self;
         let request = Arc::new(request);
+        let table_url = Arc::new(table_url);
         futures::stream::iter(files)
             .then(move |file| {
-                let store = store.clone();
+                let source = FileSource {
+                    store: store.clone(),
+                    table_url: table_url.clone(),
+                    footers: footers.clone(),
+                };
                 let request = request.clone();
                 let time_column = time_column.clone();
                 let output = output.clone();
-                async move { read_planned_file(store, file, request, time_column, output).await }
+                async move { read_planned_file(source, file, request, time_column, output).await }
             })
             .flat_map(|result| match result {
                 Ok(batches) => batches,
@@ -387,10 +407,52 @@ impl AsyncFileReader for StoreReader {
     }
 }
 
+/// Where a plan's files are read from.
+struct FileSource {
+    store: deltalake::logstore::ObjectStoreRef,
+    table_url: Arc<String>,
+    footers: Option<Arc<FooterCache>>,
+}
+
+impl FileSource {
+    /// A file's footer: from the cache, or read (and cached). A narrow request reads the page
+    /// indexes too: with the column index it skips pages whose symbol or time bounds rule them
+    /// out, and with the offset index the reader fetches only the pages holding selected rows.
+    async fn footer(
+        &self,
+        reader: &mut StoreReader,
+        file: &DataFile,
+        narrow: bool,
+    ) -> Result<ArrowReaderMetadata> {
+        let cached = self
+            .footers
+            .as_ref()
+            .and_then(|cache| cache.get(&self.table_url, &file.path, reader.size, narrow));
+        if let Some(metadata) = cached {
+            return Ok(metadata);
+        }
+        let index = if narrow {
+            PageIndexPolicy::Optional
+        } else {
+            PageIndexPolicy::Skip
+        };
+        let options = ArrowReaderOptions::new()
+            .with_offset_index_policy(index)
+            .with_column_index_policy(index);
+        let metadata = ArrowReaderMetadata::load_async(reader, options)
+            .await
+            .map_err(|e| read_error(&file.path, e))?;
+        if let Some(cache) = &self.footers {
+            cache.put(&self.table_url, &file.path, reader.size, &metadata, narrow);
+        }
+        Ok(metadata)
+    }
+}
+
 /// The row groups of one file a request needs, as a stream of batches (lazy: nothing is read
 /// until polled).
 async fn read_planned_file(
-    store: deltalake::logstore::ObjectStoreRef,
+    source: FileSource,
     file: DataFile,
     request: Arc<ScanRequest>,
     time_column: Option<String>,
@@ -400,23 +462,12 @@ async fn read_planned_file(
     let size =
         u64::try_from(file.size).map_err(|_| read_error(&file.path, "negative size in the log"))?;
     let mut reader = StoreReader {
-        store: store.clone(),
+        store: source.store.clone(),
         path: path.clone(),
         size,
     };
-    // A narrow request reads the offset index too: with it, the reader fetches only the pages
-    // holding selected rows.
-    let index = if request.narrows() {
-        PageIndexPolicy::Optional
-    } else {
-        PageIndexPolicy::Skip
-    };
-    let options = ArrowReaderOptions::new()
-        .with_offset_index_policy(index)
-        .with_column_index_policy(PageIndexPolicy::Skip);
-    let metadata = ArrowReaderMetadata::load_async(&mut reader, options)
-        .await
-        .map_err(|e| read_error(&file.path, e))?;
+    let metadata = source.footer(&mut reader, &file, request.narrows()).await?;
+    let store = source.store;
     let projection = match &request.columns {
         None => ProjectionMask::all(),
         Some(wanted) => {
@@ -463,6 +514,7 @@ async fn read_planned_file(
             let partition_values = partition_values.clone();
             let path_text = path_text.clone();
             let output = output.clone();
+            let time_column = time_column.clone();
             let skip = resume
                 .as_ref()
                 .filter(|p| p.row_group == group)
@@ -476,7 +528,7 @@ async fn read_planned_file(
                             metadata.clone(),
                             (group, rows, skip),
                             columns,
-                            &request,
+                            (&request, time_column.as_deref()),
                         )
                         .await
                         .map_err(|e| read_error(&path_text, e))?,
@@ -546,31 +598,196 @@ async fn read_planned_file(
 }
 
 /// The rows of one row group (`(group, rows, skip)`: rows before `skip` excluded) that can
-/// match `request`, read from the symbol and time columns only; ascending.
+/// match `request`, read from the symbol and time columns only — and of those, only in the
+/// pages whose column-index bounds can match; ascending.
 async fn select_rows(
     reader: StoreReader,
     metadata: ArrowReaderMetadata,
     (group, rows, skip): (usize, usize, usize),
     columns: ProjectionMask,
-    request: &ScanRequest,
+    (request, time_column): (&ScanRequest, Option<&str>),
 ) -> std::result::Result<Vec<usize>, String> {
+    let mut candidates = one_range(skip..rows);
+    if let Some(symbols) = &request.symbols {
+        let pages = page_rows(
+            metadata.metadata(),
+            group,
+            rows,
+            "symbol",
+            |bounds| match bounds {
+                PageBounds::Text(min, max) => symbols_may_match(symbols, min, max),
+                PageBounds::Int(..) => true,
+            },
+        );
+        candidates = intersect_ranges(&candidates, &pages);
+    }
+    if let Some(column) =
+        time_column.filter(|_| request.from_ns.is_some() || request.to_ns.is_some())
+    {
+        let pages = page_rows(
+            metadata.metadata(),
+            group,
+            rows,
+            column,
+            |bounds| match bounds {
+                PageBounds::Int(min, max) => {
+                    time_may_match(request.from_ns, request.to_ns, min, max)
+                }
+                PageBounds::Text(..) => true,
+            },
+        );
+        candidates = intersect_ranges(&candidates, &pages);
+    }
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
         .with_row_groups(vec![group])
         .with_projection(columns)
         .with_batch_size(BATCH_ROWS * 8);
-    if let Some(selection) = rows_from(skip, rows) {
-        builder = builder.with_row_selection(selection);
+    if !matches!(candidates.as_slice(), [only] if *only == (0..rows)) {
+        builder = builder.with_row_selection(selection_of_ranges(&candidates, rows));
     }
     let mut stream = builder.build().map_err(|e| e.to_string())?;
     let mut chosen = Vec::new();
-    let mut base = skip;
+    // The group rows the batches hold, in order.
+    let mut positions = candidates.into_iter().flatten();
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| e.to_string())?;
         let keep = request.rows_may_match(&batch).map_err(|e| e.to_string())?;
-        chosen.extend(keep.values().set_indices().map(|i| base + i));
-        base += batch.num_rows();
+        let batch_rows: Vec<usize> = positions.by_ref().take(batch.num_rows()).collect();
+        if batch_rows.len() != batch.num_rows() {
+            return Err("the reader returned more rows than were selected".into());
+        }
+        chosen.extend(
+            keep.values()
+                .set_indices()
+                .filter_map(|i| batch_rows.get(i).copied()),
+        );
     }
     Ok(chosen)
+}
+
+/// A page's bounds in the column index, as the request compares them.
+enum PageBounds<'a> {
+    Text(Option<&'a str>, Option<&'a str>),
+    Int(Option<i64>, Option<i64>),
+}
+
+/// The rows of a row group (ascending, disjoint ranges) in the pages of `column` that
+/// `may_match` keeps, judged by the column index. Without a usable index (none loaded, a type
+/// it cannot compare, pages not matching the offset index): every row.
+fn page_rows(
+    metadata: &ParquetMetaData,
+    group: usize,
+    rows: usize,
+    column: &str,
+    may_match: impl Fn(PageBounds<'_>) -> bool,
+) -> Vec<std::ops::Range<usize>> {
+    let every_row = one_range(0..rows);
+    let Some(leaf) = metadata.row_groups().get(group).and_then(|g| {
+        g.columns()
+            .iter()
+            .position(|c| c.column_path().string() == column)
+    }) else {
+        return every_row;
+    };
+    let (Some(index), Some(offsets)) = (
+        metadata
+            .column_index()
+            .and_then(|i| i.get(group)?.get(leaf)),
+        metadata
+            .offset_index()
+            .and_then(|i| i.get(group)?.get(leaf)),
+    ) else {
+        return every_row;
+    };
+    let keep: Vec<bool> = match index {
+        ColumnIndexMetaData::BYTE_ARRAY(index) => index
+            .min_values_iter()
+            .zip(index.max_values_iter())
+            .map(|(min, max)| {
+                // A bound that is not text counts as unknown (matches).
+                may_match(PageBounds::Text(utf8(min), utf8(max)))
+            })
+            .collect(),
+        ColumnIndexMetaData::INT64(index) => index
+            .min_values_iter()
+            .zip(index.max_values_iter())
+            .map(|(min, max)| may_match(PageBounds::Int(min.copied(), max.copied())))
+            .collect(),
+        _ => return every_row,
+    };
+    let pages = offsets.page_locations();
+    if keep.len() != pages.len() {
+        return every_row;
+    }
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        if !keep[i] {
+            continue;
+        }
+        let start = usize::try_from(page.first_row_index).unwrap_or(0).min(rows);
+        let end = pages
+            .get(i + 1)
+            .and_then(|next| usize::try_from(next.first_row_index).ok())
+            .unwrap_or(rows)
+            .min(rows);
+        match ranges.last_mut() {
+            Some(last) if last.end == start => last.end = end,
+            _ if start < end => ranges.push(start..end),
+            _ => {}
+        }
+    }
+    ranges
+}
+
+/// A list of row ranges holding one range.
+fn one_range(rows: std::ops::Range<usize>) -> Vec<std::ops::Range<usize>> {
+    std::iter::once(rows).collect()
+}
+
+fn utf8(bytes: Option<&[u8]>) -> Option<&str> {
+    bytes.and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The rows in both `a` and `b` (each ascending and disjoint).
+fn intersect_ranges(
+    a: &[std::ops::Range<usize>],
+    b: &[std::ops::Range<usize>],
+) -> Vec<std::ops::Range<usize>> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    while let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+        let start = x.start.max(y.start);
+        let end = x.end.min(y.end);
+        if start < end {
+            out.push(start..end);
+        }
+        if x.end <= y.end {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+/// A selection of `rows` rows reading exactly `ranges` (ascending, disjoint).
+fn selection_of_ranges(ranges: &[std::ops::Range<usize>], rows: usize) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut at = 0usize;
+    for range in ranges {
+        if range.start > at {
+            selectors.push(RowSelector::skip(range.start - at));
+        }
+        selectors.push(RowSelector::select(range.end - range.start));
+        at = range.end;
+    }
+    if rows > at {
+        selectors.push(RowSelector::skip(rows - at));
+    }
+    RowSelection::from(selectors)
 }
 
 /// The selection of a group's rows from `skip` on (`None`: all of them).
@@ -598,27 +815,14 @@ fn columns_named(metadata: &ArrowReaderMetadata, names: &BTreeSet<&str>) -> Proj
 
 /// A selection of `rows` rows reading exactly `chosen` (ascending).
 fn selection_of(chosen: &[usize], rows: usize) -> RowSelection {
-    let mut selectors = Vec::new();
-    let mut at = 0usize;
-    let mut i = 0usize;
-    while i < chosen.len() {
-        let start = chosen[i];
-        let mut end = start + 1;
-        while i + 1 < chosen.len() && chosen[i + 1] == end {
-            end += 1;
-            i += 1;
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for &row in chosen {
+        match ranges.last_mut() {
+            Some(last) if last.end == row => last.end = row + 1,
+            _ => ranges.push(row..row + 1),
         }
-        if start > at {
-            selectors.push(RowSelector::skip(start - at));
-        }
-        selectors.push(RowSelector::select(end - start));
-        at = end;
-        i += 1;
     }
-    if rows > at {
-        selectors.push(RowSelector::skip(rows - at));
-    }
-    RowSelection::from(selectors)
+    selection_of_ranges(&ranges, rows)
 }
 
 /// The schema a table's rows come back with (partition columns last, always nullable), for
@@ -691,5 +895,127 @@ mod tests {
         assert!(time_may_match(Some(10), Some(20), Some(0), Some(10)));
         assert!(!time_may_match(Some(10), Some(20), Some(0), Some(9)));
         assert!(time_may_match(None, None, None, None));
+    }
+
+    #[test]
+    fn ranges_intersect() {
+        assert_eq!(
+            intersect_ranges(&one_range(0..10), &[2..4, 6..12]),
+            vec![2..4, 6..10]
+        );
+        assert_eq!(
+            intersect_ranges(&[0..3, 5..8], &one_range(3..5)),
+            Vec::<std::ops::Range<usize>>::new()
+        );
+        assert_eq!(
+            intersect_ranges(&one_range(1..9), &[0..2, 3..4, 8..20]),
+            vec![1..2, 3..4, 8..9]
+        );
+    }
+
+    /// A file of symbols A..E (200 rows each, sorted) with times 0..1000, pages of 50 rows.
+    fn paged_file() -> bytes::Bytes {
+        use deltalake::arrow::array::{Int64Array, StringArray};
+        use deltalake::parquet::arrow::ArrowWriter;
+        use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("symbol", DataType::Utf8, false),
+            Field::new("event_time_ns", DataType::Int64, false),
+        ]));
+        let symbols: Vec<String> = (0..1000)
+            .map(|i| ["A", "B", "C", "D", "E"][i / 200].to_string())
+            .collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(symbols)),
+                Arc::new(Int64Array::from_iter_values(0..1000)),
+            ],
+        )
+        .unwrap();
+        let properties = WriterProperties::builder()
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_data_page_row_count_limit(50)
+            .set_write_batch_size(50)
+            .set_dictionary_enabled(false)
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema, Some(properties)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        bytes::Bytes::from(bytes)
+    }
+
+    #[test]
+    fn page_bounds_narrow_the_rows_read_and_not_the_rows_chosen() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store: deltalake::logstore::ObjectStoreRef =
+                Arc::new(object_store::memory::InMemory::new());
+            let path = deltalake::Path::from("f.parquet");
+            let data = paged_file();
+            let size = data.len() as u64;
+            store.put(&path, data.into()).await.unwrap();
+            let reader = StoreReader { store, path, size };
+            let request = ScanRequest {
+                symbols: Some(["B".to_string()].into()),
+                from_ns: Some(230),
+                to_ns: Some(390),
+                ..ScanRequest::default()
+            };
+            let mut chosen_by = Vec::new();
+            for policy in [PageIndexPolicy::Optional, PageIndexPolicy::Skip] {
+                let options = ArrowReaderOptions::new()
+                    .with_offset_index_policy(policy)
+                    .with_column_index_policy(policy);
+                let metadata = ArrowReaderMetadata::load_async(&mut reader.clone(), options)
+                    .await
+                    .unwrap();
+                if policy == PageIndexPolicy::Optional {
+                    // Symbol B lies in rows 200..400; the time range in pages 200..250 .. 350..400.
+                    let pages = page_rows(metadata.metadata(), 0, 1000, "symbol", |b| match b {
+                        PageBounds::Text(min, max) => {
+                            symbols_may_match(request.symbols.as_ref().unwrap(), min, max)
+                        }
+                        PageBounds::Int(..) => true,
+                    });
+                    assert_eq!(pages, one_range(200..400));
+                }
+                let columns = columns_named(&metadata, &["symbol", "event_time_ns"].into());
+                let chosen = select_rows(
+                    reader.clone(),
+                    metadata,
+                    (0, 1000, 0),
+                    columns,
+                    (&request, Some("event_time_ns")),
+                )
+                .await
+                .unwrap();
+                chosen_by.push(chosen);
+            }
+            let expected: Vec<usize> = (230..390).collect();
+            assert_eq!(chosen_by[0], expected, "with the page index");
+            assert_eq!(chosen_by[1], expected, "without it");
+            // A resume position inside the range is honoured with the index too.
+            let options = ArrowReaderOptions::new()
+                .with_offset_index_policy(PageIndexPolicy::Optional)
+                .with_column_index_policy(PageIndexPolicy::Optional);
+            let metadata = ArrowReaderMetadata::load_async(&mut reader.clone(), options)
+                .await
+                .unwrap();
+            let columns = columns_named(&metadata, &["symbol", "event_time_ns"].into());
+            let resumed = select_rows(
+                reader.clone(),
+                metadata,
+                (0, 1000, 301),
+                columns,
+                (&request, Some("event_time_ns")),
+            )
+            .await
+            .unwrap();
+            assert_eq!(resumed, (301..390).collect::<Vec<_>>());
+        });
     }
 }

@@ -19,10 +19,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::file_format::{rarely_repeating_columns, writer_properties, SAMPLE_ROWS};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Transaction};
-use deltalake::parquet::basic::Compression;
-use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
@@ -64,6 +63,10 @@ pub struct ExactlyOnceSink {
     app_prefix: String,
     target_file_size: u64,
     commits: u64,
+    /// Columns written without a dictionary, decided on the first batch large enough to tell
+    /// (see [`crate::file_format`]): the values of keys, times and offsets rarely repeat, and
+    /// building a dictionary of them costs the writer and every narrow reader.
+    plain_columns: std::sync::OnceLock<Vec<String>>,
 }
 
 impl ExactlyOnceSink {
@@ -76,6 +79,7 @@ impl ExactlyOnceSink {
             app_prefix: app_prefix.to_string(),
             target_file_size: config.target_file_size_mb.saturating_mul(1024 * 1024),
             commits: 0,
+            plain_columns: std::sync::OnceLock::new(),
         })
     }
 
@@ -134,10 +138,6 @@ impl ExactlyOnceSink {
 
     async fn write_files(&self, batch: RecordBatch) -> Result<Vec<Add>> {
         let name = self.table_name();
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_statistics_enabled(deltalake::parquet::file::properties::EnabledStatistics::Page)
-            .build();
         // A table may have columns this writer's spec lacks (an extra column another
         // configuration added): they are written as nulls.
         let layout = crate::read::evolved_schema(&self.table, &batch.schema())?;
@@ -146,6 +146,15 @@ impl ExactlyOnceSink {
                 what: name.clone(),
                 message: e.to_string(),
             })?;
+        let plain = match self.plain_columns.get() {
+            Some(plain) => plain.as_slice(),
+            None if batch.num_rows() >= SAMPLE_ROWS => self
+                .plain_columns
+                .get_or_init(|| rarely_repeating_columns(&batch))
+                .as_slice(),
+            None => &[],
+        };
+        let properties = writer_properties(plain).build();
         let mut writer = RecordBatchWriter::for_table(&self.table)
             .map_err(delta_error(&name))?
             .with_writer_properties(properties)

@@ -47,6 +47,8 @@ pub struct AppState {
     pub masker: KeyedHasher,
     /// Each table's latest version, refreshed per request from the new log entries only.
     pub snapshots: Arc<marketlake_lake::read::LatestTables>,
+    /// Parsed footers of data files read before (`api.footer_cache_mb`).
+    pub footers: Arc<marketlake_lake::footers::FooterCache>,
     verifier: Verifier,
     /// The news index, when search is enabled.
     search: Option<marketlake_search::NewsReader>,
@@ -72,6 +74,9 @@ impl AppState {
         AppState {
             masker: KeyedHasher::new(config.mask_key.as_bytes()),
             snapshots: Arc::default(),
+            footers: Arc::new(marketlake_lake::footers::FooterCache::new(
+                config.footer_cache_mb.saturating_mul(1024 * 1024),
+            )),
             verifier,
             search,
             scans: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_scans)),

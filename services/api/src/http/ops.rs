@@ -132,6 +132,40 @@ impl Metrics {
     }
 }
 
+/// Prometheus text of the footer cache: what it holds and how often it answered.
+fn footer_cache_text(stats: &marketlake_lake::footers::FooterCacheStats) -> String {
+    format!(
+        "# HELP marketlake_api_footer_cache_files Data files whose parsed footer is cached.\n\
+         # TYPE marketlake_api_footer_cache_files gauge\n\
+         marketlake_api_footer_cache_files {}\n\
+         # HELP marketlake_api_footer_cache_bytes Memory held by cached footers (api.footer_cache_mb bounds it).\n\
+         # TYPE marketlake_api_footer_cache_bytes gauge\n\
+         marketlake_api_footer_cache_bytes {}\n\
+         # HELP marketlake_api_footer_cache_lookups_total Footer lookups, by result.\n\
+         # TYPE marketlake_api_footer_cache_lookups_total counter\n\
+         marketlake_api_footer_cache_lookups_total{{result=\"hit\"}} {}\n\
+         marketlake_api_footer_cache_lookups_total{{result=\"miss\"}} {}\n",
+        stats.files, stats.bytes, stats.hits, stats.misses
+    )
+}
+
+/// Prometheus text of the news index as searched now: its segments fall as merges finish,
+/// and searches are slower while many remain.
+fn search_index_text(stats: &marketlake_search::IndexStats) -> String {
+    format!(
+        "# HELP marketlake_api_search_docs News items searchable.\n\
+         # TYPE marketlake_api_search_docs gauge\n\
+         marketlake_api_search_docs {}\n\
+         # HELP marketlake_api_search_deleted_docs Replaced news items not yet merged away.\n\
+         # TYPE marketlake_api_search_deleted_docs gauge\n\
+         marketlake_api_search_deleted_docs {}\n\
+         # HELP marketlake_api_search_segments Segments of the news index searched per query.\n\
+         # TYPE marketlake_api_search_segments gauge\n\
+         marketlake_api_search_segments {}\n",
+        stats.docs, stats.deleted_docs, stats.segments
+    )
+}
+
 /// `GET /metrics`.
 pub(super) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(expected) = &state.config.metrics_token {
@@ -146,6 +180,10 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
         }
     }
     let mut text = state.metrics.render();
+    text.push_str(&footer_cache_text(&state.footers.stats()));
+    if let Some(search) = &state.search {
+        text.push_str(&search_index_text(&search.stats()));
+    }
     // The services' own textfiles (written with a rename, so never torn).
     let dir = state.lake.root.join("_metrics");
     if let Ok(entries) = std::fs::read_dir(&dir) {

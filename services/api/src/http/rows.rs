@@ -549,7 +549,8 @@ async fn plan(
         },
     )
     .await
-    .map_err(ApiError::internal)?;
+    .map_err(ApiError::internal)?
+    .with_footers(state.footers.clone());
     let as_of_text = plan.version.map(|v| format!("version {v}"));
     Ok((
         Extraction {
