@@ -697,7 +697,16 @@ impl Api {
                 indexer_stop.clone(),
             ))
         });
-        let listener = tokio::net::TcpListener::bind(&state.config.listen).await?;
+        // No Nagle: a streamed response ends with a small chunk, which would otherwise wait
+        // for the client's delayed ACK of the one before (about 40 ms on every small answer).
+        let listener = axum::serve::ListenerExt::tap_io(
+            tokio::net::TcpListener::bind(&state.config.listen).await?,
+            |stream: &mut tokio::net::TcpStream| {
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+                }
+            },
+        );
         tracing::info!(listen = %state.config.listen, "API listening");
         let served = axum::serve(
             listener,
