@@ -228,6 +228,15 @@ pub fn project(
 struct SharedBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl SharedBuffer {
+    /// Room for `bytes` more: a batch's encoding otherwise grows the emptied buffer by
+    /// doubling, copying what it holds at every step.
+    fn reserve(&self, bytes: usize) {
+        match self.0.lock() {
+            Ok(mut buffer) => buffer.reserve(bytes),
+            Err(poisoned) => poisoned.into_inner().reserve(bytes),
+        }
+    }
+
     fn take(&self) -> Vec<u8> {
         match self.0.lock() {
             Ok(mut bytes) => std::mem::take(&mut *bytes),
@@ -393,6 +402,9 @@ impl Encoder {
             }
             EncoderState::Csv { .. } => csv_rows(&batch),
             EncoderState::Arrow(writer) => {
+                // The IPC message is the batch's buffers plus a small header and padding.
+                self.buffer
+                    .reserve(batch.get_array_memory_size().saturating_add(4_096));
                 writer.write(&batch).map_err(error)?;
                 Ok(self.buffer.take())
             }
