@@ -32,9 +32,13 @@ pub(crate) const SAMPLE_ROWS: usize = 1_000;
 /// a dictionary only adds a page that every read of the column chunk, however narrow,
 /// decompresses and decodes whole (a 64 Ki-row group of distinct `i64` times has a 512 KB
 /// dictionary), so they are written without one.
+/// A sample under [`SAMPLE_ROWS`] rows says nothing: none.
 pub(crate) fn rarely_repeating_columns(batch: &RecordBatch) -> Vec<String> {
     use deltalake::arrow::array::Array;
     use deltalake::arrow::row::{RowConverter, SortField};
+    if batch.num_rows() < SAMPLE_ROWS {
+        return Vec::new();
+    }
     batch
         .schema()
         .fields()
@@ -52,8 +56,7 @@ pub(crate) fn rarely_repeating_columns(batch: &RecordBatch) -> Vec<String> {
                 .filter(|&r| column.is_valid(r))
                 .map(|r| rows.row(r).data())
                 .collect();
-            (column.len() >= SAMPLE_ROWS && distinct.len() * 10 > column.len())
-                .then(|| field.name().clone())
+            (distinct.len() * 10 > column.len()).then(|| field.name().clone())
         })
         .collect()
 }

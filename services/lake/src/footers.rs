@@ -24,11 +24,18 @@ struct Entry {
     last_used: u64,
 }
 
+/// The cached footers and the memory they hold (kept with them, so it is never summed).
+#[derive(Default)]
+struct Held {
+    entries: HashMap<String, Entry>,
+    bytes: usize,
+}
+
 /// Footers of recently read data files, bounded by memory.
 pub struct FooterCache {
     capacity_bytes: usize,
     clock: AtomicU64,
-    entries: Mutex<HashMap<String, Entry>>,
+    held: Mutex<Held>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -37,7 +44,7 @@ impl std::fmt::Debug for FooterCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FooterCache")
             .field("capacity_bytes", &self.capacity_bytes)
-            .field("held_bytes", &self.held_bytes())
+            .field("held_bytes", &self.lock().bytes)
             .finish()
     }
 }
@@ -57,7 +64,7 @@ impl FooterCache {
         FooterCache {
             capacity_bytes,
             clock: AtomicU64::new(0),
-            entries: Mutex::new(HashMap::new()),
+            held: Mutex::new(Held::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -67,10 +74,10 @@ impl FooterCache {
         format!("{table}\u{0}{path}\u{0}{size}")
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         // A panic while holding the lock cannot leave an entry half-written (inserts and
         // removals are single map operations), so a poisoned map is still usable.
-        self.entries
+        self.held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -84,15 +91,16 @@ impl FooterCache {
         need_page_index: bool,
     ) -> Option<ArrowReaderMetadata> {
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        let mut entries = self.lock();
-        let found = entries
+        let mut held = self.lock();
+        let found = held
+            .entries
             .get_mut(&Self::key(table, path, size))
             .filter(|e| e.with_page_index || !need_page_index)
             .map(|e| {
                 e.last_used = now;
                 e.metadata.clone()
             });
-        drop(entries);
+        drop(held);
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -116,8 +124,8 @@ impl FooterCache {
             return;
         }
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        let mut entries = self.lock();
-        entries.insert(
+        let mut held = self.lock();
+        let replaced = held.entries.insert(
             Self::key(table, path, size),
             Entry {
                 metadata: metadata.clone(),
@@ -126,34 +134,31 @@ impl FooterCache {
                 last_used: now,
             },
         );
-        let mut held: usize = entries.values().map(|e| e.bytes).sum();
-        if held <= self.capacity_bytes {
+        held.bytes = held.bytes + bytes - replaced.map_or(0, |old| old.bytes);
+        if held.bytes <= self.capacity_bytes {
             return;
         }
-        let mut by_age: Vec<(u64, String)> = entries
+        let mut by_age: Vec<(u64, String)> = held
+            .entries
             .iter()
             .map(|(k, e)| (e.last_used, k.clone()))
             .collect();
         by_age.sort_unstable();
         for (_, key) in by_age {
-            if held <= self.capacity_bytes {
+            if held.bytes <= self.capacity_bytes {
                 break;
             }
-            if let Some(gone) = entries.remove(&key) {
-                held -= gone.bytes;
+            if let Some(gone) = held.entries.remove(&key) {
+                held.bytes -= gone.bytes;
             }
         }
     }
 
-    fn held_bytes(&self) -> usize {
-        self.lock().values().map(|e| e.bytes).sum()
-    }
-
     pub fn stats(&self) -> FooterCacheStats {
-        let entries = self.lock();
+        let held = self.lock();
         FooterCacheStats {
-            files: entries.len(),
-            bytes: entries.values().map(|e| e.bytes).sum(),
+            files: held.entries.len(),
+            bytes: held.bytes,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
         }

@@ -222,6 +222,18 @@ impl ScanRequest {
         row_mask(batch, &filter)
     }
 
+    /// Whether a page with these column-index bounds can hold a row of the request: text
+    /// bounds are the symbol column's, integer bounds the time column's.
+    fn page_may_match(&self, bounds: PageBounds<'_>) -> bool {
+        match bounds {
+            PageBounds::Text(min, max) => self
+                .symbols
+                .as_ref()
+                .is_none_or(|symbols| symbols_may_match(symbols, min, max)),
+            PageBounds::Int(min, max) => time_may_match(self.from_ns, self.to_ns, min, max),
+        }
+    }
+
     fn row_group_may_match(&self, group: &RowGroupMetaData, time_column: Option<&str>) -> bool {
         let stats_of = |name: &str| {
             group
@@ -607,35 +619,14 @@ async fn select_rows(
     columns: ProjectionMask,
     (request, time_column): (&ScanRequest, Option<&str>),
 ) -> std::result::Result<Vec<usize>, String> {
+    // The symbol and time columns' pages whose bounds can match, when the request narrows them.
+    let time_column = time_column.filter(|_| request.from_ns.is_some() || request.to_ns.is_some());
+    let narrowed = request.symbols.as_ref().map(|_| "symbol");
     let mut candidates = one_range(skip..rows);
-    if let Some(symbols) = &request.symbols {
-        let pages = page_rows(
-            metadata.metadata(),
-            group,
-            rows,
-            "symbol",
-            |bounds| match bounds {
-                PageBounds::Text(min, max) => symbols_may_match(symbols, min, max),
-                PageBounds::Int(..) => true,
-            },
-        );
-        candidates = intersect_ranges(&candidates, &pages);
-    }
-    if let Some(column) =
-        time_column.filter(|_| request.from_ns.is_some() || request.to_ns.is_some())
-    {
-        let pages = page_rows(
-            metadata.metadata(),
-            group,
-            rows,
-            column,
-            |bounds| match bounds {
-                PageBounds::Int(min, max) => {
-                    time_may_match(request.from_ns, request.to_ns, min, max)
-                }
-                PageBounds::Text(..) => true,
-            },
-        );
+    for column in narrowed.into_iter().chain(time_column) {
+        let pages = page_rows(metadata.metadata(), group, rows, column, |bounds| {
+            request.page_may_match(bounds)
+        });
         candidates = intersect_ranges(&candidates, &pages);
     }
     if candidates.is_empty() {
@@ -645,9 +636,7 @@ async fn select_rows(
         .with_row_groups(vec![group])
         .with_projection(columns)
         .with_batch_size(BATCH_ROWS * 8);
-    if !matches!(candidates.as_slice(), [only] if *only == (0..rows)) {
-        builder = builder.with_row_selection(selection_of_ranges(&candidates, rows));
-    }
+    builder = builder.with_row_selection(selection_of_ranges(&candidates, rows));
     let mut stream = builder.build().map_err(|e| e.to_string())?;
     let mut chosen = Vec::new();
     // The group rows the batches hold, in order.
@@ -965,57 +954,52 @@ mod tests {
                 to_ns: Some(390),
                 ..ScanRequest::default()
             };
-            let mut chosen_by = Vec::new();
-            for policy in [PageIndexPolicy::Optional, PageIndexPolicy::Skip] {
-                let options = ArrowReaderOptions::new()
-                    .with_offset_index_policy(policy)
-                    .with_column_index_policy(policy);
-                let metadata = ArrowReaderMetadata::load_async(&mut reader.clone(), options)
+            // The rows of group 0 chosen from row `skip` on, the page indexes read or not.
+            let choose = |policy: PageIndexPolicy, skip: usize| {
+                let reader = reader.clone();
+                let request = request.clone();
+                async move {
+                    let options = ArrowReaderOptions::new()
+                        .with_offset_index_policy(policy)
+                        .with_column_index_policy(policy);
+                    let metadata = ArrowReaderMetadata::load_async(&mut reader.clone(), options)
+                        .await
+                        .unwrap();
+                    if policy == PageIndexPolicy::Optional {
+                        // Symbol B lies in rows 200..400.
+                        let pages = page_rows(metadata.metadata(), 0, 1000, "symbol", |b| {
+                            request.page_may_match(b)
+                        });
+                        assert_eq!(pages, one_range(200..400));
+                    }
+                    let columns = columns_named(&metadata, &["symbol", "event_time_ns"].into());
+                    select_rows(
+                        reader,
+                        metadata,
+                        (0, 1000, skip),
+                        columns,
+                        (&request, Some("event_time_ns")),
+                    )
                     .await
-                    .unwrap();
-                if policy == PageIndexPolicy::Optional {
-                    // Symbol B lies in rows 200..400; the time range in pages 200..250 .. 350..400.
-                    let pages = page_rows(metadata.metadata(), 0, 1000, "symbol", |b| match b {
-                        PageBounds::Text(min, max) => {
-                            symbols_may_match(request.symbols.as_ref().unwrap(), min, max)
-                        }
-                        PageBounds::Int(..) => true,
-                    });
-                    assert_eq!(pages, one_range(200..400));
+                    .unwrap()
                 }
-                let columns = columns_named(&metadata, &["symbol", "event_time_ns"].into());
-                let chosen = select_rows(
-                    reader.clone(),
-                    metadata,
-                    (0, 1000, 0),
-                    columns,
-                    (&request, Some("event_time_ns")),
-                )
-                .await
-                .unwrap();
-                chosen_by.push(chosen);
-            }
+            };
             let expected: Vec<usize> = (230..390).collect();
-            assert_eq!(chosen_by[0], expected, "with the page index");
-            assert_eq!(chosen_by[1], expected, "without it");
+            assert_eq!(
+                choose(PageIndexPolicy::Optional, 0).await,
+                expected,
+                "with the page index"
+            );
+            assert_eq!(
+                choose(PageIndexPolicy::Skip, 0).await,
+                expected,
+                "without it"
+            );
             // A resume position inside the range is honoured with the index too.
-            let options = ArrowReaderOptions::new()
-                .with_offset_index_policy(PageIndexPolicy::Optional)
-                .with_column_index_policy(PageIndexPolicy::Optional);
-            let metadata = ArrowReaderMetadata::load_async(&mut reader.clone(), options)
-                .await
-                .unwrap();
-            let columns = columns_named(&metadata, &["symbol", "event_time_ns"].into());
-            let resumed = select_rows(
-                reader.clone(),
-                metadata,
-                (0, 1000, 301),
-                columns,
-                (&request, Some("event_time_ns")),
-            )
-            .await
-            .unwrap();
-            assert_eq!(resumed, (301..390).collect::<Vec<_>>());
+            assert_eq!(
+                choose(PageIndexPolicy::Optional, 301).await,
+                (301..390).collect::<Vec<_>>()
+            );
         });
     }
 }

@@ -19,14 +19,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::file_format::{rarely_repeating_columns, writer_properties, SAMPLE_ROWS};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
 use object_store::ObjectStoreExt;
 
+use crate::file_format::{rarely_repeating_columns, writer_properties, SAMPLE_ROWS};
 use crate::spec::{open_or_create, LakeConfig, TableSpec};
 use crate::{delta_error, LakeError, RecordBatch, Result};
 
@@ -63,10 +64,10 @@ pub struct ExactlyOnceSink {
     app_prefix: String,
     target_file_size: u64,
     commits: u64,
-    /// Columns written without a dictionary, decided on the first batch large enough to tell
-    /// (see [`crate::file_format`]): the values of keys, times and offsets rarely repeat, and
-    /// building a dictionary of them costs the writer and every narrow reader.
-    plain_columns: std::sync::OnceLock<Vec<String>>,
+    /// The writer settings, decided on the first batch large enough to tell which columns to
+    /// write without a dictionary (see [`crate::file_format`]): the values of keys, times and
+    /// offsets rarely repeat, and a dictionary of them costs the writer and every narrow reader.
+    properties: std::sync::OnceLock<WriterProperties>,
 }
 
 impl ExactlyOnceSink {
@@ -79,7 +80,7 @@ impl ExactlyOnceSink {
             app_prefix: app_prefix.to_string(),
             target_file_size: config.target_file_size_mb.saturating_mul(1024 * 1024),
             commits: 0,
-            plain_columns: std::sync::OnceLock::new(),
+            properties: std::sync::OnceLock::new(),
         })
     }
 
@@ -146,15 +147,14 @@ impl ExactlyOnceSink {
                 what: name.clone(),
                 message: e.to_string(),
             })?;
-        let plain = match self.plain_columns.get() {
-            Some(plain) => plain.as_slice(),
+        let properties = match self.properties.get() {
+            Some(decided) => decided.clone(),
             None if batch.num_rows() >= SAMPLE_ROWS => self
-                .plain_columns
-                .get_or_init(|| rarely_repeating_columns(&batch))
-                .as_slice(),
-            None => &[],
+                .properties
+                .get_or_init(|| writer_properties(&rarely_repeating_columns(&batch)).build())
+                .clone(),
+            None => writer_properties(&[]).build(),
         };
-        let properties = writer_properties(plain).build();
         let mut writer = RecordBatchWriter::for_table(&self.table)
             .map_err(delta_error(&name))?
             .with_writer_properties(properties)
