@@ -696,6 +696,53 @@ async fn admin_and_protection(catalog_url: Option<&str>) -> Result<()> {
         document["paths"]["/v1/datasets/{name}/rows"]["get"]["security"][0]["bearer"],
         serde_json::json!([])
     );
+    // Every JSON success body is described, and real answers match their description.
+    for (path, item) in document["paths"].as_object().context("paths")? {
+        for (method, operation) in item.as_object().context("path item")? {
+            if let Some(json) = operation["responses"]["200"]["content"].get("application/json") {
+                assert!(
+                    json.get("schema").is_some(),
+                    "{method} {path}: JSON success without a schema"
+                );
+            }
+        }
+    }
+    let carol = token("carol", &["compliance"], &["compliance"])?;
+    for (path, who) in [
+        ("/health", None),
+        ("/v1/datasets", Some(&carol)),
+        ("/v1/datasets/l2.trades/rows?limit=2", Some(&carol)),
+        ("/v1/admin/grants", Some(&admin)),
+        ("/v1/admin/grant-changes", Some(&admin)),
+        ("/delta-sharing/shares", Some(&carol)),
+        ("/delta-sharing/shares/marketlake", Some(&carol)),
+        ("/delta-sharing/shares/marketlake/schemas", Some(&carol)),
+        ("/delta-sharing/shares/marketlake/all-tables", Some(&carol)),
+    ] {
+        let (status, _, body) = served
+            .send(
+                reqwest::Method::GET,
+                path,
+                who.map(String::as_str),
+                None,
+                &[],
+            )
+            .await?;
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        let route = path.split('?').next().unwrap_or(path);
+        let template = document["paths"]
+            .as_object()
+            .context("paths")?
+            .keys()
+            .find(|t| path_matches(t, route))
+            .with_context(|| format!("{route}: no route in the document"))?
+            .clone();
+        let schema = &document["paths"][&template]["get"]["responses"]["200"]["content"]
+            ["application/json"]["schema"];
+        let answer: serde_json::Value = serde_json::from_slice(&body)?;
+        let errors = schema_errors(schema, &answer, &document, "$");
+        assert!(errors.is_empty(), "{path} against {template}: {errors:?}");
+    }
 
     // Metrics: Prometheus text with requests by route and status, for the scraper's token only
     // when `api.metrics_token` is set.
@@ -721,8 +768,9 @@ async fn admin_and_protection(catalog_url: Option<&str>) -> Result<()> {
         text.contains("marketlake_api_requests_total{route=\"/v1/datasets\",status=\"429\"} 1"),
         "{text}"
     );
+    // 6 rows from the extractions above, 2 from the response-schema check.
     assert!(
-        text.contains("marketlake_api_rows_served_total{dataset=\"l2.trades\"} 6"),
+        text.contains("marketlake_api_rows_served_total{dataset=\"l2.trades\"} 8"),
         "{text}"
     );
     // The rows read opened data files, whose footers are now cached.
@@ -1049,6 +1097,105 @@ fn sharing_client(base: &str, token: &str, script: &str) -> Result<String> {
     Ok(String::from_utf8(output.stdout)?)
 }
 
+/// Whether a concrete path fits a route template (`{name}` matches one segment).
+fn path_matches(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}')))
+}
+
+/// Where `value` breaks `schema` (the OpenAPI 3.0 subset the document uses: `$ref`, `type`,
+/// `nullable`, `required`, `properties`, `items`, `additionalProperties`, `enum`).
+fn schema_errors(
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    document: &serde_json::Value,
+    at: &str,
+) -> Vec<String> {
+    use serde_json::Value;
+    if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
+        let name = target.trim_start_matches("#/components/schemas/");
+        let resolved = &document["components"]["schemas"][name];
+        if resolved.is_null() {
+            return vec![format!("{at}: unresolved {target}")];
+        }
+        return schema_errors(resolved, value, document, at);
+    }
+    if value.is_null() {
+        return if schema["nullable"] == true || schema.get("type").is_none() {
+            Vec::new()
+        } else {
+            vec![format!("{at}: null where {schema} is not nullable")]
+        };
+    }
+    let fits = match schema.get("type").and_then(Value::as_str) {
+        None => true,
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_i64() || value.is_u64(),
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        Some(other) => return vec![format!("{at}: unknown type {other}")],
+    };
+    if !fits {
+        return vec![format!("{at}: {value} is not a {}", schema["type"])];
+    }
+    let mut errors = Vec::new();
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+        if !allowed.contains(value) {
+            errors.push(format!("{at}: {value} not in {allowed:?}"));
+        }
+    }
+    if let Some(object) = value.as_object() {
+        for name in schema["required"].as_array().into_iter().flatten() {
+            if let Some(name) = name.as_str().filter(|n| !object.contains_key(*n)) {
+                errors.push(format!("{at}: missing {name}"));
+            }
+        }
+        for (name, child) in object {
+            let child_schema = schema["properties"]
+                .get(name)
+                .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
+            if let Some(child_schema) = child_schema {
+                errors.extend(schema_errors(
+                    child_schema,
+                    child,
+                    document,
+                    &format!("{at}.{name}"),
+                ));
+            }
+        }
+    }
+    if let (Some(items), Some(list)) = (schema.get("items"), value.as_array()) {
+        for (i, item) in list.iter().enumerate() {
+            errors.extend(schema_errors(items, item, document, &format!("{at}[{i}]")));
+        }
+    }
+    errors
+}
+
+/// How many files a Delta Sharing query of `l2.trades` with `body` answers.
+async fn sharing_query_files(served: &Served, token: &str, body: &str) -> Result<usize> {
+    let (status, _, answer) = served
+        .send(
+            reqwest::Method::POST,
+            "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/query",
+            Some(token),
+            Some(body.as_bytes().to_vec()),
+            &[],
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "query {body}: {status}");
+    Ok(String::from_utf8(answer)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l.get("file").is_some())
+        .count())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_sharing_client_reads_only_entitled_data() -> Result<()> {
     let (served, _) = serve("").await?;
@@ -1129,6 +1276,31 @@ print(json.dumps(out))
         assert_eq!(error["errorCode"], "RESOURCE_DOES_NOT_EXIST");
         let (status, _, _) = served.send(method, path, None, request_body, &[]).await?;
         assert_eq!(status, 401, "{path} without a token");
+    }
+
+    // jsonPredicateHints prune the table's own files on their statistics (compliance: the first
+    // file ends at n = 3, before the hint's n >= 10); where entitled files are served they are
+    // ignored (the quant); a malformed hint is ignored, never an error.
+    let after_first_file = serde_json::json!({"op": "greaterThanOrEqual", "children": [
+        {"op": "column", "name": "event_time_ns", "valueType": "long"},
+        {"op": "literal", "value": (1_767_623_400_000_000_000i64 + 10_000_000_000).to_string(),
+         "valueType": "long"}
+    ]})
+    .to_string();
+    let with_hint = serde_json::json!({ "jsonPredicateHints": after_first_file }).to_string();
+    let malformed = serde_json::json!({ "jsonPredicateHints": "{\"op\": " }).to_string();
+    let none = "{}".to_string();
+    for (who, body, files) in [
+        (&compliance, &none, 3),
+        (&compliance, &with_hint, 2),
+        (&compliance, &malformed, 3),
+        (&quant, &with_hint, 3),
+    ] {
+        assert_eq!(
+            sharing_query_files(&served, who, body).await?,
+            files,
+            "{body}"
+        );
     }
 
     // File URLs are signed: a tampered one is refused; a revoked grant stops downloads.

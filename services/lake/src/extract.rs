@@ -154,19 +154,35 @@ pub fn row_mask(batch: &RecordBatch, filter: &RowFilter) -> Result<BooleanArray>
         })
         .collect();
     if filter.from_ns.is_some() || filter.to_ns.is_some() {
-        let time = TIME_COLUMNS
+        let int64s = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+        };
+        let time_column = TIME_COLUMNS
             .iter()
-            .find_map(|name| batch.column_by_name(name))
-            .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
+            .find(|name| batch.column_by_name(name).is_some());
+        let time = time_column.and_then(|name| int64s(name));
+        let fallback = time_column
+            .and_then(|name| crate::scan::time_fallback(name))
+            .and_then(int64s);
         match time {
             None => keep.iter_mut().for_each(|k| *k = false),
             Some(time) => {
                 for (row, k) in keep.iter_mut().enumerate() {
-                    let t = time.value(row);
+                    let t = if time.is_valid(row) {
+                        Some(time.value(row))
+                    } else {
+                        fallback
+                            .as_ref()
+                            .filter(|f| f.is_valid(row))
+                            .map(|f| f.value(row))
+                    };
                     *k = *k
-                        && !time.is_null(row)
-                        && filter.from_ns.is_none_or(|from| t >= from)
-                        && filter.to_ns.is_none_or(|to| t < to);
+                        && t.is_some_and(|t| {
+                            filter.from_ns.is_none_or(|from| t >= from)
+                                && filter.to_ns.is_none_or(|to| t < to)
+                        });
                 }
             }
         }

@@ -44,6 +44,19 @@ pub const TIME_COLUMNS: &[&str] = &[
     "received_at_ns",
 ];
 
+/// A time column that may be null, and the column whose value stands in for it then: a news
+/// item without a published time is placed at its receive time (as news search does), so a
+/// time range never silently drops it.
+pub const TIME_FALLBACKS: &[(&str, &str)] = &[("published_at_ns", "received_at_ns")];
+
+/// The column standing in for `time_column` where it is null, if any.
+pub fn time_fallback(time_column: &str) -> Option<&'static str> {
+    TIME_FALLBACKS
+        .iter()
+        .find(|(column, _)| *column == time_column)
+        .map(|(_, fallback)| *fallback)
+}
+
 /// Rows per batch handed to the caller.
 const BATCH_ROWS: usize = 8_192;
 
@@ -183,13 +196,24 @@ impl ScanRequest {
         }
         if let Some(column) = time_column {
             if self.from_ns.is_some() || self.to_ns.is_some() {
-                let (min, max) = log_bounds(&stats, column);
-                if !time_may_match(
-                    self.from_ns,
-                    self.to_ns,
-                    min.and_then(|v| v.as_i64()),
-                    max.and_then(|v| v.as_i64()),
-                ) {
+                let in_range = |column: &str| {
+                    let (min, max) = log_bounds(&stats, column);
+                    time_may_match(
+                        self.from_ns,
+                        self.to_ns,
+                        min.and_then(|v| v.as_i64()),
+                        max.and_then(|v| v.as_i64()),
+                    )
+                };
+                // Rows whose time is null are placed by the fallback column.
+                let fallback_may_match = time_fallback(column).is_some_and(|fallback| {
+                    let nulls = stats
+                        .get("nullCount")
+                        .and_then(|n| n.get(column))
+                        .and_then(|n| n.as_i64());
+                    nulls.is_none_or(|n| n > 0) && in_range(fallback)
+                });
+                if !in_range(column) && !fallback_may_match {
                     return false;
                 }
             }
@@ -254,15 +278,22 @@ impl ScanRequest {
             }
         }
         if let Some(column) = time_column {
-            if let Some(Statistics::Int64(s)) = stats_of(column) {
-                if !time_may_match(
+            let in_range = |column: &str| match stats_of(column) {
+                Some(Statistics::Int64(s)) => time_may_match(
                     self.from_ns,
                     self.to_ns,
                     s.min_opt().copied(),
                     s.max_opt().copied(),
-                ) {
-                    return false;
-                }
+                ),
+                _ => true,
+            };
+            // Rows whose time is null are placed by the fallback column.
+            let fallback_may_match = time_fallback(column).is_some_and(|fallback| {
+                let nulls = stats_of(column).and_then(|s| s.null_count_opt());
+                nulls.is_none_or(|n| n > 0) && in_range(fallback)
+            });
+            if !in_range(column) && !fallback_may_match {
+                return false;
             }
         }
         true
@@ -486,6 +517,7 @@ async fn read_planned_file(
             let mut names: BTreeSet<&str> = wanted.iter().map(String::as_str).collect();
             names.extend(["symbol", "venue"]);
             names.extend(time_column.as_deref());
+            names.extend(time_column.as_deref().and_then(time_fallback));
             columns_named(&metadata, &names)
         }
     };
@@ -508,6 +540,7 @@ async fn read_planned_file(
     let narrowing = request.narrows().then(|| {
         let mut names: BTreeSet<&str> = ["symbol"].into();
         names.extend(time_column.as_deref());
+        names.extend(time_column.as_deref().and_then(time_fallback));
         columns_named(&metadata, &names)
     });
     let partition_values = Arc::new(file.partition_values.clone());
@@ -620,7 +653,10 @@ async fn select_rows(
     (request, time_column): (&ScanRequest, Option<&str>),
 ) -> std::result::Result<Vec<usize>, String> {
     // The symbol and time columns' pages whose bounds can match, when the request narrows them.
-    let time_column = time_column.filter(|_| request.from_ns.is_some() || request.to_ns.is_some());
+    // A time column with a fallback is not judged by pages: its null rows lie outside its bounds.
+    let time_column = time_column
+        .filter(|_| request.from_ns.is_some() || request.to_ns.is_some())
+        .filter(|column| time_fallback(column).is_none());
     let narrowed = request.symbols.as_ref().map(|_| "symbol");
     let mut candidates = one_range(skip..rows);
     for column in narrowed.into_iter().chain(time_column) {
@@ -884,6 +920,62 @@ mod tests {
         assert!(time_may_match(Some(10), Some(20), Some(0), Some(10)));
         assert!(!time_may_match(Some(10), Some(20), Some(0), Some(9)));
         assert!(time_may_match(None, None, None, None));
+    }
+
+    #[test]
+    fn null_times_are_placed_by_their_fallback() {
+        let request = ScanRequest {
+            from_ns: Some(100),
+            to_ns: Some(200),
+            ..ScanRequest::default()
+        };
+        let stats = |nulls: Option<i64>| {
+            let mut stats = serde_json::json!({
+                "minValues": {"published_at_ns": 10, "received_at_ns": 150},
+                "maxValues": {"published_at_ns": 20, "received_at_ns": 160},
+                "nullCount": {}
+            });
+            if let Some(nulls) = nulls {
+                stats["nullCount"]["published_at_ns"] = nulls.into();
+            }
+            stats.to_string()
+        };
+        let news = Some("published_at_ns");
+        // Published times all before the range: only null ones can still fall in it.
+        assert!(!request.file_may_match(Some(&stats(Some(0))), news));
+        assert!(request.file_may_match(Some(&stats(Some(3))), news));
+        assert!(request.file_may_match(Some(&stats(None)), news));
+        // A column without a fallback prunes on its own bounds.
+        let trades = serde_json::json!({
+            "minValues": {"event_time_ns": 10}, "maxValues": {"event_time_ns": 20},
+            "nullCount": {"event_time_ns": 3}
+        })
+        .to_string();
+        assert!(!request.file_may_match(Some(&trades), Some("event_time_ns")));
+        // Rows: a null published time is judged by the receive time.
+        let batch = RecordBatch::try_from_iter([
+            (
+                "published_at_ns",
+                Arc::new(deltalake::arrow::array::Int64Array::from(vec![
+                    Some(150),
+                    None,
+                    None,
+                    Some(10),
+                ])) as deltalake::arrow::array::ArrayRef,
+            ),
+            (
+                "received_at_ns",
+                Arc::new(deltalake::arrow::array::Int64Array::from(vec![
+                    10, 150, 300, 150,
+                ])),
+            ),
+        ])
+        .expect("batch");
+        let keep = request.rows_may_match(&batch).expect("mask");
+        assert_eq!(
+            keep.iter().collect::<Vec<_>>(),
+            vec![Some(true), Some(true), Some(false), Some(false)]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod admin;
 mod openapi;
 mod ops;
+mod predicate_hints;
 mod rows;
 mod search;
 pub mod sharing;
@@ -136,18 +137,24 @@ fn routes(state: &AppState) -> Vec<openapi::Route> {
         params,
         body: None,
         produces,
+        response: None,
         errors,
+    };
+    // A JSON success body described by the named schema.
+    let answers = |response: &'static str, operation: Operation| Operation {
+        response: Some(response),
+        ..operation
     };
     let dataset = || Param("name", In::Path, "string", "dataset, e.g. l2.trades");
     let mut routes = vec![
         Route {
             path: "/health",
-            operations: vec![op("get", "Liveness", false, vec![], &["application/json"], &[])],
+            operations: vec![answers("Status", op("get", "Liveness", false, vec![], &["application/json"], &[]))],
             handler: get(health),
         },
         Route {
             path: "/ready",
-            operations: vec![op("get", "Readiness (the catalog answers)", false, vec![], &["application/json"], &[503])],
+            operations: vec![answers("Status", op("get", "Readiness (the catalog answers)", false, vec![], &["application/json"], &[503]))],
             handler: get(ready),
         },
         Route {
@@ -157,19 +164,19 @@ fn routes(state: &AppState) -> Vec<openapi::Route> {
         },
         Route {
             path: "/v1/datasets",
-            operations: vec![op("get", "Datasets this principal may read: layer, columns (masks marked), row filter, row count, latest version", true, vec![], &["application/json"], AUTH)],
+            operations: vec![answers("DatasetList", op("get", "Datasets this principal may read: layer, columns (masks marked), row filter, row count, latest version", true, vec![], &["application/json"], AUTH))],
             handler: get(rows::datasets),
         },
         Route {
             path: "/v1/datasets/{name}/rows",
-            operations: vec![op(
+            operations: vec![answers("RowsPage", op(
                 "get",
                 "Entitled rows, streamed; JSON pages carry next_cursor",
                 true,
                 vec![
                     dataset(),
                     Param("symbols", In::Query, "string", "comma-separated symbols (narrows the grant)"),
-                    Param("from", In::Query, "integer", "event time from, UTC ns (inclusive)"),
+                    Param("from", In::Query, "integer", "event time from, UTC ns (inclusive); l2.news: published time, else received time"),
                     Param("to", In::Query, "integer", "event time to, UTC ns (exclusive)"),
                     Param("columns", In::Query, "string", "comma-separated columns"),
                     Param("limit", In::Query, "integer", "most rows (JSON: at most api.max_rows)"),
@@ -180,12 +187,12 @@ fn routes(state: &AppState) -> Vec<openapi::Route> {
                 ],
                 &["application/json", "application/x-ndjson", "text/csv", "application/vnd.apache.arrow.stream", "application/vnd.apache.parquet"],
                 DATA,
-            )],
+            ))],
             handler: get(rows::rows),
         },
         Route {
             path: "/v1/search/news",
-            operations: vec![op(
+            operations: vec![answers("SearchResults", op(
                 "get",
                 "Full-text news search, ranked, with snippets; entitled by the grants on l2.news",
                 true,
@@ -200,7 +207,7 @@ fn routes(state: &AppState) -> Vec<openapi::Route> {
                 ],
                 &["application/json"],
                 &[400, 401, 403, 404, 429, 503],
-            )],
+            ))],
             handler: get(search::search_news),
         },
         Route {
@@ -224,7 +231,7 @@ fn routes(state: &AppState) -> Vec<openapi::Route> {
         Route {
             path: "/v1/admin/grants",
             operations: vec![
-                op("get", "Every grant (role admin)", true, vec![], &["application/json"], ADMIN),
+                answers("GrantList", op("get", "Every grant (role admin)", true, vec![], &["application/json"], ADMIN)),
                 Operation {
                     body: Some(serde_json::json!({
                         "type": "object",
@@ -238,19 +245,19 @@ fn routes(state: &AppState) -> Vec<openapi::Route> {
                             "column_masks": { "type": "object", "additionalProperties": { "type": "string", "enum": ["hide", "hash"] } },
                         },
                     })),
-                    ..op("post", "Grant a dataset to a user or group (role admin); effective at the next request", true, vec![], &["application/json"], ADMIN)
+                    ..answers("GrantCreated", op("post", "Grant a dataset to a user or group (role admin); effective at the next request", true, vec![], &["application/json"], ADMIN))
                 },
             ],
             handler: get(admin::list_grants).post(admin::create_grant),
         },
         Route {
             path: "/v1/admin/grants/{id}",
-            operations: vec![op("delete", "Revoke a grant (role admin)", true, vec![Param("id", In::Path, "string", "grant id")], &["application/json"], ADMIN)],
+            operations: vec![answers("GrantRevoked", op("delete", "Revoke a grant (role admin)", true, vec![Param("id", In::Path, "string", "grant id")], &["application/json"], ADMIN))],
             handler: delete(admin::revoke_grant),
         },
         Route {
             path: "/v1/admin/grant-changes",
-            operations: vec![op("get", "Who granted or revoked what, when (role admin)", true, vec![], &["application/json"], ADMIN)],
+            operations: vec![answers("GrantChanges", op("get", "Who granted or revoked what, when (role admin)", true, vec![], &["application/json"], ADMIN))],
             handler: get(admin::grant_changes),
         },
     ];
@@ -261,27 +268,27 @@ fn routes(state: &AppState) -> Vec<openapi::Route> {
         routes.extend([
             Route {
                 path: "/delta-sharing/shares",
-                operations: vec![op("get", "Delta Sharing: list shares", true, vec![], &["application/json"], SHARING)],
+                operations: vec![answers("SharingShareList", op("get", "Delta Sharing: list shares", true, vec![], &["application/json"], SHARING))],
                 handler: get(sharing::list_shares),
             },
             Route {
                 path: "/delta-sharing/shares/{share}",
-                operations: vec![op("get", "Delta Sharing: get a share", true, vec![share()], &["application/json"], SHARING)],
+                operations: vec![answers("SharingShare", op("get", "Delta Sharing: get a share", true, vec![share()], &["application/json"], SHARING))],
                 handler: get(sharing::get_share),
             },
             Route {
                 path: "/delta-sharing/shares/{share}/schemas",
-                operations: vec![op("get", "Delta Sharing: schemas with a shared table", true, vec![share()], &["application/json"], SHARING)],
+                operations: vec![answers("SharingSchemaList", op("get", "Delta Sharing: schemas with a shared table", true, vec![share()], &["application/json"], SHARING))],
                 handler: get(sharing::list_schemas),
             },
             Route {
                 path: "/delta-sharing/shares/{share}/schemas/{schema}/tables",
-                operations: vec![op("get", "Delta Sharing: tables of a schema", true, vec![share(), schema()], &["application/json"], SHARING)],
+                operations: vec![answers("SharingTableList", op("get", "Delta Sharing: tables of a schema", true, vec![share(), schema()], &["application/json"], SHARING))],
                 handler: get(sharing::list_tables),
             },
             Route {
                 path: "/delta-sharing/shares/{share}/all-tables",
-                operations: vec![op("get", "Delta Sharing: every table shared with the principal", true, vec![share()], &["application/json"], SHARING)],
+                operations: vec![answers("SharingTableList", op("get", "Delta Sharing: every table shared with the principal", true, vec![share()], &["application/json"], SHARING))],
                 handler: get(sharing::all_tables),
             },
             Route {

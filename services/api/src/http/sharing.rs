@@ -10,8 +10,11 @@
 //! schema to match), generated on first fetch into `<lake>/_sharing/` — never the unfiltered
 //! files. File URLs are signed (HMAC under `api.mask_key`), expire after
 //! `api.sharing.url_ttl_secs`, and re-check the principal's grants at every fetch; they answer
-//! HEAD and byte ranges, as the client's Parquet reader needs. Query hints may be ignored by the
-//! protocol; files that cannot hold an entitled row are skipped using the log's statistics.
+//! HEAD and byte ranges, as the client's Parquet reader needs. Files that cannot hold an
+//! entitled row are skipped using the log's statistics. `jsonPredicateHints` prune further, but
+//! only where the table's own files are served: there the statistics are sent anyway, while for
+//! entitled files a pruning decision made on the whole table's statistics would tell a principal
+//! something about rows it may not see. `predicateHints` (SQL text, deprecated) are not used.
 //! Every call is audited, file fetches included.
 
 use std::collections::BTreeMap;
@@ -591,8 +594,19 @@ pub(super) async fn table_query(
         metadata_line(&loaded, spec, entitlement)?,
     ];
     let own_files = unrestricted(entitlement);
+    let hints = query
+        .json_predicate_hints
+        .as_ref()
+        .map(|h| (own_files, super::predicate_hints::parse(h)));
+    let mut pruned_by_hints = 0usize;
     let mut rows_hint = 0i64;
     for file in &plan.files {
+        if let Some((true, Some(hint))) = &hints {
+            if !hint.may_match(&super::predicate_hints::FileFacts::of(file)) {
+                pruned_by_hints += 1;
+                continue;
+            }
+        }
         if query.limit_hint.is_some_and(|limit| rows_hint >= limit) {
             break;
         }
@@ -642,7 +656,13 @@ pub(super) async fn table_query(
         serde_json::json!({
             "version": query.version, "timestamp": query.timestamp, "limitHint": query.limit_hint,
             "predicateHints": query.predicate_hints.is_some(),
-            "jsonPredicateHints": query.json_predicate_hints.is_some(),
+            "jsonPredicateHints": match &hints {
+                None => "none",
+                Some((_, None)) => "ignored: not a valid expression",
+                Some((false, Some(_))) => "ignored: entitled files are served",
+                Some((true, Some(_))) => "applied",
+            },
+            "files_pruned_by_hints": pruned_by_hints,
             "files": files, "files_in_version": plan.files_in_version,
             "served": if own_files { "table files" } else { "entitled files" },
         })
