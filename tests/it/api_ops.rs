@@ -1091,8 +1091,9 @@ fn sharing_client(base: &str, token: &str, script: &str) -> Result<String> {
     let output = wait_output(child, Duration::from_secs(120))?;
     anyhow::ensure!(
         output.status.success(),
-        "delta-sharing client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        "delta-sharing client failed: {}\n--- stdout\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
     );
     Ok(String::from_utf8(output.stdout)?)
 }
@@ -1204,7 +1205,7 @@ async fn delta_sharing_client_reads_only_entitled_data() -> Result<()> {
     let quant = token("alice", &["quant"], &["desk-eq"])?;
     let other_desk = token("bob", &["quant"], &["desk-fx"])?;
     let script = r##"
-import json, sys, delta_sharing
+import json, os, sys, delta_sharing
 profile = sys.argv[1]
 tables = sorted(f"{t.share}.{t.schema}.{t.name}" for t in delta_sharing.SharingClient(profile).list_all_tables())
 out = {"tables": tables}
@@ -1216,7 +1217,16 @@ if "marketlake.l2.trades" in tables:
     out["accounts"] = sorted(set(str(a) for a in df["account"]))
     out["v1_rows"] = len(delta_sharing.load_as_pandas(profile + "#marketlake.l2.trades", version=1))
     out["limited"] = len(delta_sharing.load_as_pandas(profile + "#marketlake.l2.trades", limit=2))
-print(json.dumps(out))
+    changes = delta_sharing.load_table_changes_as_pandas(profile + "#marketlake.l2.trades", starting_version=2)
+    out["changes"] = len(changes)
+    out["change_versions"] = sorted(set(int(v) for v in changes["_commit_version"]))
+    out["change_types"] = sorted(set(changes["_change_type"]))
+    out["change_symbols"] = sorted(set(changes["symbol"]))
+    out["change_accounts"] = sorted(set(str(a) for a in changes["account"]))
+print(json.dumps(out), flush=True)
+# pyarrow's thread pools sometimes abort the interpreter's teardown ("terminate called without
+# an active exception"); the answer is out, so leave without it.
+os._exit(0)
 "##;
     // Compliance: the table's own files, every row and column in clear, time travel, limit.
     let seen: serde_json::Value =
@@ -1232,6 +1242,14 @@ print(json.dumps(out))
         .is_some_and(|a| a.iter().any(|a| a == "ACC-2")));
     assert_eq!(seen["v1_rows"], 4);
     assert!(seen["limited"].as_u64().is_some_and(|n| n >= 2));
+    // The change data feed from version 2: the two later commits' rows, all inserts.
+    assert_eq!(seen["changes"], 8, "{seen}");
+    assert_eq!(seen["change_versions"], serde_json::json!([2, 3]));
+    assert_eq!(seen["change_types"], serde_json::json!(["insert"]));
+    assert_eq!(
+        seen["change_symbols"],
+        serde_json::json!(["AAPL", "IBM", "MSFT"])
+    );
 
     // The quant: files written for the grant — AAPL and IBM only, account hashed, no trader.
     let seen: serde_json::Value =
@@ -1242,6 +1260,15 @@ print(json.dumps(out))
     assert!(!columns.iter().any(|c| c == "trader"), "{seen}");
     assert!(
         seen["accounts"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|a| a.as_str().is_some_and(|a| a.len() == 64))),
+        "{seen}"
+    );
+    // Its change data feed goes through the same entitled files.
+    assert_eq!(seen["changes"], 6, "{seen}");
+    assert_eq!(seen["change_symbols"], serde_json::json!(["AAPL", "IBM"]));
+    assert!(
+        seen["change_accounts"]
             .as_array()
             .is_some_and(|a| a.iter().all(|a| a.as_str().is_some_and(|a| a.len() == 64))),
         "{seen}"
@@ -1259,6 +1286,10 @@ print(json.dumps(out))
         (
             reqwest::Method::POST,
             "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/query",
+        ),
+        (
+            reqwest::Method::GET,
+            "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?startingVersion=1",
         ),
     ] {
         let request_body = (method == reqwest::Method::POST).then(|| b"{}".to_vec());
@@ -1290,6 +1321,39 @@ print(json.dumps(out))
     let with_hint = serde_json::json!({ "jsonPredicateHints": after_first_file }).to_string();
     let malformed = serde_json::json!({ "jsonPredicateHints": "{\"op\": " }).to_string();
     let none = "{}".to_string();
+    // Change ranges outside the table's versions are refused with the protocol's error.
+    for range in [
+        "startingVersion=9",
+        "startingVersion=2&endingVersion=1",
+        "endingVersion=2",
+        "startingVersion=1&startingTimestamp=2026-01-01T00:00:00Z",
+        "startingTimestamp=yesterday",
+    ] {
+        let (status, _, body) = served
+            .get(
+                &format!(
+                    "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?{range}"
+                ),
+                &compliance,
+            )
+            .await?;
+        assert_eq!(status, 400, "{range}");
+        let error: serde_json::Value = serde_json::from_slice(&body)?;
+        assert_eq!(error["errorCode"], "INVALID_PARAMETER_VALUE", "{range}");
+    }
+    // From an instant before the table existed: every commit.
+    let (status, _, body) = served
+        .get(
+            "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?startingTimestamp=2000-01-01T00:00:00Z",
+            &compliance,
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let adds = String::from_utf8(body)?
+        .lines()
+        .filter(|l| l.contains("\"add\""))
+        .count();
+    assert_eq!(adds, 3);
     for (who, body, files) in [
         (&compliance, &none, 3),
         (&compliance, &with_hint, 2),

@@ -231,6 +231,36 @@ pub async fn data_files(table: &DeltaTable) -> Result<Vec<DataFile>> {
         .collect())
 }
 
+/// A version of a table and its data files; `None` and no files before version 0.
+pub async fn version_files(
+    config: &LakeConfig,
+    name: TableName,
+    version: i64,
+) -> Result<(Option<DeltaTable>, Vec<DataFile>)> {
+    if version < 0 {
+        return Ok((None, Vec::new()));
+    }
+    let table = load_table(config, name, Some(version)).await?;
+    let files = data_files(&table).await?;
+    Ok((Some(table), files))
+}
+
+/// The files a version appended: those in its list (`now`) whose paths the previous version's
+/// list (`before`) lacks, in path order. `None` for a version that removed files: in an
+/// append-only table only compaction does, and it rewrites rows already there, adding none.
+pub fn appended_files<'a>(
+    before: &std::collections::BTreeSet<String>,
+    now: &'a [DataFile],
+) -> Option<Vec<&'a DataFile>> {
+    let now_paths: std::collections::BTreeSet<&str> = now.iter().map(|f| f.path.as_str()).collect();
+    if before.iter().any(|p| !now_paths.contains(p.as_str())) {
+        return None;
+    }
+    let mut appended: Vec<&DataFile> = now.iter().filter(|f| !before.contains(&f.path)).collect();
+    appended.sort_by(|a, b| a.path.cmp(&b.path));
+    Some(appended)
+}
+
 /// Every row of a loaded table version, one batch per file (and per row group).
 pub async fn read_rows(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
     let files = data_files(table).await?;

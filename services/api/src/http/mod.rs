@@ -319,6 +319,26 @@ fn routes(state: &AppState) -> Vec<openapi::Route> {
                 handler: axum::routing::post(sharing::table_query),
             },
             Route {
+                path: "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/changes",
+                operations: vec![op(
+                    "get",
+                    "Delta Sharing: change data feed; the tables are append-only, so every change is an insert (appended files with their commit version and timestamp; compactions list nothing)",
+                    true,
+                    vec![
+                        share(),
+                        schema(),
+                        table(),
+                        Param("startingVersion", In::Query, "integer", "first version (inclusive); or startingTimestamp"),
+                        Param("startingTimestamp", In::Query, "string", "RFC 3339: from the first version committed at or after it"),
+                        Param("endingVersion", In::Query, "integer", "last version (inclusive; default the latest)"),
+                        Param("endingTimestamp", In::Query, "string", "RFC 3339: up to the version current then"),
+                    ],
+                    &["application/x-ndjson"],
+                    SHARING,
+                )],
+                handler: get(sharing::table_changes),
+            },
+            Route {
                 path: "/delta-sharing/files/{token}",
                 operations: vec![op("get", "A signed, expiring file URL (HEAD and byte ranges)", false, vec![Param("token", In::Path, "string", "signed grant"), Param("Range", In::Header, "string", "bytes=a-b")], &["application/octet-stream"], &[403, 404, 416])],
                 handler: get(sharing::file),

@@ -29,8 +29,8 @@ use axum::Json;
 use base64::Engine;
 use marketlake_lake::extract::{self, Encoder, Format, Mask};
 use marketlake_lake::read::{
-    delta_schema, evolved_schema, file_bytes, load_table_as_of, read_file_as, table_id, AsOf,
-    DataFile,
+    appended_files, delta_schema, evolved_schema, file_bytes, load_table_as_of, read_file_as,
+    table_id, version_files, AsOf, DataFile,
 };
 use marketlake_lake::scan::{self, ScanRequest};
 use marketlake_lake::{RecordBatch, TableSpec};
@@ -352,7 +352,8 @@ fn metadata_line(
         "format": { "provider": "parquet" },
         "schemaString": schema.to_string(),
         "partitionColumns": spec.partition_columns,
-        "configuration": {},
+        // Append-only: the change data feed (`/changes`) is every table's insert history.
+        "configuration": { "enableChangeDataFeed": "true" },
     }}))
 }
 
@@ -581,14 +582,6 @@ pub(super) async fn table_query(
     )
     .await
     .map_err(ApiError::internal)?;
-    let public = state
-        .config
-        .sharing
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", state.config.listen));
-    let expires = marketlake_schemas::now_utc_ns() / 1_000_000
-        + i64::try_from(state.config.sharing.url_ttl_secs).unwrap_or(900) * 1_000;
     let mut lines = vec![
         serde_json::json!({ "protocol": { "minReaderVersion": 1 } }),
         metadata_line(&loaded, spec, entitlement)?,
@@ -616,35 +609,7 @@ pub(super) async fn table_query(
             .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
             .and_then(|s| s["numRecords"].as_i64());
         rows_hint += records.unwrap_or(i64::MAX / 2);
-        let token = sign(
-            &state,
-            &FileGrant {
-                d: spec.name.to_string(),
-                v: version,
-                f: file.path.clone(),
-                s: principal.sub.clone(),
-                g: principal.groups.clone(),
-                e: expires,
-            },
-        );
-        let partition_values: BTreeMap<&str, &Option<String>> = file
-            .partition_values
-            .iter()
-            .map(|(k, v)| (k.as_str(), v))
-            .collect();
-        let mut entry = serde_json::json!({
-            "url": format!("{}/delta-sharing/files/{token}", public.trim_end_matches('/')),
-            "id": hex(&Sha256::digest(format!("{}:{}", spec.name, file.path).as_bytes())),
-            "partitionValues": partition_values,
-            "size": file.size,
-            "expirationTimestamp": expires,
-        });
-        // Statistics describe the table's own file: only sent when that is what is served.
-        if own_files {
-            if let Some(stats) = &file.stats {
-                entry["stats"] = serde_json::Value::from(stats.as_str());
-            }
-        }
+        let entry = file_entry(&state, (spec, version, file), &principal, own_files);
         lines.push(serde_json::json!({ "file": entry }));
     }
     let files = lines.len() - 2;
@@ -674,6 +639,227 @@ pub(super) async fn table_query(
     )
     .await?;
     Ok(ndjson_response(lines, version, request_id))
+}
+
+/// A file of table `version` as the protocol lists it: a signed, expiring URL for this
+/// principal, and the log's statistics when the table's own files are served.
+fn file_entry(
+    state: &AppState,
+    (spec, version, file): (&TableSpec, i64, &DataFile),
+    principal: &Principal,
+    own_files: bool,
+) -> serde_json::Value {
+    let public = state
+        .config
+        .sharing
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", state.config.listen));
+    let expires = marketlake_schemas::now_utc_ns() / 1_000_000
+        + i64::try_from(state.config.sharing.url_ttl_secs).unwrap_or(900) * 1_000;
+    let token = sign(
+        state,
+        &FileGrant {
+            d: spec.name.to_string(),
+            v: version,
+            f: file.path.clone(),
+            s: principal.sub.clone(),
+            g: principal.groups.clone(),
+            e: expires,
+        },
+    );
+    let partition_values: BTreeMap<&str, &Option<String>> = file
+        .partition_values
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let mut entry = serde_json::json!({
+        "url": format!("{}/delta-sharing/files/{token}", public.trim_end_matches('/')),
+        "id": hex(&Sha256::digest(format!("{}:{}", spec.name, file.path).as_bytes())),
+        "partitionValues": partition_values,
+        "size": file.size,
+        "expirationTimestamp": expires,
+    });
+    // Statistics describe the table's own file: only sent when that is what is served.
+    if own_files {
+        if let Some(stats) = &file.stats {
+            entry["stats"] = serde_json::Value::from(stats.as_str());
+        }
+    }
+    entry
+}
+
+/// The change data feed's range: `startingVersion` or `startingTimestamp`, and optionally
+/// `endingVersion` or `endingTimestamp` (default: the latest version), inclusive.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ChangesQuery {
+    starting_version: Option<i64>,
+    ending_version: Option<i64>,
+    starting_timestamp: Option<String>,
+    ending_timestamp: Option<String>,
+    #[serde(default)]
+    include_historical_metadata: Option<bool>,
+}
+
+/// Most versions one change request may span: each is a log read.
+const MAX_CHANGE_VERSIONS: i64 = 1_000;
+
+fn invalid(message: impl Into<String>) -> SharingError {
+    ApiError::bad_request("INVALID_PARAMETER_VALUE", message).into()
+}
+
+/// An RFC 3339 instant, UTC ns.
+fn instant_ns(text: &str) -> Result<i64, SharingError> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(|| invalid("timestamps must be RFC 3339"))
+}
+
+/// The version current at `ns` (`None` before the first commit) and its commit time, ms.
+async fn version_at(
+    state: &AppState,
+    spec: &TableSpec,
+    ns: i64,
+) -> Result<Option<(i64, i64)>, SharingError> {
+    match load_table_as_of(&state.lake, spec.name, AsOf::Time(ns)).await {
+        Ok(table) => {
+            let version = version_of(&table);
+            let committed_ms = table
+                .version()
+                .and_then(|v| table.snapshot().ok().and_then(|s| s.version_timestamp(v)))
+                .unwrap_or(0);
+            Ok(Some((version, committed_ms)))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Delta Sharing change data feed. The tables are append-only, so every change is an insert:
+/// each version's appended files are listed as `add` actions with their commit `version` and
+/// `timestamp`, and the client adds `_change_type = insert`. Compactions (versions that remove
+/// files) change no data and list nothing. Entitlements apply exactly as to `query`.
+pub(super) async fn table_changes(
+    State(state): State<Arc<AppState>>,
+    Path((share, schema, table)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ChangesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Reply {
+    let endpoint = "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/changes";
+    let (principal, granted) = principal_and_grants(&state, &headers, endpoint).await?;
+    let (spec, entitlement) = find(&state, &granted, (&share, &schema, &table))?;
+    let axum::extract::Query(query) = query.map_err(|e| invalid(e.body_text()))?;
+    let latest = state
+        .snapshots
+        .latest(&state.lake, spec.name)
+        .await
+        .map_err(|_| no_such(&format!("table {share}.{schema}.{table}")))?;
+    let latest_version = version_of(&latest);
+    let start = match (query.starting_version, &query.starting_timestamp) {
+        (Some(v), None) => v,
+        (None, Some(t)) => {
+            let ns = instant_ns(t)?;
+            // The first version committed at or after the instant.
+            match version_at(&state, spec, ns).await? {
+                None => 0,
+                Some((v, committed_ms)) if committed_ms.saturating_mul(1_000_000) >= ns => v,
+                Some((v, _)) => v + 1,
+            }
+        }
+        _ => {
+            return Err(invalid(
+                "give startingVersion or startingTimestamp (one of them)",
+            ))
+        }
+    };
+    let end = match (query.ending_version, &query.ending_timestamp) {
+        (Some(v), None) => v,
+        (None, Some(t)) => match version_at(&state, spec, instant_ns(t)?).await? {
+            Some((v, _)) => v,
+            None => {
+                return Err(invalid(
+                    "endingTimestamp is before the table's first version",
+                ))
+            }
+        },
+        (None, None) => latest_version,
+        _ => return Err(invalid("give endingVersion or endingTimestamp, not both")),
+    };
+    if start < 0 || start > latest_version {
+        return Err(invalid(format!(
+            "startingVersion {start} is not a version of the table (latest {latest_version})"
+        )));
+    }
+    if end < start || end > latest_version {
+        return Err(invalid(format!(
+            "the range {start}..={end} is not within the table's versions 0..={latest_version}"
+        )));
+    }
+    if end - start >= MAX_CHANGE_VERSIONS {
+        return Err(invalid(format!(
+            "at most {MAX_CHANGE_VERSIONS} versions per request: narrow the range"
+        )));
+    }
+    let own_files = unrestricted(entitlement);
+    let (end_table, _) = version_files(&state.lake, spec.name, end)
+        .await
+        .map_err(ApiError::internal)?;
+    let end_table = end_table.ok_or_else(|| invalid("no such version"))?;
+    let mut lines = vec![
+        serde_json::json!({ "protocol": { "minReaderVersion": 1 } }),
+        metadata_line(&end_table, spec, entitlement)?,
+    ];
+    let mut before: std::collections::BTreeSet<String> =
+        version_files(&state.lake, spec.name, start - 1)
+            .await
+            .map_err(ApiError::internal)?
+            .1
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+    for version in start..=end {
+        let (table, files) = version_files(&state.lake, spec.name, version)
+            .await
+            .map_err(ApiError::internal)?;
+        let committed_ms = table
+            .as_ref()
+            .and_then(|t| t.snapshot().ok())
+            .and_then(|s| {
+                u64::try_from(version)
+                    .ok()
+                    .and_then(|v| s.version_timestamp(v))
+            })
+            .unwrap_or(0);
+        for file in appended_files(&before, &files).unwrap_or_default() {
+            let mut entry = file_entry(&state, (spec, version, file), &principal, own_files);
+            entry["version"] = version.into();
+            entry["timestamp"] = committed_ms.into();
+            lines.push(serde_json::json!({ "add": entry }));
+        }
+        before = files.into_iter().map(|f| f.path).collect();
+    }
+    let files = lines.len() - 2;
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let request_id = audit(
+        &state,
+        &principal,
+        endpoint,
+        serde_json::json!({
+            "startingVersion": query.starting_version, "startingTimestamp": query.starting_timestamp,
+            "endingVersion": query.ending_version, "endingTimestamp": query.ending_timestamp,
+            "includeHistoricalMetadata": query.include_historical_metadata,
+            "versions": [start, end], "files": files,
+            "served": if own_files { "table files" } else { "entitled files" },
+        })
+        .to_string(),
+        entitlement.grant_ids.clone(),
+        Some(format!("versions {start}..={end}")),
+        (200, files),
+        body.as_bytes(),
+    )
+    .await?;
+    Ok(ndjson_response(lines, start, request_id))
 }
 
 /// A single `bytes=` range of a body of `size` bytes.

@@ -21,7 +21,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use marketlake_lake::extract::{self, Mask, RowFilter};
-use marketlake_lake::read::{data_files, evolved_schema, load_table, read_file_as, table_layout};
+use marketlake_lake::read::{
+    appended_files, evolved_schema, read_file_as, table_layout, version_files,
+};
 use marketlake_lake::{LakeConfig, TableSpec};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -350,28 +352,24 @@ impl Follower {
         resume: Resume,
         sent: &mut Sent<'_>,
     ) -> Result<bool, String> {
-        let files_of = |v: i64| async move {
-            if v < 0 {
-                return Ok((None, BTreeSet::new()));
-            }
-            let table = load_table(&self.lake, self.spec.name, Some(v))
-                .await
-                .map_err(|e| e.to_string())?;
-            let files = data_files(&table).await.map_err(|e| e.to_string())?;
-            let paths = files.iter().map(|f| f.path.clone()).collect();
-            Ok::<_, String>((Some((table, files)), paths))
+        let paths = |files: &[marketlake_lake::read::DataFile]| -> BTreeSet<String> {
+            files.iter().map(|f| f.path.clone()).collect()
         };
         let before = match previous.take() {
             Some((v, paths)) if v == version - 1 => paths,
-            _ => files_of(version - 1).await?.1,
+            _ => paths(
+                &version_files(&self.lake, self.spec.name, version - 1)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .1,
+            ),
         };
-        let (loaded, now) = files_of(version).await?;
-        *previous = Some((version, now.clone()));
-        // Only compaction removes files from an append-only table: its rows were sent already.
-        if before.iter().any(|p| !now.contains(p)) {
-            return Ok(true);
-        }
-        let Some((table, files)) = loaded else {
+        let (table, files) = version_files(&self.lake, self.spec.name, version)
+            .await
+            .map_err(|e| e.to_string())?;
+        *previous = Some((version, paths(&files)));
+        // A compaction's rows were sent already.
+        let (Some(table), Some(appended)) = (table, appended_files(&before, &files)) else {
             return Ok(true);
         };
         let store = table.object_store();
@@ -383,8 +381,6 @@ impl Follower {
         let hash = |value: &str| self.state.masker.hash(value);
         let mut pending: Vec<String> = Vec::new();
         let mut chunk = 0usize;
-        let mut appended: Vec<_> = files.iter().filter(|f| !before.contains(&f.path)).collect();
-        appended.sort_by(|a, b| a.path.cmp(&b.path));
         for file in appended {
             for batch in read_file_as(&store, file, &layout)
                 .await
