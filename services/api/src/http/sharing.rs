@@ -613,32 +613,28 @@ pub(super) async fn table_query(
         lines.push(serde_json::json!({ "file": entry }));
     }
     let files = lines.len() - 2;
-    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    let request_id = audit(
+    let query_text = serde_json::json!({
+        "version": query.version, "timestamp": query.timestamp, "limitHint": query.limit_hint,
+        "predicateHints": query.predicate_hints.is_some(),
+        "jsonPredicateHints": match &hints {
+            None => "none",
+            Some((_, None)) => "ignored: not a valid expression",
+            Some((false, Some(_))) => "ignored: entitled files are served",
+            Some((true, Some(_))) => "applied",
+        },
+        "files_pruned_by_hints": pruned_by_hints,
+        "files": files, "files_in_version": plan.files_in_version,
+        "served": if own_files { "table files" } else { "entitled files" },
+    })
+    .to_string();
+    answer_files(
         &state,
-        &principal,
-        endpoint,
-        serde_json::json!({
-            "version": query.version, "timestamp": query.timestamp, "limitHint": query.limit_hint,
-            "predicateHints": query.predicate_hints.is_some(),
-            "jsonPredicateHints": match &hints {
-                None => "none",
-                Some((_, None)) => "ignored: not a valid expression",
-                Some((false, Some(_))) => "ignored: entitled files are served",
-                Some((true, Some(_))) => "applied",
-            },
-            "files_pruned_by_hints": pruned_by_hints,
-            "files": files, "files_in_version": plan.files_in_version,
-            "served": if own_files { "table files" } else { "entitled files" },
-        })
-        .to_string(),
-        entitlement.grant_ids.clone(),
-        Some(format!("version {version}")),
-        (200, files),
-        body.as_bytes(),
+        (&principal, entitlement, endpoint),
+        (query_text, format!("version {version}")),
+        lines,
+        version,
     )
-    .await?;
-    Ok(ndjson_response(lines, version, request_id))
+    .await
 }
 
 /// A file of table `version` as the protocol lists it: a signed, expiring URL for this
@@ -840,26 +836,46 @@ pub(super) async fn table_changes(
         before = files.into_iter().map(|f| f.path).collect();
     }
     let files = lines.len() - 2;
+    let query_text = serde_json::json!({
+        "startingVersion": query.starting_version, "startingTimestamp": query.starting_timestamp,
+        "endingVersion": query.ending_version, "endingTimestamp": query.ending_timestamp,
+        "includeHistoricalMetadata": query.include_historical_metadata,
+        "versions": [start, end], "files": files,
+        "served": if own_files { "table files" } else { "entitled files" },
+    })
+    .to_string();
+    answer_files(
+        &state,
+        (&principal, entitlement, endpoint),
+        (query_text, format!("versions {start}..={end}")),
+        lines,
+        start,
+    )
+    .await
+}
+
+/// Audit a file listing (`protocol`, `metaData`, then one line per file) and answer it.
+async fn answer_files(
+    state: &AppState,
+    (principal, entitlement, endpoint): (&Principal, &Entitlement, &str),
+    (query_text, as_of): (String, String),
+    lines: Vec<serde_json::Value>,
+    header_version: i64,
+) -> Reply {
+    let files = lines.len().saturating_sub(2);
     let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let request_id = audit(
-        &state,
-        &principal,
+        state,
+        principal,
         endpoint,
-        serde_json::json!({
-            "startingVersion": query.starting_version, "startingTimestamp": query.starting_timestamp,
-            "endingVersion": query.ending_version, "endingTimestamp": query.ending_timestamp,
-            "includeHistoricalMetadata": query.include_historical_metadata,
-            "versions": [start, end], "files": files,
-            "served": if own_files { "table files" } else { "entitled files" },
-        })
-        .to_string(),
+        query_text,
         entitlement.grant_ids.clone(),
-        Some(format!("versions {start}..={end}")),
+        Some(as_of),
         (200, files),
         body.as_bytes(),
     )
     .await?;
-    Ok(ndjson_response(lines, start, request_id))
+    Ok(ndjson_response(lines, header_version, request_id))
 }
 
 /// A single `bytes=` range of a body of `size` bytes.
