@@ -55,6 +55,8 @@ pub struct Broker {
     storage: String,
     dir: PathBuf,
     log: PathBuf,
+    /// Extra environment (the S3 endpoint and credentials of object storage).
+    env: Vec<(String, String)>,
 }
 
 impl Broker {
@@ -63,10 +65,19 @@ impl Broker {
         Self::start_with(dir, "memory://tansu/".into())
     }
 
-    /// SQLite storage in `dir`: survives a broker restart. (tansu resolves the SQLite path
-    /// against its working directory and mangles absolute ones, so it runs inside `dir`.)
-    pub fn start_durable(dir: &Path) -> Result<Broker> {
-        Self::start_with(dir, "sqlite://tansu.db".into())
+    /// Object storage on a local S3 server: the broker keeps nothing itself, so what it
+    /// stored survives its restart. (tansu 0.6's SQLite storage stalls fetches: see crash.rs.)
+    pub fn start_durable(dir: &Path, s3: &S3Server) -> Result<Broker> {
+        let mut broker = Broker {
+            child: None,
+            port: free_port(),
+            storage: format!("s3://{}/", S3Server::BUCKET),
+            dir: dir.to_path_buf(),
+            log: dir.join("tansu.log"),
+            env: s3.client_env(),
+        };
+        broker.spawn()?;
+        Ok(broker)
     }
 
     fn start_with(dir: &Path, storage: String) -> Result<Broker> {
@@ -76,9 +87,49 @@ impl Broker {
             storage,
             dir: dir.to_path_buf(),
             log: dir.join("tansu.log"),
+            env: Vec::new(),
         };
         broker.spawn()?;
         Ok(broker)
+    }
+
+    /// Stop the broker as Ctrl-C would (SIGINT), SIGKILL it when it has not stopped within
+    /// `grace`, then start it again on the same port and storage. Returns how it stopped.
+    pub fn restart(&mut self, grace: Duration) -> Result<&'static str> {
+        let mut how = "was not running";
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let start = Instant::now();
+            how = "stopped on SIGINT";
+            while child.try_wait()?.is_none() {
+                if start.elapsed() > grace {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    how = "killed (SIGKILL) after SIGINT went unanswered";
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // The port must be free again before the new broker binds it.
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if start.elapsed() > grace {
+                bail!(
+                    "127.0.0.1:{} still answers after the broker stopped",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.spawn()?;
+        Ok(how)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -96,6 +147,7 @@ impl Broker {
                 &url,
             ])
             .args(["--storage-engine", &self.storage])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(&self.dir)
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
@@ -123,11 +175,83 @@ impl Drop for Broker {
     }
 }
 
+/// A local S3 server (moto, from PyPI, installed by `scripts/ensure-tools --with-test-tools`
+/// in its own venv) on a loopback port with one bucket; killed on drop. Its objects live in the
+/// server process, so they outlast any broker restart.
+pub struct S3Server {
+    child: Child,
+    port: u16,
+}
+
+impl S3Server {
+    pub const BUCKET: &'static str = "tansu";
+
+    fn venv() -> PathBuf {
+        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+            .join(".cache/marketlake-moto-venv/bin")
+    }
+
+    pub fn start(dir: &Path) -> Result<S3Server> {
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("s3.log"))?;
+        let child = Command::new(Self::venv().join("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context(
+                "starting moto_server (install it with scripts/ensure-tools --with-test-tools)",
+            )?;
+        let server = S3Server { child, port };
+        wait_for_port(port, Duration::from_secs(30))?;
+        let created = Command::new(Self::venv().join("python"))
+            .arg("-c")
+            .arg(
+                "import boto3, sys; boto3.client('s3', endpoint_url=sys.argv[1], \
+                 aws_access_key_id='test', aws_secret_access_key='test', \
+                 region_name='us-east-1').create_bucket(Bucket=sys.argv[2])",
+            )
+            .args([format!("http://127.0.0.1:{port}"), Self::BUCKET.to_string()])
+            .output()?;
+        if !created.status.success() {
+            bail!(
+                "creating the test bucket failed: {}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+        }
+        Ok(server)
+    }
+
+    /// What a client (the broker's object store) needs to reach it.
+    fn client_env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_DEFAULT_REGION", "us-east-1".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A temporary lake: directory, broker, configuration file.
 pub struct Lake {
     pub dir: tempfile::TempDir,
     pub broker: Broker,
     pub config_path: PathBuf,
+    /// The durable broker's storage, when it has one (dropped after the broker).
+    _s3: Option<S3Server>,
 }
 
 pub struct LakeOptions {
@@ -153,10 +277,11 @@ impl Default for LakeOptions {
 impl Lake {
     pub fn new(options: LakeOptions) -> Result<Lake> {
         let dir = tempfile::tempdir()?;
-        let broker = if options.durable_broker {
-            Broker::start_durable(dir.path())?
+        let (broker, s3) = if options.durable_broker {
+            let s3 = S3Server::start(dir.path())?;
+            (Broker::start_durable(dir.path(), &s3)?, Some(s3))
         } else {
-            Broker::start(dir.path())?
+            (Broker::start(dir.path())?, None)
         };
         let config_path = dir.path().join("marketlake.toml");
         // Every lake gets its own API port and catalog (services under `up` include the API).
@@ -201,6 +326,7 @@ rejoin_when_idle_secs = 8
             dir,
             broker,
             config_path,
+            _s3: s3,
         })
     }
 
