@@ -161,12 +161,16 @@ async fn news_search_is_entitled_fresh_and_rebuildable() -> Result<()> {
             "Azure grew faster than Apple services.",
             &["MSFT"],
         ),
-        news(
-            2,
-            "Pineapple prices soar",
-            "Tropical fruit markets are tight.",
-            &[],
-        ),
+        // No published time: placed at its receive time, by search and by the rows API alike.
+        NewsRow {
+            published_at_ns: None,
+            ..news(
+                2,
+                "Pineapple prices soar",
+                "Tropical fruit markets are tight.",
+                &[],
+            )
+        },
         news(
             3,
             "Apple and Microsoft settle patent case",
@@ -259,6 +263,26 @@ async fn news_search_is_entitled_fresh_and_rebuildable() -> Result<()> {
     )
     .await?;
     assert_eq!(keys(&found), ["test:1", "test:2"]);
+    let rows = client
+        .http
+        .get(format!(
+            "{}/v1/datasets/l2.news/rows?from={from}&to={}&columns=news_key&format=ndjson",
+            client.base,
+            from + 120_000_000_000
+        ))
+        .bearer_auth(&compliance)
+        .send()
+        .await?;
+    assert_eq!(rows.status().as_u16(), 200);
+    let mut in_range: Vec<String> = rows
+        .text()
+        .await?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|row| row["news_key"].as_str().map(str::to_owned))
+        .collect();
+    in_range.sort();
+    assert_eq!(in_range, ["test:1", "test:2"]);
 
     // New news is searchable without a restart.
     commit(
