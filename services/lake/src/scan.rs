@@ -979,6 +979,48 @@ mod tests {
     }
 
     #[test]
+    fn row_groups_with_null_times_are_judged_by_their_fallback() {
+        use deltalake::arrow::array::Int64Array;
+        use deltalake::parquet::arrow::ArrowWriter;
+        use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+        // One group: published times 10..20 or null, receive times 150..160.
+        let group = |published: Vec<Option<i64>>| {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("published_at_ns", DataType::Int64, true),
+                Field::new("received_at_ns", DataType::Int64, false),
+            ]));
+            let received: Vec<i64> = (150..150 + published.len() as i64).collect();
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(published)),
+                    Arc::new(Int64Array::from(received)),
+                ],
+            )
+            .unwrap();
+            let mut bytes = Vec::new();
+            let mut writer = ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).unwrap();
+            reader.metadata().row_group(0).clone()
+        };
+        let request = ScanRequest {
+            from_ns: Some(100),
+            to_ns: Some(200),
+            ..ScanRequest::default()
+        };
+        let news = Some("published_at_ns");
+        assert!(!request.row_group_may_match(&group(vec![Some(10), Some(20)]), news));
+        assert!(request.row_group_may_match(&group(vec![Some(10), None]), news));
+        let later = ScanRequest {
+            from_ns: Some(500),
+            ..ScanRequest::default()
+        };
+        assert!(!later.row_group_may_match(&group(vec![Some(10), None]), news));
+    }
+
+    #[test]
     fn ranges_intersect() {
         assert_eq!(
             intersect_ranges(&one_range(0..10), &[2..4, 6..12]),
