@@ -1403,5 +1403,47 @@ os._exit(0)
         .await?;
     assert_eq!(ranged.status().as_u16(), 206);
     assert_eq!(ranged.bytes().await?.as_ref(), b"PAR1");
+
+    // A checkpoint at the last append (nothing small enough to compact), then a compaction and
+    // its checkpoint: the change feed still lists the three appends, with commit times read
+    // from the log where the checkpointed snapshot no longer holds them, and the compaction
+    // itself lists nothing.
+    let spec = marketlake_enrich::pipeline::l2_specs()
+        .into_iter()
+        .find(|s| s.name == marketlake_schemas::names::L2_TRADES)
+        .context("l2.trades spec")?;
+    for small_file_bytes in [0, 32 * 1024 * 1024] {
+        let report = marketlake_lake::maintain::maintain_table(
+            &served.lake.lake_config(),
+            &spec,
+            small_file_bytes,
+        )
+        .await?;
+        assert_eq!(
+            report.compaction_version.is_some(),
+            small_file_bytes > 0,
+            "{report:?}"
+        );
+        let (status, _, body) = served
+            .get(
+                "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?startingVersion=0",
+                &compliance,
+            )
+            .await?;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let adds: Vec<serde_json::Value> = String::from_utf8(body)?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|l| l.get("add").cloned())
+            .collect();
+        let versions: Vec<i64> = adds.iter().filter_map(|a| a["version"].as_i64()).collect();
+        assert_eq!(versions, [1, 2, 3]);
+        assert!(
+            adds.iter().all(|a| a["timestamp"]
+                .as_i64()
+                .is_some_and(|t| t > 1_700_000_000_000)),
+            "{adds:?}"
+        );
+    }
     served.stop().await
 }

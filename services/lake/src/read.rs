@@ -231,6 +231,29 @@ pub async fn data_files(table: &DeltaTable) -> Result<Vec<DataFile>> {
         .collect())
 }
 
+/// When `version` of a loaded table was committed, ms since the epoch. The snapshot knows the
+/// commits after its last checkpoint; for older ones (and the checkpointed one) the commit file's
+/// modification time in the log is used, as delta-rs itself does.
+pub async fn commit_timestamp_ms(table: &DeltaTable, version: i64) -> Result<i64> {
+    let label = table.table_url().to_string();
+    if let Some(ms) = u64::try_from(version)
+        .ok()
+        .and_then(|v| table.snapshot().ok().and_then(|s| s.version_timestamp(v)))
+    {
+        return Ok(ms);
+    }
+    let path = deltalake::Path::from(format!("_delta_log/{version:020}.json"));
+    let meta = table
+        .object_store()
+        .head(&path)
+        .await
+        .map_err(|e| LakeError::Read {
+            what: label,
+            message: format!("commit {version}: {e}"),
+        })?;
+    Ok(meta.last_modified.timestamp_millis())
+}
+
 /// A version of a table and its data files; `None` and no files before version 0.
 pub async fn version_files(
     config: &LakeConfig,

@@ -179,7 +179,9 @@ fn time_may_match(from: Option<i64>, to: Option<i64>, min: Option<i64>, max: Opt
 }
 
 impl ScanRequest {
-    fn file_may_match(&self, stats: Option<&str>, time_column: Option<&str>) -> bool {
+    /// Whether a file with these log statistics can hold a row of the request (symbols, and
+    /// the time range on `time_column`). Unknown statistics: yes.
+    pub fn file_may_match(&self, stats: Option<&str>, time_column: Option<&str>) -> bool {
         let Some(stats) = stats.and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
         else {
             return true;

@@ -145,6 +145,13 @@ fn parse_node(node: &Value) -> Option<Hint> {
                 ("literal", "column") => (*right, *left, comparison.flipped()),
                 _ => return Some(Hint::Unknown),
             };
+            // A column compared with a literal of another type (a string column with a long)
+            // would be judged by the wrong order: keep the file.
+            let column_type = column.get("valueType").and_then(Value::as_str);
+            let literal_type = literal.get("valueType").and_then(Value::as_str);
+            if column_type.is_some_and(|c| Some(c) != literal_type) {
+                return Some(Hint::Unknown);
+            }
             let column = column.get("name")?.as_str()?.to_string();
             Some(match parse_literal(literal)? {
                 Some(value) => Hint::Compare { op, column, value },
@@ -449,6 +456,12 @@ mod tests {
         assert!(keeps(serde_json::json!({"op": "like", "children": []})));
         assert!(keeps(leaf("equal", "symbol", "binary", "00")));
         assert!(keeps(leaf("equal", "symbol", "long", "1")));
+        // A long literal against a string column: text order is not number order.
+        let mixed = serde_json::json!({"op": "equal", "children": [
+            {"op": "column", "name": "symbol", "valueType": "string"},
+            {"op": "literal", "value": "50", "valueType": "long"}
+        ]});
+        assert!(keeps(mixed));
         // A file without statistics.
         let bare = DataFile {
             stats: None,

@@ -29,8 +29,8 @@ use axum::Json;
 use base64::Engine;
 use marketlake_lake::extract::{self, Encoder, Format, Mask};
 use marketlake_lake::read::{
-    appended_files, delta_schema, evolved_schema, file_bytes, load_table_as_of, read_file_as,
-    table_id, version_files, AsOf, DataFile,
+    appended_files, commit_timestamp_ms, delta_schema, evolved_schema, file_bytes,
+    load_table_as_of, read_file_as, table_id, version_files, AsOf, DataFile,
 };
 use marketlake_lake::scan::{self, ScanRequest};
 use marketlake_lake::{RecordBatch, TableSpec};
@@ -722,13 +722,16 @@ async fn version_at(
     match load_table_as_of(&state.lake, spec.name, AsOf::Time(ns)).await {
         Ok(table) => {
             let version = version_of(&table);
-            let committed_ms = table
-                .version()
-                .and_then(|v| table.snapshot().ok().and_then(|s| s.version_timestamp(v)))
-                .unwrap_or(0);
+            let committed_ms = commit_timestamp_ms(&table, version)
+                .await
+                .map_err(ApiError::internal)?;
             Ok(Some((version, committed_ms)))
         }
-        Err(_) => Ok(None),
+        // Before the first commit (the only error a readable table gives here).
+        Err(e) => {
+            tracing::info!(error = %e, "sharing changes: no version at that instant");
+            Ok(None)
+        }
     }
 }
 
@@ -798,6 +801,13 @@ pub(super) async fn table_changes(
         )));
     }
     let own_files = unrestricted(entitlement);
+    // Each version is a log read: these requests share the extraction slots.
+    let _permit = super::slot(&state, &state.scans).await?;
+    // Files that cannot hold an entitled row are not listed, as in `query`.
+    let entitled = ScanRequest {
+        symbols: super::rows::pruning_symbols(&entitlement.filter),
+        ..ScanRequest::default()
+    };
     let (end_table, _) = version_files(&state.lake, spec.name, end)
         .await
         .map_err(ApiError::internal)?;
@@ -818,16 +828,17 @@ pub(super) async fn table_changes(
         let (table, files) = version_files(&state.lake, spec.name, version)
             .await
             .map_err(ApiError::internal)?;
-        let committed_ms = table
-            .as_ref()
-            .and_then(|t| t.snapshot().ok())
-            .and_then(|s| {
-                u64::try_from(version)
-                    .ok()
-                    .and_then(|v| s.version_timestamp(v))
-            })
-            .unwrap_or(0);
-        for file in appended_files(&before, &files).unwrap_or_default() {
+        let committed_ms = match &table {
+            Some(table) => commit_timestamp_ms(table, version)
+                .await
+                .map_err(ApiError::internal)?,
+            None => 0,
+        };
+        let appended = appended_files(&before, &files).unwrap_or_default();
+        for file in appended
+            .into_iter()
+            .filter(|f| entitled.file_may_match(f.stats.as_deref(), None))
+        {
             let mut entry = file_entry(&state, (spec, version, file), &principal, own_files);
             entry["version"] = version.into();
             entry["timestamp"] = committed_ms.into();
