@@ -62,32 +62,23 @@ pub struct Broker {
 impl Broker {
     /// In-memory storage: fast, lost on restart.
     pub fn start(dir: &Path) -> Result<Broker> {
-        Self::start_with(dir, "memory://tansu/".into())
+        Self::start_with(dir, "memory://tansu/".into(), Vec::new())
     }
 
     /// Object storage on a local S3 server: the broker keeps nothing itself, so what it
     /// stored survives its restart. (tansu 0.6's SQLite storage stalls fetches: see crash.rs.)
     pub fn start_durable(dir: &Path, s3: &S3Server) -> Result<Broker> {
-        let mut broker = Broker {
-            child: None,
-            port: free_port(),
-            storage: format!("s3://{}/", S3Server::BUCKET),
-            dir: dir.to_path_buf(),
-            log: dir.join("tansu.log"),
-            env: s3.client_env(),
-        };
-        broker.spawn()?;
-        Ok(broker)
+        Self::start_with(dir, format!("s3://{}/", S3Server::BUCKET), s3.client_env())
     }
 
-    fn start_with(dir: &Path, storage: String) -> Result<Broker> {
+    fn start_with(dir: &Path, storage: String, env: Vec<(String, String)>) -> Result<Broker> {
         let mut broker = Broker {
             child: None,
             port: free_port(),
             storage,
             dir: dir.to_path_buf(),
             log: dir.join("tansu.log"),
-            env: Vec::new(),
+            env,
         };
         broker.spawn()?;
         Ok(broker)

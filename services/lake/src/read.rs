@@ -268,6 +268,11 @@ pub async fn version_files(
     Ok((Some(table), files))
 }
 
+/// The paths of `files`, as [`appended_files`] compares them.
+pub fn file_paths(files: &[DataFile]) -> std::collections::BTreeSet<String> {
+    files.iter().map(|f| f.path.clone()).collect()
+}
+
 /// The files a version appended: those in its list (`now`) whose paths the previous version's
 /// list (`before`) lacks, in path order. `None` for a version that removed files: in an
 /// append-only table only compaction does, and it rewrites rows already there, adding none.

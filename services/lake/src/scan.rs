@@ -57,6 +57,18 @@ pub fn time_fallback(time_column: &str) -> Option<&'static str> {
         .map(|(_, fallback)| *fallback)
 }
 
+/// Whether rows timed by `column` can fall in the range: by the column's own bounds, or, where
+/// it holds nulls (`nulls`, `None`: unknown), by its fallback's.
+fn time_column_may_match(
+    column: &str,
+    nulls: Option<i64>,
+    in_range: impl Fn(&str) -> bool,
+) -> bool {
+    in_range(column)
+        || time_fallback(column)
+            .is_some_and(|fallback| nulls.is_none_or(|n| n > 0) && in_range(fallback))
+}
+
 /// Rows per batch handed to the caller.
 const BATCH_ROWS: usize = 8_192;
 
@@ -207,15 +219,11 @@ impl ScanRequest {
                         max.and_then(|v| v.as_i64()),
                     )
                 };
-                // Rows whose time is null are placed by the fallback column.
-                let fallback_may_match = time_fallback(column).is_some_and(|fallback| {
-                    let nulls = stats
-                        .get("nullCount")
-                        .and_then(|n| n.get(column))
-                        .and_then(|n| n.as_i64());
-                    nulls.is_none_or(|n| n > 0) && in_range(fallback)
-                });
-                if !in_range(column) && !fallback_may_match {
+                let nulls = stats
+                    .get("nullCount")
+                    .and_then(|n| n.get(column))
+                    .and_then(|n| n.as_i64());
+                if !time_column_may_match(column, nulls, in_range) {
                     return false;
                 }
             }
@@ -289,12 +297,10 @@ impl ScanRequest {
                 ),
                 _ => true,
             };
-            // Rows whose time is null are placed by the fallback column.
-            let fallback_may_match = time_fallback(column).is_some_and(|fallback| {
-                let nulls = stats_of(column).and_then(|s| s.null_count_opt());
-                nulls.is_none_or(|n| n > 0) && in_range(fallback)
-            });
-            if !in_range(column) && !fallback_may_match {
+            let nulls = stats_of(column)
+                .and_then(|s| s.null_count_opt())
+                .and_then(|n| i64::try_from(n).ok());
+            if !time_column_may_match(column, nulls, in_range) {
                 return false;
             }
         }

@@ -203,6 +203,11 @@ impl<'a> FileFacts<'a> {
         }
     }
 
+    /// The file's row count, from its statistics.
+    pub(super) fn records(&self) -> Option<i64> {
+        self.stats.as_ref()?.get("numRecords")?.as_i64()
+    }
+
     fn partition_value(&self, column: &str) -> Option<&Option<String>> {
         self.file
             .partition_values

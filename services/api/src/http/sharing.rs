@@ -29,7 +29,7 @@ use axum::Json;
 use base64::Engine;
 use marketlake_lake::extract::{self, Encoder, Format, Mask};
 use marketlake_lake::read::{
-    appended_files, commit_timestamp_ms, delta_schema, evolved_schema, file_bytes,
+    appended_files, commit_timestamp_ms, delta_schema, evolved_schema, file_bytes, file_paths,
     load_table_as_of, read_file_as, table_id, version_files, AsOf, DataFile,
 };
 use marketlake_lake::scan::{self, ScanRequest};
@@ -548,14 +548,7 @@ pub(super) async fn table_query(
             .into())
         }
         (Some(v), None) => AsOf::Version(v),
-        (None, Some(t)) => AsOf::Time(
-            chrono::DateTime::parse_from_rfc3339(t)
-                .ok()
-                .and_then(|t| t.timestamp_nanos_opt())
-                .ok_or_else(|| {
-                    ApiError::bad_request("INVALID_PARAMETER_VALUE", "timestamp must be RFC 3339")
-                })?,
-        ),
+        (None, Some(t)) => AsOf::Time(instant_ns(t)?),
         (None, None) => AsOf::Latest,
     };
     let loaded = state
@@ -590,25 +583,20 @@ pub(super) async fn table_query(
     let hints = query
         .json_predicate_hints
         .as_ref()
-        .map(|h| (own_files, super::predicate_hints::parse(h)));
+        .map(super::predicate_hints::parse);
+    let applied_hint = hints.iter().flatten().find(|_| own_files);
     let mut pruned_by_hints = 0usize;
     let mut rows_hint = 0i64;
     for file in &plan.files {
-        if let Some((true, Some(hint))) = &hints {
-            if !hint.may_match(&super::predicate_hints::FileFacts::of(file)) {
-                pruned_by_hints += 1;
-                continue;
-            }
+        let facts = super::predicate_hints::FileFacts::of(file);
+        if applied_hint.is_some_and(|hint| !hint.may_match(&facts)) {
+            pruned_by_hints += 1;
+            continue;
         }
         if query.limit_hint.is_some_and(|limit| rows_hint >= limit) {
             break;
         }
-        let records = file
-            .stats
-            .as_deref()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-            .and_then(|s| s["numRecords"].as_i64());
-        rows_hint += records.unwrap_or(i64::MAX / 2);
+        rows_hint += facts.records().unwrap_or(i64::MAX / 2);
         let entry = file_entry(&state, (spec, version, file), &principal, own_files);
         lines.push(serde_json::json!({ "file": entry }));
     }
@@ -618,9 +606,9 @@ pub(super) async fn table_query(
         "predicateHints": query.predicate_hints.is_some(),
         "jsonPredicateHints": match &hints {
             None => "none",
-            Some((_, None)) => "ignored: not a valid expression",
-            Some((false, Some(_))) => "ignored: entitled files are served",
-            Some((true, Some(_))) => "applied",
+            Some(None) => "ignored: not a valid expression",
+            Some(Some(_)) if !own_files => "ignored: entitled files are served",
+            Some(Some(_)) => "applied",
         },
         "files_pruned_by_hints": pruned_by_hints,
         "files": files, "files_in_version": plan.files_in_version,
@@ -710,7 +698,7 @@ fn instant_ns(text: &str) -> Result<i64, SharingError> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
         .and_then(|t| t.timestamp_nanos_opt())
-        .ok_or_else(|| invalid("timestamps must be RFC 3339"))
+        .ok_or_else(|| invalid("timestamp must be RFC 3339"))
 }
 
 /// The version current at `ns` (`None` before the first commit) and its commit time, ms.
@@ -808,32 +796,23 @@ pub(super) async fn table_changes(
         symbols: super::rows::pruning_symbols(&entitlement.filter),
         ..ScanRequest::default()
     };
-    let (end_table, _) = version_files(&state.lake, spec.name, end)
-        .await
-        .map_err(ApiError::internal)?;
-    let end_table = end_table.ok_or_else(|| invalid("no such version"))?;
-    let mut lines = vec![
-        serde_json::json!({ "protocol": { "minReaderVersion": 1 } }),
-        metadata_line(&end_table, spec, entitlement)?,
-    ];
-    let mut before: std::collections::BTreeSet<String> =
-        version_files(&state.lake, spec.name, start - 1)
+    let mut before = file_paths(
+        &version_files(&state.lake, spec.name, start - 1)
             .await
             .map_err(ApiError::internal)?
-            .1
-            .into_iter()
-            .map(|f| f.path)
-            .collect();
+            .1,
+    );
+    let mut adds = Vec::new();
+    // The last version read (`end`): its schema is the one the listing is described by.
+    let mut last_table = None;
     for version in start..=end {
         let (table, files) = version_files(&state.lake, spec.name, version)
             .await
             .map_err(ApiError::internal)?;
-        let committed_ms = match &table {
-            Some(table) => commit_timestamp_ms(table, version)
-                .await
-                .map_err(ApiError::internal)?,
-            None => 0,
-        };
+        let table = table.ok_or_else(|| invalid("no such version"))?;
+        let committed_ms = commit_timestamp_ms(&table, version)
+            .await
+            .map_err(ApiError::internal)?;
         let appended = appended_files(&before, &files).unwrap_or_default();
         for file in appended
             .into_iter()
@@ -842,11 +821,18 @@ pub(super) async fn table_changes(
             let mut entry = file_entry(&state, (spec, version, file), &principal, own_files);
             entry["version"] = version.into();
             entry["timestamp"] = committed_ms.into();
-            lines.push(serde_json::json!({ "add": entry }));
+            adds.push(serde_json::json!({ "add": entry }));
         }
-        before = files.into_iter().map(|f| f.path).collect();
+        before = file_paths(&files);
+        last_table = Some(table);
     }
-    let files = lines.len() - 2;
+    let last_table = last_table.ok_or_else(|| invalid("no such version"))?;
+    let files = adds.len();
+    let mut lines = vec![
+        serde_json::json!({ "protocol": { "minReaderVersion": 1 } }),
+        metadata_line(&last_table, spec, entitlement)?,
+    ];
+    lines.extend(adds);
     let query_text = serde_json::json!({
         "startingVersion": query.starting_version, "startingTimestamp": query.starting_timestamp,
         "endingVersion": query.ending_version, "endingTimestamp": query.ending_timestamp,

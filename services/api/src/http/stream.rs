@@ -22,7 +22,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use marketlake_lake::extract::{self, Mask, RowFilter};
 use marketlake_lake::read::{
-    appended_files, evolved_schema, read_file_as, table_layout, version_files,
+    appended_files, evolved_schema, file_paths, read_file_as, table_layout, version_files,
 };
 use marketlake_lake::{LakeConfig, TableSpec};
 use serde::Deserialize;
@@ -352,12 +352,9 @@ impl Follower {
         resume: Resume,
         sent: &mut Sent<'_>,
     ) -> Result<bool, String> {
-        let paths = |files: &[marketlake_lake::read::DataFile]| -> BTreeSet<String> {
-            files.iter().map(|f| f.path.clone()).collect()
-        };
         let before = match previous.take() {
             Some((v, paths)) if v == version - 1 => paths,
-            _ => paths(
+            _ => file_paths(
                 &version_files(&self.lake, self.spec.name, version - 1)
                     .await
                     .map_err(|e| e.to_string())?
@@ -367,7 +364,7 @@ impl Follower {
         let (table, files) = version_files(&self.lake, self.spec.name, version)
             .await
             .map_err(|e| e.to_string())?;
-        *previous = Some((version, paths(&files)));
+        *previous = Some((version, file_paths(&files)));
         // A compaction's rows were sent already.
         let (Some(table), Some(appended)) = (table, appended_files(&before, &files)) else {
             return Ok(true);
