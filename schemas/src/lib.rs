@@ -10,7 +10,7 @@
 //! - [`reference`]: `ref.instruments`, every version of the instrument master.
 //! - [`l3`]: the curated record types (bars, news–trade windows) and their Arrow schemas.
 //!
-//! This crate is deliberately light (serde, arrow-schema/array only) so connectors and tests can
+//! This crate is deliberately light (serde, arrow-schema/array/select only) so connectors and tests can
 //! depend on it without pulling in Kafka or Delta.
 
 pub mod decimal;

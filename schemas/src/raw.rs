@@ -248,6 +248,45 @@ impl RawRecord {
         headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
         payload: impl FnOnce() -> Vec<u8>,
     ) -> Result<Self> {
+        let fields = RawFields::decode(headers)?;
+        Ok(RawRecord {
+            source_id: fields.source_id.to_owned(),
+            connector: fields.connector.to_owned(),
+            class: fields.class,
+            format: fields.format,
+            source_uri: fields.source_uri.to_owned(),
+            source_position: fields.source_position,
+            received_at_ns: fields.received_at_ns,
+            symbol: fields
+                .symbol
+                .map(|bytes| String::from_utf8_lossy(bytes).into_owned()),
+            payload: payload(),
+            attributes: fields
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
+        })
+    }
+}
+
+/// The metadata of a raw record read from its Kafka headers, borrowed: what
+/// [`RawRecord::from_kafka_parts`] owns and what L1's row builder appends without copying twice.
+pub(crate) struct RawFields<'a> {
+    pub source_id: &'a str,
+    pub connector: &'a str,
+    pub class: FeedClass,
+    pub format: PayloadFormat,
+    pub source_uri: &'a str,
+    pub source_position: i64,
+    pub received_at_ns: i64,
+    pub symbol: Option<&'a [u8]>,
+    /// `ml.attr.*` headers in the order received, names without the prefix.
+    pub attributes: Vec<(&'a str, &'a [u8])>,
+}
+
+impl<'a> RawFields<'a> {
+    pub fn decode(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result<Self> {
         let fields = HeaderFields::read(headers);
         let class_text = required_str(fields.class, H_CLASS)?;
         let class = parse_class(class_text).ok_or_else(|| SchemaError::InvalidHeader {
@@ -260,25 +299,16 @@ impl RawRecord {
                 name: H_FORMAT,
                 reason: format!("unknown payload format `{format_text}`"),
             })?;
-        let symbol = fields
-            .symbol
-            .map(|bytes| String::from_utf8_lossy(bytes).into_owned());
-        let attributes = fields
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v).into_owned()))
-            .collect();
-        Ok(RawRecord {
-            source_id: required_text(fields.source_id, H_SOURCE_ID)?,
-            connector: required_text(fields.connector, H_CONNECTOR)?,
+        Ok(RawFields {
+            source_id: required_str(fields.source_id, H_SOURCE_ID)?,
+            connector: required_str(fields.connector, H_CONNECTOR)?,
             class,
             format,
-            source_uri: required_text(fields.uri, H_URI)?,
+            source_uri: required_str(fields.uri, H_URI)?,
             source_position: required_i64(fields.position, H_POSITION)?,
             received_at_ns: required_i64(fields.received, H_RECEIVED)?,
-            symbol,
-            payload: payload(),
-            attributes,
+            symbol: fields.symbol,
+            attributes: fields.attributes,
         })
     }
 }

@@ -1,5 +1,6 @@
-//! The in-memory buffer of one table between two commits: rows plus, per Kafka partition, the
-//! offset range they cover. Pure bookkeeping, no I/O.
+//! The in-memory buffer of one table between two commits: the rows (as Arrow columns under
+//! construction, so a record is copied once, from the client into its columns) plus, per Kafka
+//! partition, the offset range they cover. Pure bookkeeping, no I/O.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -16,77 +17,147 @@ pub struct Span {
     pub to: i64,
 }
 
-/// Buffered rows with the partition and offset each was consumed at.
-pub type Rows<R> = Vec<(R, PartitionKey, i64)>;
+/// The rows one partition added to a buffer since the last take. A partition dropped (revoked,
+/// or its commit conflicted) keeps its entry, marked dropped, because its rows are already in
+/// the columns: they are left out when the batch is built. If it comes back, it gets a new entry.
+#[derive(Debug)]
+struct Entry {
+    key: PartitionKey,
+    span: Span,
+    rows: usize,
+    bytes: usize,
+    dropped: bool,
+}
 
 #[derive(Debug)]
-pub struct TableBuffer<R> {
-    pub rows: Rows<R>,
-    pub spans: BTreeMap<PartitionKey, Span>,
+pub struct TableBuffer<C> {
+    columns: C,
+    entries: Vec<Entry>,
+    /// Per row of `columns`: the index of its entry.
+    row_entries: Vec<u32>,
+    /// Rows and payload bytes not dropped.
+    rows: usize,
     pub bytes: usize,
     pub oldest: Option<Instant>,
 }
 
-impl<R> Default for TableBuffer<R> {
+impl<C: Default> Default for TableBuffer<C> {
     fn default() -> Self {
+        TableBuffer::new(C::default())
+    }
+}
+
+/// What [`TableBuffer::take`] hands to a commit.
+#[derive(Debug)]
+pub struct Taken<C> {
+    pub columns: C,
+    /// One flag per row of `columns` when some rows belong to dropped partitions (left out of
+    /// the batch), `None` when every row is kept.
+    pub keep: Option<Vec<bool>>,
+    pub spans: BTreeMap<PartitionKey, Span>,
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl<C> TableBuffer<C> {
+    pub fn new(columns: C) -> Self {
         TableBuffer {
-            rows: Vec::new(),
-            spans: BTreeMap::new(),
+            columns,
+            entries: Vec::new(),
+            row_entries: Vec::new(),
+            rows: 0,
             bytes: 0,
             oldest: None,
         }
     }
-}
 
-impl<R> TableBuffer<R> {
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.rows == 0
     }
 
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.rows
     }
 
-    /// Add a row consumed at `offset` of `key`; `stored` is the partition's committed offset.
+    /// Add a row consumed at `offset` of `topic`/`partition`: `append` writes it into the
+    /// columns. `stored` gives the partition's committed offset; it is asked only when the
+    /// partition starts a span in this buffer.
     pub fn push(
         &mut self,
-        row: R,
-        key: PartitionKey,
+        topic: &str,
+        partition: i32,
         offset: i64,
-        stored: Option<i64>,
         bytes: usize,
+        stored: impl FnOnce(&PartitionKey) -> Option<i64>,
+        append: impl FnOnce(&mut C),
     ) {
-        self.spans
-            .entry(key.clone())
-            .and_modify(|span| span.to = offset)
-            .or_insert(Span {
-                from: stored,
-                to: offset,
-            });
-        self.rows.push((row, key, offset));
+        let found = self
+            .entries
+            .iter()
+            .rposition(|e| !e.dropped && e.key.partition == partition && e.key.topic == topic);
+        let index = match found {
+            Some(index) => index,
+            None => {
+                let key = PartitionKey {
+                    topic: topic.to_string(),
+                    partition,
+                };
+                let from = stored(&key);
+                self.entries.push(Entry {
+                    key,
+                    span: Span { from, to: offset },
+                    rows: 0,
+                    bytes: 0,
+                    dropped: false,
+                });
+                self.entries.len() - 1
+            }
+        };
+        let Some(entry) = self.entries.get_mut(index) else {
+            return;
+        };
+        append(&mut self.columns);
+        entry.span.to = offset;
+        entry.rows += 1;
+        entry.bytes += bytes;
+        self.row_entries
+            .push(u32::try_from(index).unwrap_or(u32::MAX));
+        self.rows += 1;
         self.bytes += bytes;
         self.oldest.get_or_insert_with(Instant::now);
     }
 
     /// Drop everything buffered for these partitions (they were revoked or conflicted).
     pub fn drop_partitions(&mut self, keys: &[PartitionKey]) -> usize {
-        let before = self.rows.len();
-        self.rows.retain(|(_, key, _)| !keys.contains(key));
-        for key in keys {
-            self.spans.remove(key);
+        let mut dropped = 0;
+        for entry in self.entries.iter_mut() {
+            if !entry.dropped && keys.contains(&entry.key) {
+                entry.dropped = true;
+                dropped += entry.rows;
+                self.rows -= entry.rows;
+                self.bytes -= entry.bytes;
+            }
         }
-        if self.rows.is_empty() {
-            self.bytes = 0;
+        if self.rows == 0 {
             self.oldest = None;
         }
-        before - self.rows.len()
+        dropped
+    }
+
+    /// The live spans, by partition.
+    fn spans(&self) -> BTreeMap<PartitionKey, Span> {
+        self.entries
+            .iter()
+            .filter(|e| !e.dropped)
+            .map(|e| (e.key.clone(), e.span))
+            .collect()
     }
 
     pub fn advances(&self) -> Vec<OffsetAdvance> {
-        self.spans
-            .iter()
+        self.spans()
+            .into_iter()
             .map(|(key, span)| OffsetAdvance {
-                topic: key.topic.clone(),
+                topic: key.topic,
                 partition: key.partition,
                 from: span.from,
                 to: span.to,
@@ -94,22 +165,54 @@ impl<R> TableBuffer<R> {
             .collect()
     }
 
-    /// Empty the buffer, returning its rows and spans. The next buffer starts with room for as
-    /// many rows as this one held, so it is not regrown (copied) row by row.
-    pub fn take(&mut self) -> (Rows<R>, BTreeMap<PartitionKey, Span>) {
+    /// Empty the buffer, returning its columns, which rows to keep and the spans; `next`
+    /// becomes the columns of the following buffer.
+    pub fn take(&mut self, next: C) -> Taken<C> {
+        let keep = self.entries.iter().any(|e| e.dropped).then(|| {
+            self.row_entries
+                .iter()
+                .map(|&i| {
+                    self.entries
+                        .get(i as usize)
+                        .is_some_and(|entry| !entry.dropped)
+                })
+                .collect()
+        });
+        let taken = Taken {
+            columns: std::mem::replace(&mut self.columns, next),
+            keep,
+            spans: self.spans(),
+            rows: self.rows,
+            bytes: self.bytes,
+        };
+        self.entries.clear();
+        self.row_entries.clear();
+        self.rows = 0;
         self.bytes = 0;
         self.oldest = None;
-        let room = self.rows.len();
-        (
-            std::mem::replace(&mut self.rows, Vec::with_capacity(room)),
-            std::mem::take(&mut self.spans),
-        )
+        taken
+    }
+
+    /// The columns rows are appended to (to size the next buffer like this one).
+    pub fn columns(&self) -> &C {
+        &self.columns
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn push(buffer: &mut TableBuffer<Vec<&'static str>>, row: &'static str, p: i32, offset: i64) {
+        buffer.push(
+            "raw.trades",
+            p,
+            offset,
+            1,
+            |_| (p == 0).then_some(9),
+            |c| c.push(row),
+        );
+    }
 
     fn key(p: i32) -> PartitionKey {
         PartitionKey {
@@ -121,24 +224,40 @@ mod tests {
     #[test]
     fn spans_start_at_the_stored_offset_and_end_at_the_last_row() {
         let mut buffer = TableBuffer::default();
-        buffer.push("a", key(0), 10, Some(9), 1);
-        buffer.push("b", key(1), 0, None, 1);
-        buffer.push("c", key(0), 11, Some(9), 1);
+        push(&mut buffer, "a", 0, 10);
+        push(&mut buffer, "b", 1, 0);
+        push(&mut buffer, "c", 0, 11);
         let advances = buffer.advances();
         assert_eq!(advances.len(), 2);
         assert_eq!((advances[0].from, advances[0].to), (Some(9), 11));
         assert_eq!((advances[1].from, advances[1].to), (None, 0));
+        let taken = buffer.take(Vec::new());
+        assert_eq!(taken.columns, vec!["a", "b", "c"]);
+        assert!(taken.keep.is_none());
+        assert!(buffer.is_empty() && buffer.advances().is_empty());
     }
 
     #[test]
-    fn dropping_a_partition_keeps_the_others() {
+    fn dropping_a_partition_keeps_the_others_and_a_returning_partition_starts_afresh() {
         let mut buffer = TableBuffer::default();
-        buffer.push("a", key(0), 10, Some(9), 1);
-        buffer.push("b", key(1), 0, None, 1);
+        push(&mut buffer, "a", 0, 10);
+        push(&mut buffer, "b", 1, 0);
         assert_eq!(buffer.drop_partitions(&[key(0)]), 1);
         assert_eq!(buffer.len(), 1);
         assert_eq!(buffer.advances().len(), 1);
-        assert_eq!(buffer.drop_partitions(&[key(1)]), 1);
+        // Partition 0 comes back (re-assigned): its new rows are kept, its old one is not.
+        push(&mut buffer, "c", 0, 10);
+        push(&mut buffer, "d", 0, 11);
+        assert_eq!(buffer.len(), 3);
+        let advances = buffer.advances();
+        assert_eq!((advances[0].from, advances[0].to), (Some(9), 11));
+        let taken = buffer.take(Vec::new());
+        assert_eq!(taken.keep, Some(vec![false, true, true, true]));
+        assert_eq!((taken.rows, taken.bytes), (3, 3));
+
+        let mut buffer = TableBuffer::default();
+        push(&mut buffer, "a", 0, 10);
+        assert_eq!(buffer.drop_partitions(&[key(0)]), 1);
         assert!(buffer.is_empty() && buffer.oldest.is_none());
     }
 }

@@ -11,15 +11,14 @@ pub mod buffer;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use marketlake_kafka::{ConsumedRecord, KafkaConfig, PartitionKey, Polled, VerifiedConsumer};
+use marketlake_kafka::{KafkaConfig, PartitionKey, Polled, RecordRef, VerifiedConsumer};
 use marketlake_lake::{CommitOutcome, ExactlyOnceSink, LakeConfig, TableSpec};
+use marketlake_schemas::l1::{self, DeadLetterColumns, KafkaCoordinates, RawColumns};
 use marketlake_schemas::names::{
     TableName, L1_DEAD_LETTERS, L1_NEWS_RAW, L1_TRADES_RAW, TOPIC_DEAD_LETTER_PREFIX,
     TOPIC_RAW_NEWS, TOPIC_RAW_TRADES,
 };
-use marketlake_schemas::{
-    l1, now_utc_ns, DeadLetter, FeedClass, KafkaPosition, PayloadFormat, RawRecord,
-};
+use marketlake_schemas::now_utc_ns;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -179,17 +178,61 @@ impl IngestReport {
 /// Cap on latency samples kept (every record up to this, then none): bounded memory.
 const MAX_LATENCY_SAMPLES: usize = 2_000_000;
 
-enum Row {
-    Raw(RawRecord, KafkaPosition),
-    Dead(DeadLetter, KafkaPosition),
+/// Records handed over by one poll at most: the loop's own checks (due commits, drains,
+/// group health) run once per batch rather than once per record.
+const POLL_BATCH: usize = 1_024;
+
+/// The rows of one table's buffer, as Arrow columns under construction.
+// Both variants are large (builders); one lives per table and moves only at a flush.
+#[allow(clippy::large_enum_variant)]
+enum Columns {
+    Raw(RawColumns),
+    Dead(DeadLetterColumns),
 }
 
-impl Row {
-    fn received_at_ns(&self) -> i64 {
-        match self {
-            Row::Raw(r, _) => r.received_at_ns,
-            Row::Dead(d, _) => d.received_at_ns,
+impl Columns {
+    fn for_table(name: TableName) -> Self {
+        if name == L1_DEAD_LETTERS {
+            Columns::Dead(DeadLetterColumns::default())
+        } else {
+            Columns::Raw(RawColumns::default())
         }
+    }
+
+    /// Empty columns for the next buffer, sized like these.
+    fn successor(&self) -> Self {
+        match self {
+            Columns::Raw(columns) => Columns::Raw(columns.successor()),
+            Columns::Dead(_) => Columns::Dead(DeadLetterColumns::default()),
+        }
+    }
+
+    fn append(&mut self, record: &RecordRef<'_>) {
+        let at = KafkaCoordinates {
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+        };
+        match self {
+            Columns::Raw(columns) => columns.append_consumed(
+                record.headers(),
+                record.key,
+                record.payload,
+                at,
+                now_utc_ns,
+            ),
+            Columns::Dead(columns) => {
+                columns.append_consumed(record.headers(), record.payload, at, now_utc_ns)
+            }
+        }
+    }
+
+    fn finish(&mut self, ingested_at_ns: i64, keep: Option<&[bool]>) -> Result<l1::RecordBatch> {
+        Ok(match self {
+            Columns::Raw(columns) => columns.finish(ingested_at_ns, keep)?,
+            Columns::Dead(columns) => columns.finish(ingested_at_ns, keep)?,
+        })
     }
 }
 
@@ -198,15 +241,15 @@ struct Table {
     sink: Option<ExactlyOnceSink>,
     /// The commit running beside consumption (one per table at a time).
     inflight: Option<tokio::task::JoinHandle<Landed>>,
-    buffer: TableBuffer<Row>,
+    buffer: TableBuffer<Columns>,
 }
 
 impl Table {
-    fn new(sink: ExactlyOnceSink) -> Self {
+    fn new(name: TableName, sink: ExactlyOnceSink) -> Self {
         Table {
             sink: Some(sink),
             inflight: None,
-            buffer: TableBuffer::default(),
+            buffer: TableBuffer::new(Columns::for_table(name)),
         }
     }
 
@@ -233,53 +276,34 @@ struct Landed {
 /// Build the Arrow batch of a buffer and commit it with its offsets: runs on its own task so
 /// Parquet encoding and the Delta commit overlap with consuming the next buffer.
 async fn commit_rows(
-    name: TableName,
     mut sink: ExactlyOnceSink,
-    rows: buffer::Rows<Row>,
-    spans: BTreeMap<PartitionKey, buffer::Span>,
+    taken: buffer::Taken<Columns>,
     advances: Vec<marketlake_lake::OffsetAdvance>,
     latency_samples_wanted: usize,
 ) -> Landed {
-    let records = rows.len();
-    let payload_bytes: u64 = rows
-        .iter()
-        .map(|(row, _, _)| match row {
-            Row::Raw(r, _) => r.payload.len() as u64,
-            Row::Dead(d, _) => d.payload.len() as u64,
-        })
-        .sum();
-    let ingested_at = now_utc_ns();
-    let batch = if name == L1_DEAD_LETTERS {
-        l1::dead_letter_batch(
-            rows.iter().filter_map(|(row, _, _)| match row {
-                Row::Dead(d, p) => Some((d, p)),
-                Row::Raw(..) => None,
-            }),
-            ingested_at,
-        )
-    } else {
-        l1::raw_batch(
-            rows.iter().filter_map(|(row, _, _)| match row {
-                Row::Raw(r, p) => Some((r, p)),
-                Row::Dead(..) => None,
-            }),
-            ingested_at,
-        )
-    };
-    let outcome = match batch {
-        Ok(batch) => sink
-            .commit(batch, &advances)
-            .await
-            .map_err(IngestError::from),
-        Err(e) => Err(IngestError::from(e)),
+    let buffer::Taken {
+        mut columns,
+        keep,
+        spans,
+        rows: records,
+        bytes,
+    } = taken;
+    let mut received_ns = Vec::new();
+    let outcome = match columns.finish(now_utc_ns(), keep.as_deref()) {
+        Ok(batch) => {
+            received_ns = l1::received_times_ns(&batch, latency_samples_wanted);
+            sink.commit(batch, &advances)
+                .await
+                .map_err(IngestError::from)
+        }
+        Err(e) => Err(e),
     };
     let mut latencies_us = Vec::new();
     if matches!(outcome, Ok(CommitOutcome::Committed { .. })) {
         let visible_at = now_utc_ns();
-        latencies_us = rows
+        latencies_us = received_ns
             .iter()
-            .take(latency_samples_wanted)
-            .map(|(row, _, _)| visible_at.saturating_sub(row.received_at_ns()) / 1_000)
+            .map(|received| visible_at.saturating_sub(*received) / 1_000)
             .collect();
     }
     Landed {
@@ -287,7 +311,7 @@ async fn commit_rows(
         outcome,
         spans,
         records,
-        payload_bytes,
+        payload_bytes: bytes as u64,
         latencies_us,
     }
 }
@@ -303,64 +327,23 @@ struct Ingest {
     assigned_once: bool,
 }
 
-fn decode(record: ConsumedRecord) -> (TableName, Row, usize) {
-    let position = KafkaPosition {
-        topic: record.topic.clone(),
-        partition: record.partition,
-        offset: record.offset,
-        timestamp_ms: record.timestamp_ms,
+/// Append one consumed record to the buffer of its table.
+fn on_record(
+    tables: &mut BTreeMap<TableName, Table>,
+    stored: &HashMap<PartitionKey, Option<i64>>,
+    record: RecordRef<'_>,
+) {
+    let Some(table) = tables.get_mut(&table_of_topic(record.topic)) else {
+        return;
     };
-    let table = table_of_topic(&record.topic);
-    let bytes = record.payload.len();
-    if table == L1_DEAD_LETTERS {
-        let mut payload = Some(record.payload);
-        let decoded = DeadLetter::from_kafka_parts(record.headers.iter(), || {
-            payload.take().unwrap_or_default()
-        });
-        let row = match decoded {
-            Ok(letter) => letter,
-            Err(e) => DeadLetter {
-                source_id: record
-                    .topic
-                    .strip_prefix(TOPIC_DEAD_LETTER_PREFIX)
-                    .unwrap_or(&record.topic)
-                    .to_string(),
-                connector: "unknown".into(),
-                source_uri: format!("kafka://{}/{}", record.topic, record.partition),
-                source_position: record.offset,
-                received_at_ns: now_utc_ns(),
-                reason: format!("dead letter without marketlake headers: {e}"),
-                payload: payload.unwrap_or_default(),
-            },
-        };
-        return (table, Row::Dead(row, position), bytes);
-    }
-    let mut payload = Some(record.payload);
-    let decoded =
-        RawRecord::from_kafka_parts(record.headers.iter(), || payload.take().unwrap_or_default());
-    let row = match decoded {
-        Ok(raw) => raw,
-        Err(e) => RawRecord {
-            source_id: "unknown".into(),
-            connector: "unknown".into(),
-            class: if table == L1_NEWS_RAW {
-                FeedClass::News
-            } else {
-                FeedClass::Trades
-            },
-            format: PayloadFormat::Unknown,
-            source_uri: format!("kafka://{}/{}", record.topic, record.partition),
-            source_position: record.offset,
-            received_at_ns: now_utc_ns(),
-            symbol: record
-                .key
-                .as_deref()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload: payload.unwrap_or_default(),
-            attributes: BTreeMap::from([("decode_error".to_string(), e.to_string())]),
-        },
-    };
-    (table, Row::Raw(row, position), bytes)
+    table.buffer.push(
+        record.topic,
+        record.partition,
+        record.offset,
+        record.payload.len(),
+        |key| stored.get(key).copied().flatten(),
+        |columns| columns.append(&record),
+    );
 }
 
 impl Ingest {
@@ -401,19 +384,6 @@ impl Ingest {
         }
     }
 
-    fn on_record(&mut self, record: ConsumedRecord) {
-        let key = PartitionKey {
-            topic: record.topic.clone(),
-            partition: record.partition,
-        };
-        let offset = record.offset;
-        let stored = self.stored.get(&key).copied().flatten();
-        let (name, row, bytes) = decode(record);
-        if let Some(table) = self.tables.get_mut(&name) {
-            table.buffer.push(row, key, offset, stored, bytes);
-        }
-    }
-
     fn due(&self, name: TableName) -> bool {
         let Some(table) = self.tables.get(&name) else {
             return false;
@@ -447,13 +417,12 @@ impl Ingest {
             });
         };
         let advances = table.buffer.advances();
-        let (rows, spans) = table.buffer.take();
-        for (key, span) in &spans {
+        let next = table.buffer.columns().successor();
+        let taken = table.buffer.take(next);
+        for (key, span) in &taken.spans {
             self.stored.insert(key.clone(), Some(span.to));
         }
-        table.inflight = Some(tokio::spawn(commit_rows(
-            name, sink, rows, spans, advances, wanted,
-        )));
+        table.inflight = Some(tokio::spawn(commit_rows(sink, taken, advances, wanted)));
         Ok(())
     }
 
@@ -667,7 +636,7 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
     for spec in l1_specs() {
         let name = spec.name;
         let sink = ExactlyOnceSink::open(&job.lake, spec, SINK_NAME).await?;
-        tables.insert(name, Table::new(sink));
+        tables.insert(name, Table::new(name, sink));
     }
     let mut ingest = Ingest {
         job,
@@ -699,11 +668,15 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
             break;
         }
         let polled = tokio::select! {
-            polled = ingest.consumer.poll(Duration::from_millis(100)) => polled?,
+            polled = ingest.consumer.poll_each(
+                Duration::from_millis(100),
+                POLL_BATCH,
+                |record| on_record(&mut ingest.tables, &ingest.stored, record),
+            ) => polled?,
             _ = shutdown.cancelled() => continue,
         };
         match polled {
-            Polled::Record(record) => ingest.on_record(record),
+            Polled::Record(_) => {}
             Polled::Assigned(keys) => {
                 tracing::info!(partitions = ?keys, "partitions assigned");
                 ingest.assigned_once = true;
@@ -769,8 +742,8 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
                             ingest.consumer.set_stall_after(Duration::from_millis(500));
                         }
                         ingest.stored.clear();
-                        for table in ingest.tables.values_mut() {
-                            table.buffer = TableBuffer::default();
+                        for (name, table) in ingest.tables.iter_mut() {
+                            table.buffer = TableBuffer::new(Columns::for_table(*name));
                         }
                         last_unowned_stored = None;
                     } else {

@@ -26,7 +26,7 @@ use futures::FutureExt;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedHeaders, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::{KafkaConfig, KafkaError, Result};
@@ -116,10 +116,46 @@ impl<'a> FromIterator<(&'a str, &'a [u8])> for RecordHeaders {
     }
 }
 
-/// What one poll produced.
+/// One verified record as the client holds it, borrowed for the duration of a callback: a sink
+/// appends it to its columns without copying it into an owned record first.
+pub struct RecordRef<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub payload: &'a [u8],
+    headers: Option<&'a BorrowedHeaders>,
+}
+
+impl<'a> RecordRef<'a> {
+    /// `(name, value)` header pairs in the order received (a header without a value reads as empty).
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        self.headers.into_iter().flat_map(|headers| {
+            headers
+                .iter()
+                .map(|header| (header.key, header.value.unwrap_or_default()))
+        })
+    }
+
+    /// Copy the record out of the client's buffers.
+    pub fn to_owned(&self) -> ConsumedRecord {
+        ConsumedRecord {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+            key: self.key.map(<[u8]>::to_vec),
+            payload: self.payload.to_vec(),
+            headers: self.headers().collect(),
+        }
+    }
+}
+
+/// What one poll produced. [`VerifiedConsumer::poll_each`] reports `Record(count)`.
 #[derive(Debug)]
-pub enum Polled {
-    Record(ConsumedRecord),
+pub enum Polled<R = ConsumedRecord> {
+    Record(R),
     /// These partitions are now ours: the caller must call [`VerifiedConsumer::start_partition`]
     /// for each before their records are delivered.
     Assigned(Vec<PartitionKey>),
@@ -224,6 +260,19 @@ pub struct VerifiedConsumer {
     stats: ConsumerStats,
 }
 
+/// How sinks fetch, shared with the reference consumer of the benchmarks (so a sink's rate is
+/// compared with a plain client fetching the same way). Large fetches and a deep local queue: a
+/// sink consumes in bursts (it pauses while it builds a batch), and small fetches left it waiting
+/// on round trips — measured on tansu 0.6: 1 MB partition fetches held ingest to ~80k records/s,
+/// 16 MB ~115k.
+pub(crate) fn fetch_settings(client: &mut rdkafka::ClientConfig) {
+    client
+        .set("fetch.wait.max.ms", "50")
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("queued.min.messages", "1000000")
+        .set("queued.max.messages.kbytes", "131072");
+}
+
 impl VerifiedConsumer {
     /// Join `group` and subscribe to `topics`. Offsets are never auto-committed: the caller's
     /// table is the source of truth, Kafka commits are advisory.
@@ -239,14 +288,8 @@ impl VerifiedConsumer {
                 "heartbeat.interval.ms",
                 (config.session_timeout_ms / 4).max(250).to_string(),
             )
-            .set("fetch.wait.max.ms", "50")
-            // Large fetches and a deep local queue: a sink consumes in bursts (it pauses while
-            // it builds a batch), and small fetches left it waiting on round trips — measured
-            // on tansu 0.6: 1 MB partition fetches held ingest to ~80k records/s, 16 MB ~115k.
-            .set("max.partition.fetch.bytes", "16777216")
-            .set("queued.min.messages", "1000000")
-            .set("queued.max.messages.kbytes", "131072")
             .set("enable.partition.eof", "false");
+        fetch_settings(&mut client);
         // Settings in `kafka.client` override all of the above.
         for (key, value) in &config.client {
             client.set(key, value);
@@ -566,6 +609,14 @@ impl VerifiedConsumer {
         Ok(())
     }
 
+    fn event_waiting(&self) -> bool {
+        self.consumer
+            .context()
+            .events
+            .lock()
+            .is_ok_and(|events| !events.is_empty())
+    }
+
     fn pop_event(&self) -> Option<RebalanceEvent> {
         self.consumer
             .context()
@@ -577,42 +628,80 @@ impl VerifiedConsumer {
 
     /// The next verified record, rebalance, or `Idle` after `timeout` without either.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Polled> {
+        let mut record = None;
+        let polled = self
+            .poll_each(timeout, 1, |found| record = Some(found.to_owned()))
+            .await?;
+        Ok(match polled {
+            Polled::Record(_) => record.map_or(Polled::Idle, Polled::Record),
+            Polled::Assigned(keys) => Polled::Assigned(keys),
+            Polled::Revoked(keys) => Polled::Revoked(keys),
+            Polled::Idle => Polled::Idle,
+        })
+    }
+
+    /// Hand verified records to `each`, borrowed from the client's buffers: all that are already
+    /// waiting, up to `max`, or else the first to arrive within `timeout`. Returns
+    /// `Record(count)` with the number handed over, a rebalance (which ends a batch: records
+    /// after it are handed over by the next call), or `Idle`. The per-call work (stall checks,
+    /// timers, clock reads) is shared by the whole batch.
+    pub async fn poll_each(
+        &mut self,
+        timeout: Duration,
+        max: usize,
+        mut each: impl FnMut(RecordRef<'_>),
+    ) -> Result<Polled<usize>> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let consumer = self.consumer.clone();
+        let mut delivered = 0usize;
+        let mut now = Instant::now();
         loop {
-            match self.pop_event() {
-                Some(RebalanceEvent::Assigned(keys)) => return Ok(Polled::Assigned(keys)),
-                Some(RebalanceEvent::Revoked(keys)) => {
-                    for key in &keys {
-                        self.tracks.remove(key);
-                    }
-                    return Ok(Polled::Revoked(keys));
+            if self.event_waiting() {
+                if delivered > 0 {
+                    return Ok(Polled::Record(delivered));
                 }
-                None => {}
+                match self.pop_event() {
+                    Some(RebalanceEvent::Assigned(keys)) => return Ok(Polled::Assigned(keys)),
+                    Some(RebalanceEvent::Revoked(keys)) => {
+                        for key in &keys {
+                            self.tracks.remove(key);
+                        }
+                        return Ok(Polled::Revoked(keys));
+                    }
+                    None => {}
+                }
             }
-            self.check_stalls().await?;
-            let consumer = self.consumer.clone();
+            if delivered == 0 {
+                self.check_stalls().await?;
+            }
             // Fast path: a record already waiting needs no timer (one per record is costly).
             let received = match consumer.recv().now_or_never() {
                 Some(received) => received,
-                None => tokio::select! {
-                    received = consumer.recv() => received,
-                    _ = tokio::time::sleep_until(deadline) => return Ok(Polled::Idle),
-                },
+                None if delivered > 0 => return Ok(Polled::Record(delivered)),
+                None => {
+                    let received = tokio::select! {
+                        received = consumer.recv() => received,
+                        _ = tokio::time::sleep_until(deadline) => return Ok(Polled::Idle),
+                    };
+                    now = Instant::now();
+                    received
+                }
             };
             let message = match received {
                 Ok(message) => message,
                 Err(e) => {
+                    if delivered > 0 {
+                        return Ok(Polled::Record(delivered));
+                    }
                     tracing::warn!(error = %e, "consumer error; continuing");
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    now = Instant::now();
                     continue;
                 }
             };
-            let key = PartitionKey {
-                topic: message.topic().to_string(),
-                partition: message.partition(),
-            };
-            let offset = message.offset();
-            let Some(track) = self.tracks.get_mut(&key) else {
+            let (topic, partition, offset) =
+                (message.topic(), message.partition(), message.offset());
+            let Some(track) = track_of(&mut self.tracks, topic, partition) else {
                 // Not (yet) started: its records are delivered once the caller starts it.
                 continue;
             };
@@ -620,41 +709,57 @@ impl VerifiedConsumer {
                 self.stats.skipped += 1;
                 if let Some(probe) = track.probe.as_mut() {
                     probe.reached_below = true;
-                    track.last_progress = Instant::now();
+                    track.last_progress = now;
                 }
                 continue;
             }
-            if offset > track.expected && self.probe_step(&key, Some(offset)).await?.is_none() {
-                continue;
+            if offset > track.expected {
+                let key = PartitionKey {
+                    topic: topic.to_string(),
+                    partition,
+                };
+                if self.probe_step(&key, Some(offset)).await?.is_none() {
+                    continue;
+                }
+                now = Instant::now();
             }
-            let Some(track) = self.tracks.get_mut(&key) else {
+            let Some(track) = track_of(&mut self.tracks, topic, partition) else {
                 continue;
             };
             if track.probe.take().is_some() {
                 self.stats.gaps_filled += 1;
-                tracing::info!(partition = %key, offset, "resumed at the expected offset after seeking back");
+                tracing::info!(%topic, partition, offset, "resumed at the expected offset after seeking back");
             }
             track.expected = offset + 1;
-            track.last_progress = Instant::now();
+            track.last_progress = now;
             track.caught_up = false;
             track.idle_probes = 0;
-            let headers = message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|header| (header.key, header.value.unwrap_or_default()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            return Ok(Polled::Record(ConsumedRecord {
-                topic: key.topic,
-                partition: key.partition,
+            each(RecordRef {
+                topic,
+                partition,
                 offset,
                 timestamp_ms: message.timestamp().to_millis(),
-                key: message.key().map(<[u8]>::to_vec),
-                payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                headers,
-            }));
+                key: message.key(),
+                payload: message.payload().unwrap_or_default(),
+                headers: message.headers(),
+            });
+            delivered += 1;
+            if delivered >= max {
+                return Ok(Polled::Record(delivered));
+            }
         }
     }
+}
+
+/// The track of a partition, found without building a key (a linear look over the few owned
+/// partitions costs less than allocating a topic name per record).
+fn track_of<'t>(
+    tracks: &'t mut HashMap<PartitionKey, Track>,
+    topic: &str,
+    partition: i32,
+) -> Option<&'t mut Track> {
+    tracks
+        .iter_mut()
+        .find(|(key, _)| key.partition == partition && key.topic == topic)
+        .map(|(_, track)| track)
 }

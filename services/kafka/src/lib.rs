@@ -13,7 +13,9 @@ pub mod producer;
 pub mod reference;
 
 pub use config::KafkaConfig;
-pub use consumer::{ConsumedRecord, PartitionKey, Polled, RecordHeaders, VerifiedConsumer};
+pub use consumer::{
+    ConsumedRecord, PartitionKey, Polled, RecordHeaders, RecordRef, VerifiedConsumer,
+};
 pub use producer::RawProducer;
 
 #[derive(Debug, thiserror::Error)]

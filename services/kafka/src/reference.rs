@@ -1,5 +1,6 @@
 //! Reference measurements of the broker itself, for benchmarks: how fast a plain consumer reads
-//! a topic with no processing at all. Ingest throughput is reported as a ratio to this.
+//! a topic with no processing at all, fetching as the sinks do. Ingest throughput is reported as
+//! a ratio to this.
 
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,8 @@ pub async fn consume_all(
             format!("marketlake-reference-{}", std::process::id()),
         )
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "100")
         .set("enable.partition.eof", "false");
+    crate::consumer::fetch_settings(&mut client);
     let consumer: StreamConsumer = client.create()?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {
