@@ -40,7 +40,9 @@
 //! [`crate::persist`] stores that value only now and then and journals the inputs in between. [`BarAggregator::flush_all`] ends a bounded back-fill: it advances the
 //! watermark past every open window's end + `L`, so everything fires for the last time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 use std::ops::Bound;
 
 use marketlake_schemas::l2::{TradeAction, TradeRow};
@@ -163,7 +165,7 @@ impl IntervalState {
             ns,
             windows: BTreeMap::new(),
             pending: BTreeSet::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
         }
     }
 

@@ -26,7 +26,9 @@
 //! written are not revised. Replays are skipped by raw position; `snapshot`/`restore` and
 //! `flush_all` work as for bars.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 
 use marketlake_schemas::l2::{NewsRow, TradeAction, TradeRow};
 use marketlake_schemas::l3::{AnchorSource, NewsTradeWindowRow, WindowSide};
@@ -172,7 +174,7 @@ impl NewsTradeWindows {
             watermark: Watermark::new(bound_ns),
             dedupe: OffsetDedupe::default(),
             history: BTreeMap::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             horizon_ns: i64::MIN,
             pending: BTreeMap::new(),
             ready: Vec::new(),

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use marketlake_kafka::{KafkaConfig, PartitionKey, Polled, VerifiedConsumer};
+use marketlake_kafka::{KafkaConfig, PartitionKey, Polled, VerifiedConsumer, POLL_BATCH};
 use marketlake_lake::{CommitOutcome, ExactlyOnceSink, LakeConfig, OffsetAdvance, TableSpec};
 use marketlake_schemas::l2::{NewsRow, TradeRow};
 use marketlake_schemas::l3::{self, BarRow};
@@ -458,11 +458,15 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
             break;
         }
         let polled = tokio::select! {
-            polled = curate.consumer.poll(Duration::from_millis(100)) => polled?,
+            polled = curate.consumer.poll_batch(Duration::from_millis(100), POLL_BATCH) => polled?,
             _ = shutdown.cancelled() => continue,
         };
         match polled {
-            Polled::Record(record) => curate.on_record(record)?,
+            Polled::Record(records) => {
+                for record in records {
+                    curate.on_record(record)?;
+                }
+            }
             Polled::Assigned(keys) => {
                 tracing::info!(partitions = ?keys, "partitions assigned");
                 curate.assigned_once = true;

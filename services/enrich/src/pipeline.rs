@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use marketlake_kafka::{
-    ConsumedRecord, KafkaConfig, PartitionKey, Polled, RawProducer, VerifiedConsumer,
+    ConsumedRecord, KafkaConfig, PartitionKey, Polled, RawProducer, VerifiedConsumer, POLL_BATCH,
 };
 use marketlake_lake::{CommitOutcome, ExactlyOnceSink, LakeConfig, OffsetAdvance, TableSpec};
 use marketlake_schemas::l2::{self, Lineage, NewsRow, QuarantineRow, TradeRow};
@@ -648,11 +648,15 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
             break;
         }
         let polled = tokio::select! {
-            polled = enrich.consumer.poll(Duration::from_millis(100)) => polled?,
+            polled = enrich.consumer.poll_batch(Duration::from_millis(100), POLL_BATCH) => polled?,
             _ = shutdown.cancelled() => continue,
         };
         match polled {
-            Polled::Record(record) => enrich.on_record(record),
+            Polled::Record(records) => {
+                for record in records {
+                    enrich.on_record(record);
+                }
+            }
             Polled::Assigned(keys) => {
                 tracing::info!(partitions = ?keys, "partitions assigned");
                 enrich.assigned_once = true;

@@ -11,7 +11,9 @@ pub mod buffer;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use marketlake_kafka::{KafkaConfig, PartitionKey, Polled, RecordRef, VerifiedConsumer};
+use marketlake_kafka::{
+    KafkaConfig, PartitionKey, Polled, RecordRef, VerifiedConsumer, POLL_BATCH,
+};
 use marketlake_lake::{CommitOutcome, ExactlyOnceSink, LakeConfig, TableSpec};
 use marketlake_schemas::l1::{self, DeadLetterColumns, KafkaCoordinates, RawColumns};
 use marketlake_schemas::names::{
@@ -177,10 +179,6 @@ impl IngestReport {
 
 /// Cap on latency samples kept (every record up to this, then none): bounded memory.
 const MAX_LATENCY_SAMPLES: usize = 2_000_000;
-
-/// Records handed over by one poll at most: the loop's own checks (due commits, drains,
-/// group health) run once per batch rather than once per record.
-const POLL_BATCH: usize = 1_024;
 
 /// The rows of one table's buffer, as Arrow columns under construction.
 // Both variants are large (builders); one lives per table and moves only at a flush.

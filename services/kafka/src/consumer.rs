@@ -38,6 +38,10 @@ const MAX_PROBE_REPEATS: u32 = 5;
 /// Each probe step seeks this many times further back than the last.
 const PROBE_GROWTH: i64 = 4;
 
+/// Records a consuming loop takes per poll: its own checks (due commits, drains, group
+/// health) then run once per batch rather than once per record.
+pub const POLL_BATCH: usize = 1_024;
+
 /// A partition of a topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionKey {
@@ -52,7 +56,7 @@ impl std::fmt::Display for PartitionKey {
 }
 
 /// One record, copied out of the client's buffers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ConsumedRecord {
     pub topic: String,
     pub partition: i32,
@@ -163,6 +167,18 @@ pub enum Polled<R = ConsumedRecord> {
     Revoked(Vec<PartitionKey>),
     /// Nothing arrived within the poll timeout.
     Idle,
+}
+
+impl<R> Polled<R> {
+    /// The same outcome carrying `records` if it is `Record`.
+    fn with_records<T>(self, records: T) -> Polled<T> {
+        match self {
+            Polled::Record(_) => Polled::Record(records),
+            Polled::Assigned(keys) => Polled::Assigned(keys),
+            Polled::Revoked(keys) => Polled::Revoked(keys),
+            Polled::Idle => Polled::Idle,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -628,16 +644,24 @@ impl VerifiedConsumer {
 
     /// The next verified record, rebalance, or `Idle` after `timeout` without either.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Polled> {
-        let mut record = None;
-        let polled = self
-            .poll_each(timeout, 1, |found| record = Some(found.to_owned()))
-            .await?;
-        Ok(match polled {
-            Polled::Record(_) => record.map_or(Polled::Idle, Polled::Record),
-            Polled::Assigned(keys) => Polled::Assigned(keys),
-            Polled::Revoked(keys) => Polled::Revoked(keys),
-            Polled::Idle => Polled::Idle,
+        Ok(match self.poll_batch(timeout, 1).await? {
+            Polled::Record(mut records) => records.pop().map_or(Polled::Idle, Polled::Record),
+            other => other.with_records(ConsumedRecord::default()),
         })
+    }
+
+    /// Up to `max` verified records copied out of the client, as [`VerifiedConsumer::poll_each`]
+    /// hands them over: a consuming loop runs its own checks once per batch.
+    pub async fn poll_batch(
+        &mut self,
+        timeout: Duration,
+        max: usize,
+    ) -> Result<Polled<Vec<ConsumedRecord>>> {
+        let mut records = Vec::new();
+        let polled = self
+            .poll_each(timeout, max, |found| records.push(found.to_owned()))
+            .await?;
+        Ok(polled.with_records(records))
     }
 
     /// Hand verified records to `each`, borrowed from the client's buffers: all that are already

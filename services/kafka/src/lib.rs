@@ -14,7 +14,7 @@ pub mod reference;
 
 pub use config::KafkaConfig;
 pub use consumer::{
-    ConsumedRecord, PartitionKey, Polled, RecordHeaders, RecordRef, VerifiedConsumer,
+    ConsumedRecord, PartitionKey, Polled, RecordHeaders, RecordRef, VerifiedConsumer, POLL_BATCH,
 };
 pub use producer::RawProducer;
 

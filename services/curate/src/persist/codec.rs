@@ -8,7 +8,7 @@
 //! write is told from a good entry. Decoding never trusts a length: every read is
 //! bounds-checked and a malformed file is an error, never a panic.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use marketlake_schemas::l2::{Lineage, NewsRow, TradeAction, TradeRow};
 
