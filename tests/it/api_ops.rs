@@ -1328,6 +1328,7 @@ os._exit(0)
         "endingVersion=2",
         "startingVersion=1&startingTimestamp=2026-01-01T00:00:00Z",
         "startingTimestamp=yesterday",
+        "startingVersion=0&endingTimestamp=2000-01-01T00:00:00Z",
     ] {
         let (status, _, body) = served
             .get(
@@ -1349,6 +1350,19 @@ os._exit(0)
         )
         .await?;
     assert_eq!(status, 200);
+    let adds = String::from_utf8(body)?
+        .lines()
+        .filter(|l| l.contains("\"add\""))
+        .count();
+    assert_eq!(adds, 3);
+    // Up to an instant after the last commit: the same three, read walking the versions.
+    let (status, _, body) = served
+        .get(
+            "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?startingVersion=1&endingTimestamp=2100-01-01T00:00:00Z",
+            &compliance,
+        )
+        .await?;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let adds = String::from_utf8(body)?
         .lines()
         .filter(|l| l.contains("\"add\""))

@@ -268,6 +268,69 @@ pub async fn version_files(
     Ok((Some(table), files))
 }
 
+/// A table walked forward version by version, as the change feed and the live stream read it:
+/// each step forward applies the new commits to the state already loaded, where
+/// [`version_files`] replays the log from the last checkpoint for every version.
+pub struct VersionCursor {
+    config: LakeConfig,
+    name: TableName,
+    table: Option<DeltaTable>,
+}
+
+impl VersionCursor {
+    pub fn new(config: &LakeConfig, name: TableName) -> Self {
+        VersionCursor {
+            config: config.clone(),
+            name,
+            table: None,
+        }
+    }
+
+    /// Move to `version` and list its data files (none before version 0). Moving forward
+    /// applies commits; moving back, or the first move, loads the version.
+    pub async fn files_at(&mut self, version: i64) -> Result<Vec<DataFile>> {
+        if version < 0 {
+            self.table = None;
+            return Ok(Vec::new());
+        }
+        let label = self.name.to_string();
+        let target = u64::try_from(version).map_err(|_| LakeError::Read {
+            what: label.clone(),
+            message: format!("version {version} is negative"),
+        })?;
+        let forward = self
+            .table
+            .as_ref()
+            .and_then(|t| t.version())
+            .is_some_and(|current| current <= target);
+        match self.table.as_mut() {
+            Some(table) if forward => {
+                table
+                    .update_incremental(Some(target))
+                    .await
+                    .map_err(delta_error(&label))?;
+                // A version past the end leaves the table where it was.
+                if table.version() != Some(target) {
+                    return Err(LakeError::Read {
+                        what: label,
+                        message: format!("version {version} does not exist"),
+                    });
+                }
+            }
+            _ => self.table = Some(load_table(&self.config, self.name, Some(version)).await?),
+        }
+        match &self.table {
+            Some(table) => data_files(table).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The version the cursor is at (`None` before the first move, or before version 0).
+    pub fn table(&self) -> Option<&DeltaTable> {
+        self.table.as_ref()
+    }
+}
+
 /// The paths of `files`, as [`appended_files`] compares them.
 pub fn file_paths(files: &[DataFile]) -> std::collections::BTreeSet<String> {
     files.iter().map(|f| f.path.clone()).collect()

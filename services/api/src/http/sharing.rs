@@ -30,7 +30,7 @@ use base64::Engine;
 use marketlake_lake::extract::{self, Encoder, Format, Mask};
 use marketlake_lake::read::{
     appended_files, commit_timestamp_ms, delta_schema, evolved_schema, file_bytes, file_paths,
-    load_table_as_of, read_file_as, table_id, version_files, AsOf, DataFile,
+    load_table_as_of, read_file_as, table_id, AsOf, DataFile, DeltaTable, VersionCursor,
 };
 use marketlake_lake::scan::{self, ScanRequest};
 use marketlake_lake::{RecordBatch, TableSpec};
@@ -705,6 +705,7 @@ fn instant_ns(text: &str) -> Result<i64, SharingError> {
 async fn version_at(
     state: &AppState,
     spec: &TableSpec,
+    latest: &DeltaTable,
     ns: i64,
 ) -> Result<Option<(i64, i64)>, SharingError> {
     match load_table_as_of(&state.lake, spec.name, AsOf::Time(ns)).await {
@@ -715,10 +716,17 @@ async fn version_at(
                 .map_err(ApiError::internal)?;
             Ok(Some((version, committed_ms)))
         }
-        // Before the first commit (the only error a readable table gives here).
         Err(e) => {
-            tracing::info!(error = %e, "sharing changes: no version at that instant");
-            Ok(None)
+            // An instant before the first commit has no version; any other failure (an
+            // unreadable log, a store error) is the server's, not an empty answer.
+            let first_ms = commit_timestamp_ms(latest, 0)
+                .await
+                .map_err(ApiError::internal)?;
+            if ns < first_ms.saturating_mul(1_000_000) {
+                Ok(None)
+            } else {
+                Err(ApiError::internal(e).into())
+            }
         }
     }
 }
@@ -748,7 +756,7 @@ pub(super) async fn table_changes(
         (None, Some(t)) => {
             let ns = instant_ns(t)?;
             // The first version committed at or after the instant.
-            match version_at(&state, spec, ns).await? {
+            match version_at(&state, spec, &latest, ns).await? {
                 None => 0,
                 Some((v, committed_ms)) if committed_ms.saturating_mul(1_000_000) >= ns => v,
                 Some((v, _)) => v + 1,
@@ -762,7 +770,7 @@ pub(super) async fn table_changes(
     };
     let end = match (query.ending_version, &query.ending_timestamp) {
         (Some(v), None) => v,
-        (None, Some(t)) => match version_at(&state, spec, instant_ns(t)?).await? {
+        (None, Some(t)) => match version_at(&state, spec, &latest, instant_ns(t)?).await? {
             Some((v, _)) => v,
             None => {
                 return Err(invalid(
@@ -796,21 +804,19 @@ pub(super) async fn table_changes(
         symbols: super::rows::pruning_symbols(&entitlement.filter),
         ..ScanRequest::default()
     };
+    // One log replay for the whole range: each version applies its commit to the last.
+    let mut cursor = VersionCursor::new(&state.lake, spec.name);
     let mut before = file_paths(
-        &version_files(&state.lake, spec.name, start - 1)
+        &cursor
+            .files_at(start - 1)
             .await
-            .map_err(ApiError::internal)?
-            .1,
+            .map_err(ApiError::internal)?,
     );
     let mut adds = Vec::new();
-    // The last version read (`end`): its schema is the one the listing is described by.
-    let mut last_table = None;
     for version in start..=end {
-        let (table, files) = version_files(&state.lake, spec.name, version)
-            .await
-            .map_err(ApiError::internal)?;
-        let table = table.ok_or_else(|| invalid("no such version"))?;
-        let committed_ms = commit_timestamp_ms(&table, version)
+        let files = cursor.files_at(version).await.map_err(ApiError::internal)?;
+        let table = cursor.table().ok_or_else(|| invalid("no such version"))?;
+        let committed_ms = commit_timestamp_ms(table, version)
             .await
             .map_err(ApiError::internal)?;
         let appended = appended_files(&before, &files).unwrap_or_default();
@@ -824,13 +830,13 @@ pub(super) async fn table_changes(
             adds.push(serde_json::json!({ "add": entry }));
         }
         before = file_paths(&files);
-        last_table = Some(table);
     }
-    let last_table = last_table.ok_or_else(|| invalid("no such version"))?;
+    // The last version read (`end`): its schema is the one the listing is described by.
+    let last_table = cursor.table().ok_or_else(|| invalid("no such version"))?;
     let files = adds.len();
     let mut lines = vec![
         serde_json::json!({ "protocol": { "minReaderVersion": 1 } }),
-        metadata_line(&last_table, spec, entitlement)?,
+        metadata_line(last_table, spec, entitlement)?,
     ];
     lines.extend(adds);
     let query_text = serde_json::json!({

@@ -22,7 +22,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use marketlake_lake::extract::{self, Mask, RowFilter};
 use marketlake_lake::read::{
-    appended_files, evolved_schema, file_paths, read_file_as, table_layout, version_files,
+    appended_files, evolved_schema, file_paths, read_file_as, table_layout, VersionCursor,
 };
 use marketlake_lake::{LakeConfig, TableSpec};
 use serde::Deserialize;
@@ -271,6 +271,9 @@ impl Follower {
     /// Send events until the client goes or the deadline; returns the audit outcome.
     async fn run(&self, resume: Resume, sent: &mut Sent<'_>) -> String {
         let mut after = resume;
+        // Walks the versions forward (one commit applied per version, not a log replay each),
+        // with the file paths of the last version listed.
+        let mut cursor = VersionCursor::new(&self.lake, self.spec.name);
         let mut previous: Option<(i64, BTreeSet<String>)> = None;
         let mut last_sent = Instant::now();
         loop {
@@ -296,7 +299,7 @@ impl Follower {
                     return ended;
                 }
                 match self
-                    .version_events(version, &mut previous, after, sent)
+                    .version_events(version, (&mut cursor, &mut previous), after, sent)
                     .await
                 {
                     Ok(true) => {
@@ -348,22 +351,21 @@ impl Follower {
     async fn version_events(
         &self,
         version: i64,
-        previous: &mut Option<(i64, BTreeSet<String>)>,
+        (cursor, previous): (&mut VersionCursor, &mut Option<(i64, BTreeSet<String>)>),
         resume: Resume,
         sent: &mut Sent<'_>,
     ) -> Result<bool, String> {
         let before = match previous.take() {
             Some((v, paths)) if v == version - 1 => paths,
             _ => file_paths(
-                &version_files(&self.lake, self.spec.name, version - 1)
+                &cursor
+                    .files_at(version - 1)
                     .await
-                    .map_err(|e| e.to_string())?
-                    .1,
+                    .map_err(|e| e.to_string())?,
             ),
         };
-        let (table, files) = version_files(&self.lake, self.spec.name, version)
-            .await
-            .map_err(|e| e.to_string())?;
+        let files = cursor.files_at(version).await.map_err(|e| e.to_string())?;
+        let table = cursor.table();
         *previous = Some((version, file_paths(&files)));
         // A compaction's rows were sent already.
         let (Some(table), Some(appended)) = (table, appended_files(&before, &files)) else {
@@ -371,7 +373,7 @@ impl Follower {
         };
         let store = table.object_store();
         // Rows of files older than a column carry it as null, like the rows API.
-        let layout = table_layout(&table).map_err(|e| e.to_string())?;
+        let layout = table_layout(table).map_err(|e| e.to_string())?;
         let skip_through = (resume.version == version)
             .then_some(resume.chunk)
             .flatten();
