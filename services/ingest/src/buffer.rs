@@ -127,8 +127,10 @@ impl<C> TableBuffer<C> {
         self.oldest.get_or_insert_with(Instant::now);
     }
 
-    /// Drop everything buffered for these partitions (they were revoked or conflicted).
-    pub fn drop_partitions(&mut self, keys: &[PartitionKey]) -> usize {
+    /// Drop everything buffered for these partitions (they were revoked or conflicted). When
+    /// nothing live is left, the columns are replaced by `fresh()` so the dropped rows do not
+    /// stay in memory until a commit that would never come for an empty buffer.
+    pub fn drop_partitions(&mut self, keys: &[PartitionKey], fresh: impl FnOnce() -> C) -> usize {
         let mut dropped = 0;
         for entry in self.entries.iter_mut() {
             if !entry.dropped && keys.contains(&entry.key) {
@@ -140,6 +142,12 @@ impl<C> TableBuffer<C> {
         }
         if self.rows == 0 {
             self.oldest = None;
+            if !self.row_entries.is_empty() {
+                self.columns = fresh();
+                self.entries.clear();
+                self.row_entries.clear();
+                self.bytes = 0;
+            }
         }
         dropped
     }
@@ -242,7 +250,7 @@ mod tests {
         let mut buffer = TableBuffer::default();
         push(&mut buffer, "a", 0, 10);
         push(&mut buffer, "b", 1, 0);
-        assert_eq!(buffer.drop_partitions(&[key(0)]), 1);
+        assert_eq!(buffer.drop_partitions(&[key(0)], Vec::new), 1);
         assert_eq!(buffer.len(), 1);
         assert_eq!(buffer.advances().len(), 1);
         // Partition 0 comes back (re-assigned): its new rows are kept, its old one is not.
@@ -255,9 +263,14 @@ mod tests {
         assert_eq!(taken.keep, Some(vec![false, true, true, true]));
         assert_eq!((taken.rows, taken.bytes), (3, 3));
 
+        // Nothing live left: the dropped rows are released, not kept until a commit.
         let mut buffer = TableBuffer::default();
         push(&mut buffer, "a", 0, 10);
-        assert_eq!(buffer.drop_partitions(&[key(0)]), 1);
+        assert_eq!(buffer.drop_partitions(&[key(0)], Vec::new), 1);
         assert!(buffer.is_empty() && buffer.oldest.is_none());
+        assert!(buffer.columns().is_empty());
+        push(&mut buffer, "b", 0, 10);
+        let taken = buffer.take(Vec::new());
+        assert_eq!((taken.columns, taken.keep), (vec!["b"], None));
     }
 }

@@ -357,7 +357,9 @@ impl Ingest {
             let Some(table) = self.tables.get_mut(&name) else {
                 continue;
             };
-            table.buffer.drop_partitions(std::slice::from_ref(&key));
+            table
+                .buffer
+                .drop_partitions(std::slice::from_ref(&key), || Columns::for_table(name));
             let stored = table
                 .sink()?
                 .stored_offset(&key.topic, key.partition)
@@ -372,7 +374,9 @@ impl Ingest {
 
     fn on_revoked(&mut self, keys: &[PartitionKey]) {
         for (name, table) in self.tables.iter_mut() {
-            let dropped = table.buffer.drop_partitions(keys);
+            let dropped = table
+                .buffer
+                .drop_partitions(keys, || Columns::for_table(*name));
             if dropped > 0 {
                 tracing::info!(table = %name, dropped, "revoked partitions: buffered records dropped (the new owner re-reads them)");
             }
@@ -458,7 +462,9 @@ impl Ingest {
                 // Another writer owns these offsets now. Whatever was buffered since for them
                 // built on offsets that never landed: drop it, restart from what is stored.
                 let keys: Vec<PartitionKey> = landed.spans.keys().cloned().collect();
-                table.buffer.drop_partitions(&keys);
+                table
+                    .buffer
+                    .drop_partitions(&keys, || Columns::for_table(name));
                 let owned = self.consumer.owned();
                 for key in keys {
                     let stored = table

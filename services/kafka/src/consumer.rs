@@ -697,6 +697,8 @@ impl VerifiedConsumer {
             }
             if delivered == 0 {
                 self.check_stalls().await?;
+                // The checks may have waited on the broker: progress is stamped after them.
+                now = Instant::now();
             }
             // Fast path: a record already waiting needs no timer (one per record is costly).
             let received = match consumer.recv().now_or_never() {
@@ -714,10 +716,10 @@ impl VerifiedConsumer {
             let message = match received {
                 Ok(message) => message,
                 Err(e) => {
+                    tracing::warn!(error = %e, "consumer error; continuing");
                     if delivered > 0 {
                         return Ok(Polled::Record(delivered));
                     }
-                    tracing::warn!(error = %e, "consumer error; continuing");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     now = Instant::now();
                     continue;
@@ -758,6 +760,13 @@ impl VerifiedConsumer {
             track.last_progress = now;
             track.caught_up = false;
             track.idle_probes = 0;
+            let headers = message.headers().filter(|headers| {
+                let readable = headers_readable(headers);
+                if !readable {
+                    tracing::warn!(%topic, partition, offset, "a header name is not UTF-8: the record is kept without its headers");
+                }
+                readable
+            });
             each(RecordRef {
                 topic,
                 partition,
@@ -765,7 +774,7 @@ impl VerifiedConsumer {
                 timestamp_ms: message.timestamp().to_millis(),
                 key: message.key(),
                 payload: message.payload().unwrap_or_default(),
-                headers: message.headers(),
+                headers,
             });
             delivered += 1;
             if delivered >= max {
@@ -773,6 +782,18 @@ impl VerifiedConsumer {
             }
         }
     }
+}
+
+/// Whether every header name is UTF-8. rdkafka 0.39 panics reading a header whose name is not
+/// (`BorrowedHeaders::try_get` unwraps the conversion), and any producer can write one: the
+/// consume loop must not die on such a record (nor on its re-delivery after a restart), so the
+/// names are read once under `catch_unwind` and a record failing it is handed over without its
+/// headers (a raw record then lands as undecodable, bytes kept, rather than crash the sink).
+fn headers_readable(headers: &BorrowedHeaders) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        (0..headers.count()).all(|index| headers.try_get(index).is_some())
+    }))
+    .unwrap_or(false)
 }
 
 /// The track of a partition, found without building a key (a linear look over the few owned
