@@ -1,8 +1,14 @@
 //! The raw envelope: a record exactly as a connector received it, plus where it came from.
 //!
-//! On Kafka the payload bytes are the message value, untouched; the metadata travels in headers
-//! (`ml.*`) so that nothing re-encodes what was received. [`RawRecord::headers`] and
+//! On Kafka the payload bytes are the message value, untouched; the metadata travels in a header
+//! so that nothing re-encodes what was received. [`RawRecord::headers`] and
 //! [`RawRecord::from_kafka`] are the two directions of that mapping.
+//!
+//! The metadata is one header, `ml`, whose value is a compact binary envelope (version byte 1,
+//! then each field length-prefixed; layout in [`RawRecord::envelope`]). Until 2026-12-07 each
+//! field was a header of its own (`ml.source_id`, `ml.attr.<name>`, ...): those records are
+//! still read. The broker moves a fixed number of record bytes per second, and the per-field
+//! headers' names made up a third of a typical FIX record's bytes.
 
 use std::collections::BTreeMap;
 
@@ -132,6 +138,9 @@ const H_RECEIVED: &str = "ml.received_at_ns";
 const H_SYMBOL: &str = "ml.symbol";
 const H_REASON: &str = "ml.reason";
 const H_ATTR_PREFIX: &str = "ml.attr.";
+/// The one header of the compact envelope.
+const H_ENVELOPE: &str = "ml";
+const ENVELOPE_V1: u8 = 1;
 
 /// Headers as `(name, value)` pairs, the form both rdkafka and tests can use.
 pub type Headers = Vec<(String, Vec<u8>)>;
@@ -148,6 +157,7 @@ struct HeaderFields<'a> {
     received: Option<&'a [u8]>,
     symbol: Option<&'a [u8]>,
     reason: Option<&'a [u8]>,
+    envelope: Option<&'a [u8]>,
     attributes: Vec<(&'a str, &'a [u8])>,
 }
 
@@ -165,6 +175,7 @@ impl<'a> HeaderFields<'a> {
                 H_RECEIVED => &mut fields.received,
                 H_SYMBOL => &mut fields.symbol,
                 H_REASON => &mut fields.reason,
+                H_ENVELOPE => &mut fields.envelope,
                 other => {
                     if let Some(name) = other.strip_prefix(H_ATTR_PREFIX) {
                         fields.attributes.push((name, value));
@@ -199,6 +210,143 @@ fn required_i64(value: Option<&[u8]>, name: &'static str) -> Result<i64> {
     })
 }
 
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    let mut len = len as u64;
+    loop {
+        let low = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(low);
+            return;
+        }
+        out.push(low | 0x80);
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+/// Reads [`RawRecord::envelope`]; every read fails (`None`) rather than run past the end.
+struct EnvelopeReader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> EnvelopeReader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&first, rest) = self.rest.split_first()?;
+        self.rest = rest;
+        Some(first)
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        let mut value = 0u64;
+        for shift in (0..35).step_by(7) {
+            let byte = self.byte()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return usize::try_from(value).ok();
+            }
+        }
+        None
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = self.len()?;
+        if len > self.rest.len() {
+            return None;
+        }
+        let (bytes, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        Some(bytes)
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        let (bytes, rest) = self.rest.split_first_chunk::<8>()?;
+        self.rest = rest;
+        Some(i64::from_le_bytes(*bytes))
+    }
+}
+
+fn malformed(reason: &str) -> SchemaError {
+    SchemaError::InvalidHeader {
+        name: H_ENVELOPE,
+        reason: reason.to_string(),
+    }
+}
+
+fn text<'a>(bytes: Option<&'a [u8]>, name: &'static str) -> Result<&'a str> {
+    let bytes = bytes.ok_or_else(|| malformed("the envelope ends early"))?;
+    std::str::from_utf8(bytes).map_err(|e| SchemaError::InvalidHeader {
+        name,
+        reason: e.to_string(),
+    })
+}
+
+impl<'a> RawFields<'a> {
+    fn from_envelope(envelope: &'a [u8]) -> Result<Self> {
+        let mut reader = EnvelopeReader { rest: envelope };
+        match reader.byte() {
+            Some(ENVELOPE_V1) => {}
+            Some(other) => return Err(malformed(&format!("unknown envelope version {other}"))),
+            None => return Err(malformed("the envelope is empty")),
+        }
+        let source_id = text(reader.bytes(), H_SOURCE_ID)?;
+        let connector = text(reader.bytes(), H_CONNECTOR)?;
+        let class_text = text(reader.bytes(), H_CLASS)?;
+        let class = parse_class(class_text).ok_or_else(|| SchemaError::InvalidHeader {
+            name: H_CLASS,
+            reason: format!("unknown class `{class_text}`"),
+        })?;
+        let format_text = text(reader.bytes(), H_FORMAT)?;
+        let format =
+            PayloadFormat::parse(format_text).ok_or_else(|| SchemaError::InvalidHeader {
+                name: H_FORMAT,
+                reason: format!("unknown payload format `{format_text}`"),
+            })?;
+        let source_uri = text(reader.bytes(), H_URI)?;
+        let early = || malformed("the envelope ends early");
+        let source_position = reader.i64().ok_or_else(early)?;
+        let received_at_ns = reader.i64().ok_or_else(early)?;
+        let symbol = match reader.byte().ok_or_else(early)? {
+            0 => None,
+            1 => Some(reader.bytes().ok_or_else(early)?),
+            other => {
+                return Err(malformed(&format!(
+                    "symbol flag {other} is neither 0 nor 1"
+                )))
+            }
+        };
+        let count = reader.len().ok_or_else(early)?;
+        // Each attribute takes at least two bytes: a count beyond that is corrupt, not a
+        // reason to reserve memory.
+        if count > reader.rest.len() / 2 {
+            return Err(early());
+        }
+        let mut attributes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let name = text(reader.bytes(), H_ATTR_PREFIX)?;
+            let value = reader.bytes().ok_or_else(early)?;
+            attributes.push((name, value));
+        }
+        if !reader.rest.is_empty() {
+            return Err(malformed("bytes after the last attribute"));
+        }
+        Ok(RawFields {
+            source_id,
+            connector,
+            class,
+            format,
+            source_uri,
+            source_position,
+            received_at_ns,
+            symbol,
+            attributes,
+        })
+    }
+}
+
 /// Borrow `(name, value)` header pairs from their owned form.
 pub fn header_pairs(headers: &[(String, Vec<u8>)]) -> impl Iterator<Item = (&str, &[u8])> + '_ {
     headers.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
@@ -212,28 +360,50 @@ impl RawRecord {
     }
 
     pub fn headers(&self) -> Headers {
-        let mut headers: Headers = vec![
-            (H_SOURCE_ID.into(), self.source_id.clone().into_bytes()),
-            (H_CONNECTOR.into(), self.connector.clone().into_bytes()),
-            (H_CLASS.into(), class_str(self.class).as_bytes().to_vec()),
-            (H_FORMAT.into(), self.format.as_str().as_bytes().to_vec()),
-            (H_URI.into(), self.source_uri.clone().into_bytes()),
-            (
-                H_POSITION.into(),
-                self.source_position.to_string().into_bytes(),
-            ),
-            (
-                H_RECEIVED.into(),
-                self.received_at_ns.to_string().into_bytes(),
-            ),
-        ];
-        if let Some(symbol) = &self.symbol {
-            headers.push((H_SYMBOL.into(), symbol.clone().into_bytes()));
+        vec![(H_ENVELOPE.into(), self.envelope())]
+    }
+
+    /// The metadata as one header value: version byte `1`; then source id, connector, class,
+    /// payload format and source URI, each as a LEB128 length and UTF-8 bytes; source position
+    /// and receive time as little-endian `i64`s; a byte `0`/`1` for the symbol's absence or
+    /// presence, then the symbol (length-prefixed) when present; a LEB128 count of attributes,
+    /// then each attribute's name and value, length-prefixed. Lengths, not separators, so any
+    /// bytes a file name or a feed carries round-trip.
+    pub fn envelope(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            64 + self.source_id.len()
+                + self.source_uri.len()
+                + self
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 4)
+                    .sum::<usize>(),
+        );
+        out.push(ENVELOPE_V1);
+        for text in [
+            self.source_id.as_str(),
+            self.connector.as_str(),
+            class_str(self.class),
+            self.format.as_str(),
+            self.source_uri.as_str(),
+        ] {
+            put_bytes(&mut out, text.as_bytes());
         }
+        out.extend_from_slice(&self.source_position.to_le_bytes());
+        out.extend_from_slice(&self.received_at_ns.to_le_bytes());
+        match &self.symbol {
+            Some(symbol) => {
+                out.push(1);
+                put_bytes(&mut out, symbol.as_bytes());
+            }
+            None => out.push(0),
+        }
+        put_len(&mut out, self.attributes.len());
         for (key, value) in &self.attributes {
-            headers.push((format!("{H_ATTR_PREFIX}{key}"), value.clone().into_bytes()));
+            put_bytes(&mut out, key.as_bytes());
+            put_bytes(&mut out, value.as_bytes());
         }
-        headers
+        out
     }
 
     /// Rebuild a record from a consumed Kafka message's value and headers.
@@ -288,6 +458,9 @@ pub(crate) struct RawFields<'a> {
 impl<'a> RawFields<'a> {
     pub fn decode(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Result<Self> {
         let fields = HeaderFields::read(headers);
+        if let Some(envelope) = fields.envelope {
+            return Self::from_envelope(envelope);
+        }
         let class_text = required_str(fields.class, H_CLASS)?;
         let class = parse_class(class_text).ok_or_else(|| SchemaError::InvalidHeader {
             name: H_CLASS,
@@ -395,15 +568,84 @@ mod tests {
         assert_eq!(record.kafka_key(), "IBM");
     }
 
+    impl RawRecord {
+        /// The per-field headers written until 2026-12-07, still read.
+        fn legacy_headers(&self) -> Headers {
+            let mut headers: Headers = vec![
+                (H_SOURCE_ID.into(), self.source_id.clone().into_bytes()),
+                (H_CONNECTOR.into(), self.connector.clone().into_bytes()),
+                (H_CLASS.into(), class_str(self.class).as_bytes().to_vec()),
+                (H_FORMAT.into(), self.format.as_str().as_bytes().to_vec()),
+                (H_URI.into(), self.source_uri.clone().into_bytes()),
+                (
+                    H_POSITION.into(),
+                    self.source_position.to_string().into_bytes(),
+                ),
+                (
+                    H_RECEIVED.into(),
+                    self.received_at_ns.to_string().into_bytes(),
+                ),
+            ];
+            if let Some(symbol) = &self.symbol {
+                headers.push((H_SYMBOL.into(), symbol.clone().into_bytes()));
+            }
+            for (key, value) in &self.attributes {
+                headers.push((format!("{H_ATTR_PREFIX}{key}"), value.clone().into_bytes()));
+            }
+            headers
+        }
+    }
+
+    #[test]
+    fn records_with_per_field_headers_are_still_read() {
+        let record = sample();
+        let decoded = RawRecord::from_kafka(&record.payload, &record.legacy_headers()).unwrap();
+        assert_eq!(decoded, record);
+        // The envelope is what is written now: a third smaller even for this short record.
+        let size =
+            |headers: &Headers| -> usize { headers.iter().map(|(k, v)| k.len() + v.len()).sum() };
+        assert!(size(&record.headers()) * 3 < size(&record.legacy_headers()) * 2);
+    }
+
+    #[test]
+    fn envelopes_round_trip_any_bytes_and_refuse_damage() {
+        let mut record = sample();
+        record.source_uri = "file:///data/odd\u{1f}name\u{0}.csv".into();
+        record.symbol = None;
+        record.attributes.insert("empty".into(), String::new());
+        record.source_position = -1;
+        let decoded = RawRecord::from_kafka(&record.payload, &record.headers()).unwrap();
+        assert_eq!(decoded, record);
+        record.attributes.clear();
+        let decoded = RawRecord::from_kafka(&record.payload, &record.headers()).unwrap();
+        assert_eq!(decoded, record);
+
+        let envelope = record.envelope();
+        for cut in 0..envelope.len() {
+            let headers = vec![(H_ENVELOPE.to_string(), envelope[..cut].to_vec())];
+            let err = RawRecord::from_kafka(&record.payload, &headers).unwrap_err();
+            assert!(err.to_string().contains("ml"), "{err}");
+        }
+        let mut longer = envelope.clone();
+        longer.push(0);
+        let headers = vec![(H_ENVELOPE.to_string(), longer)];
+        assert!(RawRecord::from_kafka(&record.payload, &headers).is_err());
+        let mut version_2 = envelope;
+        version_2[0] = 2;
+        let headers = vec![(H_ENVELOPE.to_string(), version_2)];
+        let err = RawRecord::from_kafka(&record.payload, &headers).unwrap_err();
+        assert!(err.to_string().contains("version 2"), "{err}");
+    }
+
     #[test]
     fn missing_or_bad_headers_are_named() {
         let record = sample();
-        let mut headers = record.headers();
+        let mut headers = record.legacy_headers();
         headers.retain(|(k, _)| k != H_POSITION);
         let err = RawRecord::from_kafka(&record.payload, &headers).unwrap_err();
         assert!(err.to_string().contains("ml.source_position"), "{err}");
 
-        let mut headers = record.headers();
+        let mut headers = record.legacy_headers();
         for (k, v) in headers.iter_mut() {
             if k == H_RECEIVED {
                 *v = b"soon".to_vec();
