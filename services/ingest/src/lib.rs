@@ -165,6 +165,10 @@ pub struct IngestReport {
     pub commits: u64,
     pub conflicts: u64,
     pub elapsed: Duration,
+    /// From the start until the last commit with records landed: the time the data took to
+    /// reach L1. `elapsed` also counts proving every partition drained (`--until-caught-up`),
+    /// which waits for silence and re-asks the broker for its last batch.
+    pub last_rows_visible: Option<Duration>,
     /// Receive (connector) → commit (visible in L1) latency samples, microseconds.
     pub visibility_latency_us: Vec<i64>,
     pub consumer: marketlake_kafka::consumer::ConsumerStats,
@@ -323,6 +327,7 @@ struct Ingest {
     report: IngestReport,
     /// The group assigned this process partitions at least once (the group has settled).
     assigned_once: bool,
+    started: Instant,
 }
 
 /// Append one consumed record to the buffer of its table.
@@ -446,6 +451,9 @@ impl Ingest {
                 self.report.records += landed.records as u64;
                 self.report.payload_bytes += landed.payload_bytes;
                 self.report.commits += 1;
+                if landed.records > 0 {
+                    self.report.last_rows_visible = Some(self.started.elapsed());
+                }
                 self.report
                     .visibility_latency_us
                     .extend_from_slice(&landed.latencies_us);
@@ -649,6 +657,7 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
         stored: HashMap::new(),
         report: IngestReport::default(),
         assigned_once: false,
+        started,
     };
     let ends = if ingest.job.until_caught_up {
         let ends = retry("end offsets", || ingest.end_offsets()).await?;
