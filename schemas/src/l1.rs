@@ -181,6 +181,36 @@ pub(crate) fn timestamp_builder() -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::new().with_timezone("UTC")
 }
 
+/// `source_position`, `received_at_ns` and `received_at`: adjacent in both L1 schemas.
+struct SourceTimes {
+    position: Int64Builder,
+    received_ns: Int64Builder,
+    received_ts: TimestampMicrosecondBuilder,
+}
+
+impl SourceTimes {
+    fn with_capacity(rows: usize) -> Self {
+        SourceTimes {
+            position: Int64Builder::with_capacity(rows),
+            received_ns: Int64Builder::with_capacity(rows),
+            received_ts: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+        }
+    }
+
+    fn append(&mut self, source_position: i64, received_at_ns: i64) {
+        self.position.append_value(source_position);
+        self.received_ns.append_value(received_at_ns);
+        self.received_ts
+            .append_value(received_at_ns.div_euclid(1_000));
+    }
+
+    fn finish_into(&mut self, columns: &mut Vec<ArrayRef>) {
+        columns.push(Arc::new(self.position.finish()));
+        columns.push(Arc::new(self.received_ns.finish()));
+        columns.push(Arc::new(self.received_ts.finish()));
+    }
+}
+
 /// Rows of `l1.trades_raw` / `l1.news_raw` under construction, appended one consumed record at
 /// a time straight from the client's buffers: the ingest buffer of a raw table. Every consumed
 /// record becomes a row; one without marketlake's headers (a foreign producer) is kept as
@@ -190,9 +220,7 @@ pub struct RawColumns {
     connector: StringBuilder,
     format: StringBuilder,
     uri: StringBuilder,
-    position: Int64Builder,
-    received_ns: Int64Builder,
-    received_ts: TimestampMicrosecondBuilder,
+    times: SourceTimes,
     symbol: StringBuilder,
     payload: BinaryBuilder,
     attributes: StringBuilder,
@@ -215,9 +243,7 @@ impl RawColumns {
             connector: StringBuilder::with_capacity(n, sizes.ids),
             format: StringBuilder::with_capacity(n, n * 8),
             uri: StringBuilder::with_capacity(n, sizes.uris),
-            position: Int64Builder::with_capacity(n),
-            received_ns: Int64Builder::with_capacity(n),
-            received_ts: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            times: SourceTimes::with_capacity(n),
             symbol: StringBuilder::with_capacity(n, n * 8),
             payload: BinaryBuilder::with_capacity(n, sizes.payloads),
             attributes: StringBuilder::with_capacity(n, sizes.texts),
@@ -238,7 +264,7 @@ impl RawColumns {
     }
 
     pub fn len(&self) -> usize {
-        self.position.len()
+        self.times.position.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -261,7 +287,8 @@ impl RawColumns {
                 self.connector.append_value(fields.connector);
                 self.format.append_value(fields.format.as_str());
                 self.uri.append_value(fields.source_uri);
-                self.append_times(fields.source_position, fields.received_at_ns);
+                self.times
+                    .append(fields.source_position, fields.received_at_ns);
                 self.symbol
                     .append_option(fields.symbol.map(String::from_utf8_lossy));
                 self.payload.append_value(payload);
@@ -275,7 +302,7 @@ impl RawColumns {
                 self.format.append_value(PayloadFormat::Unknown.as_str());
                 self.uri
                     .append_value(format!("kafka://{}/{}", at.topic, at.partition));
-                self.append_times(at.offset, received_at_ns);
+                self.times.append(at.offset, received_at_ns);
                 self.symbol.append_option(key.map(String::from_utf8_lossy));
                 self.payload.append_value(payload);
                 let reason = e.to_string();
@@ -291,7 +318,8 @@ impl RawColumns {
         self.connector.append_value(&record.connector);
         self.format.append_value(record.format.as_str());
         self.uri.append_value(&record.source_uri);
-        self.append_times(record.source_position, record.received_at_ns);
+        self.times
+            .append(record.source_position, record.received_at_ns);
         self.symbol.append_option(record.symbol.as_deref());
         self.payload.append_value(&record.payload);
         self.append_attributes(
@@ -302,13 +330,6 @@ impl RawColumns {
                 .collect(),
         );
         self.kafka.append(at, record.received_at_ns);
-    }
-
-    fn append_times(&mut self, source_position: i64, received_at_ns: i64) {
-        self.position.append_value(source_position);
-        self.received_ns.append_value(received_at_ns);
-        self.received_ts
-            .append_value(received_at_ns.div_euclid(1_000));
     }
 
     /// The attributes as one JSON object, keys sorted, the last of a repeated key kept (as a
@@ -351,13 +372,11 @@ impl RawColumns {
             Arc::new(self.connector.finish()),
             Arc::new(self.format.finish()),
             Arc::new(self.uri.finish()),
-            Arc::new(self.position.finish()),
-            Arc::new(self.received_ns.finish()),
-            Arc::new(self.received_ts.finish()),
-            Arc::new(self.symbol.finish()),
-            Arc::new(self.payload.finish()),
-            Arc::new(self.attributes.finish()),
         ];
+        self.times.finish_into(&mut columns);
+        columns.push(Arc::new(self.symbol.finish()));
+        columns.push(Arc::new(self.payload.finish()));
+        columns.push(Arc::new(self.attributes.finish()));
         self.kafka.finish_into(&mut columns, ingested_at_ns);
         filtered(RecordBatch::try_new(raw_schema(), columns)?, keep)
     }
@@ -405,9 +424,7 @@ pub struct DeadLetterColumns {
     source_id: StringBuilder,
     connector: StringBuilder,
     uri: StringBuilder,
-    position: Int64Builder,
-    received_ns: Int64Builder,
-    received_ts: TimestampMicrosecondBuilder,
+    times: SourceTimes,
     reason: StringBuilder,
     payload: BinaryBuilder,
     kafka: KafkaColumns,
@@ -419,9 +436,7 @@ impl Default for DeadLetterColumns {
             source_id: StringBuilder::new(),
             connector: StringBuilder::new(),
             uri: StringBuilder::new(),
-            position: Int64Builder::new(),
-            received_ns: Int64Builder::new(),
-            received_ts: timestamp_builder(),
+            times: SourceTimes::with_capacity(0),
             reason: StringBuilder::new(),
             payload: BinaryBuilder::new(),
             kafka: KafkaColumns::with_capacity(0),
@@ -431,7 +446,7 @@ impl Default for DeadLetterColumns {
 
 impl DeadLetterColumns {
     pub fn len(&self) -> usize {
-        self.position.len()
+        self.times.position.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -470,10 +485,8 @@ impl DeadLetterColumns {
         self.source_id.append_value(&letter.source_id);
         self.connector.append_value(&letter.connector);
         self.uri.append_value(&letter.source_uri);
-        self.position.append_value(letter.source_position);
-        self.received_ns.append_value(letter.received_at_ns);
-        self.received_ts
-            .append_value(letter.received_at_ns.div_euclid(1_000));
+        self.times
+            .append(letter.source_position, letter.received_at_ns);
         self.reason.append_value(&letter.reason);
         self.payload.append_value(&letter.payload);
         self.kafka.append(at, letter.received_at_ns);
@@ -485,12 +498,10 @@ impl DeadLetterColumns {
             Arc::new(self.source_id.finish()),
             Arc::new(self.connector.finish()),
             Arc::new(self.uri.finish()),
-            Arc::new(self.position.finish()),
-            Arc::new(self.received_ns.finish()),
-            Arc::new(self.received_ts.finish()),
-            Arc::new(self.reason.finish()),
-            Arc::new(self.payload.finish()),
         ];
+        self.times.finish_into(&mut columns);
+        columns.push(Arc::new(self.reason.finish()));
+        columns.push(Arc::new(self.payload.finish()));
         self.kafka.finish_into(&mut columns, ingested_at_ns);
         filtered(RecordBatch::try_new(dead_letter_schema(), columns)?, keep)
     }

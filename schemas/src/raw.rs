@@ -210,6 +210,22 @@ fn required_i64(value: Option<&[u8]>, name: &'static str) -> Result<i64> {
     })
 }
 
+/// The class field, in either header form.
+fn class_field(text: &str) -> Result<FeedClass> {
+    parse_class(text).ok_or_else(|| SchemaError::InvalidHeader {
+        name: H_CLASS,
+        reason: format!("unknown class `{text}`"),
+    })
+}
+
+/// The payload format field, in either header form.
+fn format_field(text: &str) -> Result<PayloadFormat> {
+    PayloadFormat::parse(text).ok_or_else(|| SchemaError::InvalidHeader {
+        name: H_FORMAT,
+        reason: format!("unknown payload format `{text}`"),
+    })
+}
+
 fn put_len(out: &mut Vec<u8>, len: usize) {
     let mut len = len as u64;
     loop {
@@ -294,17 +310,8 @@ impl<'a> RawFields<'a> {
         }
         let source_id = text(reader.bytes(), H_SOURCE_ID)?;
         let connector = text(reader.bytes(), H_CONNECTOR)?;
-        let class_text = text(reader.bytes(), H_CLASS)?;
-        let class = parse_class(class_text).ok_or_else(|| SchemaError::InvalidHeader {
-            name: H_CLASS,
-            reason: format!("unknown class `{class_text}`"),
-        })?;
-        let format_text = text(reader.bytes(), H_FORMAT)?;
-        let format =
-            PayloadFormat::parse(format_text).ok_or_else(|| SchemaError::InvalidHeader {
-                name: H_FORMAT,
-                reason: format!("unknown payload format `{format_text}`"),
-            })?;
+        let class = class_field(text(reader.bytes(), H_CLASS)?)?;
+        let format = format_field(text(reader.bytes(), H_FORMAT)?)?;
         let source_uri = text(reader.bytes(), H_URI)?;
         let early = || malformed("the envelope ends early");
         let source_position = reader.i64().ok_or_else(early)?;
@@ -461,17 +468,8 @@ impl<'a> RawFields<'a> {
         if let Some(envelope) = fields.envelope {
             return Self::from_envelope(envelope);
         }
-        let class_text = required_str(fields.class, H_CLASS)?;
-        let class = parse_class(class_text).ok_or_else(|| SchemaError::InvalidHeader {
-            name: H_CLASS,
-            reason: format!("unknown class `{class_text}`"),
-        })?;
-        let format_text = required_str(fields.format, H_FORMAT)?;
-        let format =
-            PayloadFormat::parse(format_text).ok_or_else(|| SchemaError::InvalidHeader {
-                name: H_FORMAT,
-                reason: format!("unknown payload format `{format_text}`"),
-            })?;
+        let class = class_field(required_str(fields.class, H_CLASS)?)?;
+        let format = format_field(required_str(fields.format, H_FORMAT)?)?;
         Ok(RawFields {
             source_id: required_str(fields.source_id, H_SOURCE_ID)?,
             connector: required_str(fields.connector, H_CONNECTOR)?,

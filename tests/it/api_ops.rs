@@ -1179,6 +1179,22 @@ fn schema_errors(
 }
 
 /// How many files a Delta Sharing query of `l2.trades` with `body` answers.
+/// The `add` actions of a successful change-feed request over `range` of `l2.trades`.
+async fn change_adds(served: &Served, token: &str, range: &str) -> Result<Vec<serde_json::Value>> {
+    let (status, _, body) = served
+        .get(
+            &format!("/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?{range}"),
+            token,
+        )
+        .await?;
+    assert_eq!(status, 200, "{range}: {}", String::from_utf8_lossy(&body));
+    Ok(String::from_utf8(body)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| l.get("add").cloned())
+        .collect())
+}
+
 async fn sharing_query_files(served: &Served, token: &str, body: &str) -> Result<usize> {
     let (status, _, answer) = served
         .send(
@@ -1343,31 +1359,21 @@ os._exit(0)
         assert_eq!(error["errorCode"], "INVALID_PARAMETER_VALUE", "{range}");
     }
     // From an instant before the table existed: every commit.
-    let (status, _, body) = served
-        .get(
-            "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?startingTimestamp=2000-01-01T00:00:00Z",
-            &compliance,
-        )
-        .await?;
-    assert_eq!(status, 200);
-    let adds = String::from_utf8(body)?
-        .lines()
-        .filter(|l| l.contains("\"add\""))
-        .count();
-    assert_eq!(adds, 3);
+    let adds = change_adds(
+        &served,
+        &compliance,
+        "startingTimestamp=2000-01-01T00:00:00Z",
+    )
+    .await?;
+    assert_eq!(adds.len(), 3);
     // Up to an instant after the last commit: the same three, read walking the versions.
-    let (status, _, body) = served
-        .get(
-            "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?startingVersion=1&endingTimestamp=2100-01-01T00:00:00Z",
-            &compliance,
-        )
-        .await?;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let adds = String::from_utf8(body)?
-        .lines()
-        .filter(|l| l.contains("\"add\""))
-        .count();
-    assert_eq!(adds, 3);
+    let adds = change_adds(
+        &served,
+        &compliance,
+        "startingVersion=1&endingTimestamp=2100-01-01T00:00:00Z",
+    )
+    .await?;
+    assert_eq!(adds.len(), 3);
     for (who, body, files) in [
         (&compliance, &none, 3),
         (&compliance, &with_hint, 2),
@@ -1438,18 +1444,7 @@ os._exit(0)
             small_file_bytes > 0,
             "{report:?}"
         );
-        let (status, _, body) = served
-            .get(
-                "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?startingVersion=0",
-                &compliance,
-            )
-            .await?;
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        let adds: Vec<serde_json::Value> = String::from_utf8(body)?
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|l| l.get("add").cloned())
-            .collect();
+        let adds = change_adds(&served, &compliance, "startingVersion=0").await?;
         let versions: Vec<i64> = adds.iter().filter_map(|a| a["version"].as_i64()).collect();
         assert_eq!(versions, [1, 2, 3]);
         assert!(

@@ -59,6 +59,25 @@ pub struct Taken<C> {
     pub bytes: usize,
 }
 
+/// The offset advances a commit of these spans stores.
+fn advances_of(spans: &BTreeMap<PartitionKey, Span>) -> Vec<OffsetAdvance> {
+    spans
+        .iter()
+        .map(|(key, span)| OffsetAdvance {
+            topic: key.topic.clone(),
+            partition: key.partition,
+            from: span.from,
+            to: span.to,
+        })
+        .collect()
+}
+
+impl<C> Taken<C> {
+    pub fn advances(&self) -> Vec<OffsetAdvance> {
+        advances_of(&self.spans)
+    }
+}
+
 impl<C> TableBuffer<C> {
     pub fn new(columns: C) -> Self {
         TableBuffer {
@@ -162,15 +181,7 @@ impl<C> TableBuffer<C> {
     }
 
     pub fn advances(&self) -> Vec<OffsetAdvance> {
-        self.spans()
-            .into_iter()
-            .map(|(key, span)| OffsetAdvance {
-                topic: key.topic,
-                partition: key.partition,
-                from: span.from,
-                to: span.to,
-            })
-            .collect()
+        advances_of(&self.spans())
     }
 
     /// Empty the buffer, returning its columns, which rows to keep and the spans; `next`

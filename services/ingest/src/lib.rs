@@ -423,9 +423,9 @@ impl Ingest {
                 message: format!("{name} was flushed while its commit was in flight"),
             });
         };
-        let advances = table.buffer.advances();
         let next = table.buffer.columns().successor();
         let taken = table.buffer.take(next);
+        let advances = taken.advances();
         for (key, span) in &taken.spans {
             self.stored.insert(key.clone(), Some(span.to));
         }

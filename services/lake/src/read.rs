@@ -254,23 +254,9 @@ pub async fn commit_timestamp_ms(table: &DeltaTable, version: i64) -> Result<i64
     Ok(meta.last_modified.timestamp_millis())
 }
 
-/// A version of a table and its data files; `None` and no files before version 0.
-pub async fn version_files(
-    config: &LakeConfig,
-    name: TableName,
-    version: i64,
-) -> Result<(Option<DeltaTable>, Vec<DataFile>)> {
-    if version < 0 {
-        return Ok((None, Vec::new()));
-    }
-    let table = load_table(config, name, Some(version)).await?;
-    let files = data_files(&table).await?;
-    Ok((Some(table), files))
-}
-
 /// A table walked forward version by version, as the change feed and the live stream read it:
-/// each step forward applies the new commits to the state already loaded, where
-/// [`version_files`] replays the log from the last checkpoint for every version.
+/// each step forward applies the new commits to the state already loaded, rather than
+/// replaying the log from the last checkpoint for every version.
 pub struct VersionCursor {
     config: LakeConfig,
     name: TableName,

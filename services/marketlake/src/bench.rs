@@ -189,6 +189,29 @@ fn print_table(rows: &[Row], reference: f64) {
     }
 }
 
+/// A plain consumer reading `(partitions, records)` of `topic` from the start.
+async fn plain_consume(
+    kafka: &KafkaConfig,
+    topic: &str,
+    (partitions, records): (i32, u64),
+    measure: &str,
+) -> anyhow::Result<Row> {
+    let (records, bytes, elapsed) = marketlake_kafka::reference::consume_all(
+        kafka,
+        topic,
+        partitions,
+        records,
+        Duration::from_secs(1_800),
+    )
+    .await?;
+    Ok(Row {
+        measure: measure.into(),
+        records,
+        bytes,
+        elapsed,
+    })
+}
+
 async fn ingest(config: Config, args: IngestBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (_broker, brokers) = match &args.brokers {
@@ -266,20 +289,15 @@ async fn ingest(config: Config, args: IngestBenchArgs) -> anyhow::Result<()> {
     });
 
     // 2. The broker's own consume rate of bare payloads: a plain consumer reading that topic.
-    let (records, bytes, elapsed) = marketlake_kafka::reference::consume_all(
-        &kafka,
-        baseline_topic,
-        args.partitions,
-        args.records,
-        Duration::from_secs(1_800),
-    )
-    .await?;
-    rows.push(Row {
-        measure: "broker consume (plain consumer)".into(),
-        records,
-        bytes,
-        elapsed,
-    });
+    rows.push(
+        plain_consume(
+            &kafka,
+            baseline_topic,
+            (args.partitions, args.records),
+            "broker consume (plain consumer)",
+        )
+        .await?,
+    );
 
     // 3. Connector replay: frame, verify checksums, publish with metadata headers.
     let spec = SourceConfig {
@@ -307,22 +325,16 @@ async fn ingest(config: Config, args: IngestBenchArgs) -> anyhow::Result<()> {
 
     // 4. The broker's consume rate of exactly what ingest reads: the plain consumer over
     // raw.trades (the connector's batches, with the metadata headers).
-    let (records, bytes, elapsed) = marketlake_kafka::reference::consume_all(
+    let raw_consume = plain_consume(
         &kafka,
         TOPIC_RAW_TRADES,
-        args.partitions,
-        report.records,
-        Duration::from_secs(1_800),
+        (args.partitions, report.records),
+        "broker consume of raw.trades (plain consumer)",
     )
     .await?;
     // The reference of the ratios: the broker's rate for exactly these records.
-    let reference = records as f64 / elapsed.as_secs_f64().max(1e-9);
-    rows.push(Row {
-        measure: "broker consume of raw.trades (plain consumer)".into(),
-        records,
-        bytes,
-        elapsed,
-    });
+    let reference = raw_consume.rate();
+    rows.push(raw_consume);
 
     // 5. Ingest into L1, draining to the end offsets.
     let job = IngestJob {

@@ -322,6 +322,18 @@ fn unrestricted(entitlement: &Entitlement) -> bool {
 
 /// The `metaData` action for this principal: the table's schema minus hidden columns, hashed
 /// columns as strings.
+/// The first two lines of every table answer: `protocol`, then `metaData`.
+fn listing_head(
+    table: &DeltaTable,
+    spec: &TableSpec,
+    entitlement: &Entitlement,
+) -> Result<Vec<serde_json::Value>, SharingError> {
+    Ok(vec![
+        serde_json::json!({ "protocol": { "minReaderVersion": 1 } }),
+        metadata_line(table, spec, entitlement)?,
+    ])
+}
+
 fn metadata_line(
     table: &marketlake_lake::read::DeltaTable,
     spec: &TableSpec,
@@ -436,10 +448,7 @@ pub(super) async fn table_metadata(
         .await
         .map_err(|_| no_such(&format!("table {share}.{schema}.{table}")))?;
     let version = version_of(&loaded);
-    let lines = vec![
-        serde_json::json!({ "protocol": { "minReaderVersion": 1 } }),
-        metadata_line(&loaded, spec, entitlement)?,
-    ];
+    let lines = listing_head(&loaded, spec, entitlement)?;
     let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let request_id = audit(
         &state,
@@ -575,10 +584,7 @@ pub(super) async fn table_query(
     )
     .await
     .map_err(ApiError::internal)?;
-    let mut lines = vec![
-        serde_json::json!({ "protocol": { "minReaderVersion": 1 } }),
-        metadata_line(&loaded, spec, entitlement)?,
-    ];
+    let mut lines = listing_head(&loaded, spec, entitlement)?;
     let own_files = unrestricted(entitlement);
     let hints = query
         .json_predicate_hints
@@ -834,10 +840,7 @@ pub(super) async fn table_changes(
     // The last version read (`end`): its schema is the one the listing is described by.
     let last_table = cursor.table().ok_or_else(|| invalid("no such version"))?;
     let files = adds.len();
-    let mut lines = vec![
-        serde_json::json!({ "protocol": { "minReaderVersion": 1 } }),
-        metadata_line(last_table, spec, entitlement)?,
-    ];
+    let mut lines = listing_head(last_table, spec, entitlement)?;
     lines.extend(adds);
     let query_text = serde_json::json!({
         "startingVersion": query.starting_version, "startingTimestamp": query.starting_timestamp,
