@@ -37,6 +37,39 @@ pub enum SchemaError {
 
 pub type Result<T, E = SchemaError> = std::result::Result<T, E>;
 
+/// Text columns whose values repeat across rows (a few hundred symbols, accounts or venues in
+/// millions of rows). An extraction that asks for dictionaries serves them as Arrow
+/// dictionary columns, each distinct value once per batch or row group instead of once per
+/// row: the file's dictionary pages are kept as they are, and a column written without one
+/// is dictionary-encoded as it is read. A column named here means the same thing in every
+/// table that has it.
+pub const CATEGORICAL_COLUMNS: &[&str] = &[
+    "account",
+    "action",
+    "anchor_source",
+    "cik",
+    "connector",
+    "currency",
+    "exchange",
+    "figi",
+    "instrument_name",
+    "isin",
+    "kafka_topic",
+    "language",
+    "payload_format",
+    "publisher",
+    "raw_topic",
+    "rule",
+    "side",
+    "source_id",
+    "source_uri",
+    "symbol",
+    "target_table",
+    "ticker",
+    "trader",
+    "venue",
+];
+
 /// Current time as UTC nanoseconds since the Unix epoch (the unit of every `*_ns` column).
 pub fn now_utc_ns() -> i64 {
     let now = std::time::SystemTime::now()

@@ -96,7 +96,9 @@ pub(crate) fn page_rows(body: &[u8]) -> Result<Vec<BTreeMap<String, serde_json::
 /// the same leak checks apply to every format.
 fn as_text(format: &str, body: Vec<u8>) -> Result<String> {
     use marketlake_lake::extract::{decode, encode, Format};
-    let format = Format::parse(format).context("format")?;
+    // `format` may carry more query parameters: `arrow&dictionary=true`.
+    let name = format.split('&').next().unwrap_or(format);
+    let format = Format::parse(name).context("format")?;
     if !matches!(format, Format::Arrow | Format::Parquet) {
         return Ok(String::from_utf8(body)?);
     }
@@ -302,8 +304,19 @@ principal = "compliance"
     assert_eq!(status, 404);
     assert_eq!(code(&denied), code(&missing));
 
-    // The quant: only AAPL and IBM, account hashed, trader hidden, in every format.
-    for format in ["json", "ndjson", "csv", "arrow", "parquet"] {
+    // The quant: only AAPL and IBM, account hashed, trader hidden, in every format (and with
+    // the categorical columns as dictionaries).
+    let formats = [
+        "json",
+        "ndjson",
+        "csv",
+        "arrow",
+        "parquet",
+        "arrow&dictionary=true",
+        "parquet&dictionary=true",
+    ];
+    let mut texts = BTreeMap::new();
+    for format in formats {
         let (status, body) = client
             .get(
                 &format!("/v1/datasets/l2.trades/rows?format={format}"),
@@ -312,6 +325,7 @@ principal = "compliance"
             .await?;
         assert_eq!(status, 200, "{format}: {}", String::from_utf8_lossy(&body));
         let text = as_text(format, body)?;
+        texts.insert(format, text.clone());
         assert!(
             !text.contains("MSFT"),
             "{format} leaks a row outside the filter: {text}"
@@ -331,6 +345,32 @@ principal = "compliance"
             "{format}: {text}"
         );
     }
+    // Dictionaries change the encoding, never a value: the same rows and hashes.
+    assert_eq!(texts["arrow&dictionary=true"], texts["arrow"]);
+    assert_eq!(texts["parquet&dictionary=true"], texts["parquet"]);
+    let (_, body) = client
+        .get(
+            "/v1/datasets/l2.trades/rows?format=arrow&dictionary=true",
+            Some(&quant),
+        )
+        .await?;
+    let batches = marketlake_lake::extract::decode(marketlake_lake::extract::Format::Arrow, body)?;
+    let schema = batches.first().context("a batch")?.schema();
+    for (column, dictionary) in [("symbol", true), ("account", true), ("trade_id", false)] {
+        let data_type = format!("{:?}", schema.field_with_name(column)?.data_type());
+        assert_eq!(
+            data_type.starts_with("Dictionary"),
+            dictionary,
+            "{column}: {data_type}"
+        );
+    }
+    let (status, body) = client
+        .get(
+            "/v1/datasets/l2.trades/rows?format=ndjson&dictionary=true",
+            Some(&quant),
+        )
+        .await?;
+    assert_eq!((status, code(&body).as_str()), (400, "bad_query"));
     let (_, body) = client
         .get("/v1/datasets/l2.trades/rows", Some(&quant))
         .await?;
@@ -379,7 +419,7 @@ principal = "compliance"
         "every refused token is audited: {refused:?}"
     );
     let events = catalog.audit_of("alice").await?;
-    assert_eq!(events.len(), 8, "{events:?}");
+    assert_eq!(events.len(), 12, "{events:?}");
     let last = events.last().context("an event")?;
     let sha: String = sha2::Sha256::digest(&last_quant_body)
         .iter()

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub use deltalake::arrow::array::BooleanArray;
-use deltalake::arrow::array::{Array, ArrayRef, Int64Array, StringArray, StringBuilder};
+use deltalake::arrow::array::{
+    Array, ArrayRef, Int32DictionaryArray, Int64Array, StringArray, StringBuilder,
+};
 use deltalake::arrow::compute::{cast, filter_record_batch};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
@@ -208,6 +210,14 @@ pub fn project(
         match masks.get(name.as_str()) {
             Some(Mask::Hide) => continue,
             Some(Mask::Hash) => {
+                if let DataType::Dictionary(_, _) = field.data_type() {
+                    // A dictionary column: its distinct values are hashed, its keys kept.
+                    let hashed = hash_dictionary(filtered.column(index), hash)
+                        .ok_or_else(|| error(format!("column {name} cannot be masked")))??;
+                    fields.push(Field::new(name, hashed.data_type().clone(), true));
+                    arrays.push(hashed);
+                    continue;
+                }
                 let values = cast(filtered.column(index), &DataType::Utf8).map_err(error)?;
                 let values = values
                     .as_any()
@@ -236,6 +246,23 @@ pub fn project(
         }
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(error)
+}
+
+/// A dictionary column of text with its values hashed by `hash` and its keys unchanged;
+/// `None` when the column is not a dictionary of `Int32` keys.
+fn hash_dictionary(column: &ArrayRef, hash: &dyn Fn(&str) -> String) -> Option<Result<ArrayRef>> {
+    let dictionary = column.as_any().downcast_ref::<Int32DictionaryArray>()?;
+    Some((|| {
+        let values = cast(dictionary.values(), &DataType::Utf8).map_err(error)?;
+        let values = values
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| error("dictionary values are not text"))?;
+        let hashed: StringArray = values.iter().map(|v| v.map(hash)).collect();
+        let hashed = Int32DictionaryArray::try_new(dictionary.keys().clone(), Arc::new(hashed))
+            .map_err(error)?;
+        Ok(Arc::new(hashed) as ArrayRef)
+    })())
 }
 
 /// A growable buffer the Arrow IPC and Parquet writers write into, drained after every batch so

@@ -20,6 +20,7 @@ pub mod scan;
 pub mod sink;
 pub mod spec;
 
+pub use deltalake::arrow::datatypes::Schema;
 pub use deltalake::arrow::record_batch::RecordBatch;
 pub use sink::{CommitOutcome, ExactlyOnceSink, OffsetAdvance};
 pub use spec::{open_or_create, LakeConfig, TableSpec};

@@ -85,6 +85,9 @@ pub struct ScanRequest {
     pub columns: Option<Vec<String>>,
     /// Resume at this position (rows before it, in scan order, are skipped).
     pub resume: Option<Position>,
+    /// Text columns to read as Arrow dictionaries (`Int32` keys): Parquet's dictionary pages
+    /// are kept rather than expanded to one string per row. Empty: every column as stored.
+    pub dictionary: BTreeSet<String>,
 }
 
 /// Where a row lies in the scan order of a version: file path, row group, row in the group.
@@ -329,7 +332,10 @@ pub async fn plan(
         .metadata()
         .partition_columns()
         .to_vec();
-    let output = output_schema(schema, &partition_columns);
+    let output = dictionary_schema(
+        &output_schema(schema, &partition_columns),
+        &request.dictionary,
+    );
     files.retain(|f| {
         request
             .resume
@@ -518,6 +524,18 @@ async fn read_planned_file(
         size,
     };
     let metadata = source.footer(&mut reader, &file, request.narrows()).await?;
+    // Rows are read with the dictionary columns hinted; the narrowing pass reads the symbol
+    // and time columns as stored.
+    let read_metadata = if request.dictionary.is_empty() {
+        metadata.clone()
+    } else {
+        let hinted = dictionary_schema(metadata.schema(), &request.dictionary);
+        ArrowReaderMetadata::try_new(
+            metadata.metadata().clone(),
+            ArrowReaderOptions::new().with_schema(hinted),
+        )
+        .map_err(|e| read_error(&file.path, e))?
+    };
     let store = source.store;
     let projection = match &request.columns {
         None => ProjectionMask::all(),
@@ -561,6 +579,7 @@ async fn read_planned_file(
                 size,
             };
             let metadata = metadata.clone();
+            let read_metadata = read_metadata.clone();
             let projection = projection.clone();
             let narrowing = narrowing.clone();
             let request = request.clone();
@@ -595,7 +614,7 @@ async fn read_planned_file(
                     None => rows_from(skip, rows),
                 };
                 let mut builder =
-                    ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
+                    ParquetRecordBatchStreamBuilder::new_with_metadata(reader, read_metadata)
                         .with_row_groups(vec![group])
                         .with_projection(projection)
                         .with_batch_size(BATCH_ROWS);
@@ -856,6 +875,28 @@ fn selection_of(chosen: &[usize], rows: usize) -> RowSelection {
         }
     }
     selection_of_ranges(&ranges, rows)
+}
+
+/// `schema` with its text columns named in `columns` as dictionaries of `Int32` keys (other
+/// columns, and named columns of another type, unchanged).
+pub fn dictionary_schema(schema: &SchemaRef, columns: &BTreeSet<String>) -> SchemaRef {
+    if columns.is_empty() {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 if columns.contains(field.name()) => {
+                field.as_ref().clone().with_data_type(DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(field.data_type().clone()),
+                ))
+            }
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// The schema a table's rows come back with (partition columns last, always nullable), for

@@ -184,6 +184,7 @@ fn routes(state: &AppState) -> Vec<openapi::Route> {
                     Param("as_of_version", In::Query, "integer", "Delta version to read"),
                     Param("as_of_time", In::Query, "string", "RFC 3339 instant or UTC ns: the version current then"),
                     Param("format", In::Query, "string", "json (default), ndjson, csv, arrow, parquet"),
+                    Param("dictionary", In::Query, "boolean", "arrow and parquet: low-cardinality text columns (symbol, venue, account, ...) as dictionaries, as stored; fewer bytes, same values"),
                 ],
                 &["application/json", "application/x-ndjson", "text/csv", "application/vnd.apache.arrow.stream", "application/vnd.apache.parquet"],
                 DATA,

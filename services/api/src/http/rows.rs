@@ -25,7 +25,7 @@ use futures::StreamExt;
 use marketlake_lake::extract::{self, Encoder, Format, Mask, RowFilter};
 use marketlake_lake::read::{data_files, evolved_schema, AsOf};
 use marketlake_lake::scan::{self, Position, ScanPlan, ScanRequest};
-use marketlake_lake::{RecordBatch, TableSpec};
+use marketlake_lake::{RecordBatch, Schema, TableSpec};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -142,6 +142,9 @@ pub(super) struct RowsQuery {
     cursor: Option<String>,
     /// json (default), ndjson, csv, arrow, parquet.
     format: Option<String>,
+    /// Arrow and Parquet only: serve the low-cardinality text columns
+    /// (`schemas::CATEGORICAL_COLUMNS`) as dictionaries, as they are stored.
+    dictionary: Option<bool>,
 }
 
 fn split(list: &Option<String>) -> Option<Vec<String>> {
@@ -332,6 +335,7 @@ pub(super) async fn rows(
         "symbols": extraction.filter.symbols, "from": query.from, "to": query.to,
         "columns": extraction.columns, "limit": query.limit, "format": format_name,
         "cursor": query.cursor, "as_of_time": query.as_of_time,
+        "dictionary": query.dictionary,
         "files_planned": extraction.plan.files.len(),
         "files_in_version": extraction.plan.files_in_version,
     })
@@ -496,7 +500,12 @@ async fn plan(
     let columns = split(&query.columns);
     // The version's own columns: the spec's, plus any the table gained by then.
     let schema = evolved_schema(&table, &spec.schema).map_err(ApiError::internal)?;
-    let template = RecordBatch::new_empty(scan::output_schema(&schema, &spec.partition_columns));
+    let dictionary =
+        dictionary_columns(query.dictionary, format, &schema, &spec.partition_columns)?;
+    let template = RecordBatch::new_empty(scan::dictionary_schema(
+        &scan::output_schema(&schema, &spec.partition_columns),
+        &dictionary,
+    ));
     if let Some(wanted) = &columns {
         for column in wanted {
             // A hidden column is as unknown as one that does not exist.
@@ -546,6 +555,7 @@ async fn plan(
             to_ns: filter.to_ns,
             columns: columns.clone(),
             resume: cursor.map(|c| c.p),
+            dictionary,
         },
     )
     .await
@@ -567,6 +577,34 @@ async fn plan(
         },
         as_of_text,
     ))
+}
+
+/// The columns served as dictionaries: with `dictionary=true`, the table's categorical text
+/// columns (partition columns are not in the files, so they stay plain). The text formats
+/// write values, never dictionaries, so they refuse the option rather than ignore it.
+fn dictionary_columns(
+    asked: Option<bool>,
+    format: Format,
+    schema: &Schema,
+    partition_columns: &[String],
+) -> Result<BTreeSet<String>, ApiError> {
+    if asked != Some(true) {
+        return Ok(BTreeSet::new());
+    }
+    if !matches!(format, Format::Arrow | Format::Parquet) {
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "dictionary=true applies to format=arrow and format=parquet",
+        ));
+    }
+    Ok(schema
+        .fields()
+        .iter()
+        .map(|f| f.name())
+        .filter(|name| marketlake_schemas::CATEGORICAL_COLUMNS.contains(&name.as_str()))
+        .filter(|name| !partition_columns.contains(name))
+        .cloned()
+        .collect())
 }
 
 /// Sends the body and hashes what was accepted.
