@@ -1195,6 +1195,49 @@ async fn change_adds(served: &Served, token: &str, range: &str) -> Result<Vec<se
         .collect())
 }
 
+/// The lines of a sharing `query` answer.
+async fn sharing_lines(served: &Served, token: &str, body: &str) -> Result<Vec<serde_json::Value>> {
+    let (status, _, answer) = served
+        .send(
+            reqwest::Method::POST,
+            "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/query",
+            Some(token),
+            Some(body.as_bytes().to_vec()),
+            &[],
+        )
+        .await?;
+    anyhow::ensure!(status == 200, "query {body}: {status}");
+    Ok(String::from_utf8(answer)?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect())
+}
+
+/// The sharing `version` for `startingTimestamp=instant`: `None` when refused with the
+/// protocol's error.
+async fn sharing_version(served: &Served, token: &str, instant: &str) -> Result<Option<i64>> {
+    let (status, headers, body) = served
+        .get(
+            &format!(
+                "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/version?startingTimestamp={instant}"
+            ),
+            token,
+        )
+        .await?;
+    if status == 400 {
+        let error: serde_json::Value = serde_json::from_slice(&body)?;
+        anyhow::ensure!(error["errorCode"] == "INVALID_PARAMETER_VALUE", "{error}");
+        return Ok(None);
+    }
+    anyhow::ensure!(status == 200, "version at {instant}: {status}");
+    let version = headers
+        .get("delta-table-version")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .context("delta-table-version")?;
+    Ok(Some(version))
+}
+
 async fn sharing_query_files(served: &Served, token: &str, body: &str) -> Result<usize> {
     let (status, _, answer) = served
         .send(
@@ -1374,6 +1417,88 @@ os._exit(0)
     )
     .await?;
     assert_eq!(adds.len(), 3);
+
+    // A streaming reader's query from a version lists the same data change files as
+    // `changes`; it cannot also name a snapshot, nor end without a start.
+    let changed = change_adds(&served, &compliance, "startingVersion=2").await?;
+    let lines = sharing_lines(&served, &compliance, r#"{"startingVersion": 2}"#).await?;
+    let streamed: Vec<&serde_json::Value> = lines.iter().filter_map(|l| l.get("add")).collect();
+    let ids = |adds: &[&serde_json::Value]| -> Vec<(i64, String)> {
+        adds.iter()
+            .map(|a| (a["version"].as_i64().unwrap_or(-1), a["id"].to_string()))
+            .collect()
+    };
+    assert_eq!(ids(&streamed), ids(&changed.iter().collect::<Vec<_>>()));
+    assert_eq!(streamed.len(), 2, "{lines:?}");
+    assert!(lines.iter().all(|l| l.get("file").is_none()), "{lines:?}");
+    for body in [
+        r#"{"startingVersion": 2, "version": 3}"#,
+        r#"{"endingVersion": 2}"#,
+        r#"{"startingVersion": 9}"#,
+    ] {
+        let (status, _, answer) = served
+            .send(
+                reqwest::Method::POST,
+                "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/query",
+                Some(&compliance),
+                Some(body.as_bytes().to_vec()),
+                &[],
+            )
+            .await?;
+        assert_eq!(status, 400, "{body}");
+        let error: serde_json::Value = serde_json::from_slice(&answer)?;
+        assert_eq!(error["errorCode"], "INVALID_PARAMETER_VALUE", "{body}");
+    }
+    // Historical metadata: version 0 created the table, and no later version changed it.
+    for (range, versions) in [
+        ("startingVersion=0&includeHistoricalMetadata=true", vec![0]),
+        ("startingVersion=1&includeHistoricalMetadata=true", vec![]),
+        ("startingVersion=0", vec![]),
+    ] {
+        let (status, _, body) = served
+            .get(
+                &format!(
+                    "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?{range}"
+                ),
+                &compliance,
+            )
+            .await?;
+        assert_eq!(status, 200, "{range}");
+        let historical: Vec<i64> = String::from_utf8(body)?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|l| l["metaData"]["version"].as_i64())
+            .collect();
+        assert_eq!(historical, versions, "{range}");
+    }
+    // The version endpoint with startingTimestamp: the first version committed at or after it.
+    let all = change_adds(&served, &compliance, "startingVersion=0").await?;
+    let committed: Vec<(i64, i64)> = all
+        .iter()
+        .filter_map(|a| Some((a["version"].as_i64()?, a["timestamp"].as_i64()?)))
+        .collect();
+    let (_, second_ms) = *committed.get(1).context("version 2's commit")?;
+    let first_at_or_after = committed
+        .iter()
+        .find(|(_, ms)| *ms >= second_ms)
+        .map(|(v, _)| *v);
+    let rfc3339 = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default()
+    };
+    for (instant, expected) in [
+        (rfc3339(second_ms), first_at_or_after),
+        ("2000-01-01T00:00:00Z".to_string(), Some(0)),
+        ("2100-01-01T00:00:00Z".to_string(), None),
+    ] {
+        assert_eq!(
+            sharing_version(&served, &compliance, &instant).await?,
+            expected,
+            "{instant}"
+        );
+    }
+
     for (who, body, files) in [
         (&compliance, &none, 3),
         (&compliance, &with_hint, 2),
@@ -1454,5 +1579,51 @@ os._exit(0)
             "{adds:?}"
         );
     }
+
+    // Log cleanup past the retention removes the commits before the oldest checkpoint kept
+    // (version 3, written above): the versions before it are the caller's out-of-range
+    // request (400), never a server error, and the later ones still list.
+    let log = served
+        .lake
+        .lake_config()
+        .root
+        .join(spec.name.relative_path())
+        .join("_delta_log");
+    for version in 0..3 {
+        std::fs::remove_file(log.join(format!("{version:020}.json")))?;
+    }
+    for range in [
+        "startingTimestamp=2000-01-01T00:00:00Z",
+        "startingVersion=1",
+        "startingVersion=3",
+    ] {
+        let (status, _, body) = served
+            .get(
+                &format!(
+                    "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?{range}"
+                ),
+                &compliance,
+            )
+            .await?;
+        assert_eq!(status, 400, "{range}: {}", String::from_utf8_lossy(&body));
+        let error: serde_json::Value = serde_json::from_slice(&body)?;
+        assert_eq!(error["errorCode"], "INVALID_PARAMETER_VALUE", "{range}");
+    }
+    assert_eq!(
+        sharing_version(&served, &compliance, "2000-01-01T00:00:00Z").await?,
+        None
+    );
+    let adds = change_adds(&served, &compliance, "startingVersion=4").await?;
+    assert!(adds.is_empty(), "a compaction lists nothing: {adds:?}");
+    // Time travel to before the oldest readable version is refused, never answered with it.
+    let (status, _, body) = served
+        .get(
+            "/v1/datasets/l2.trades/rows?as_of_time=2000-01-01T00:00:00Z",
+            &compliance,
+        )
+        .await?;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let error: serde_json::Value = serde_json::from_slice(&body)?;
+    assert_eq!(error["error"]["code"], "bad_as_of_time");
     served.stop().await
 }

@@ -135,15 +135,20 @@ pub async fn load_table_as_of(
                 .load()
                 .await
                 .map_err(delta_error(&label))?;
-            // Before the first commit there is no version to show: delta-rs answers with the
-            // first one, which did not exist yet at that instant.
-            let committed_ms = table
-                .version()
-                .and_then(|v| table.snapshot().ok().and_then(|s| s.version_timestamp(v)));
+            // Before the first commit, or before the oldest version the log can still rebuild
+            // (log cleanup past the retention), delta-rs answers with the oldest version it
+            // can load, which was not the table at that instant.
+            let version = table.version().and_then(|v| i64::try_from(v).ok());
+            let committed_ms = match version {
+                Some(v) => Some(commit_timestamp_ms(&table, v).await?),
+                None => None,
+            };
             if committed_ms.is_some_and(|ms| ms.saturating_mul(1_000_000) > ns) {
                 return Err(LakeError::Read {
                     what: label,
-                    message: "the table did not exist yet at that instant".into(),
+                    message: "no version of the table at that instant can be read (before its \
+                              first commit, or older than the log keeps)"
+                        .into(),
                 });
             }
             Ok(table)
@@ -252,6 +257,50 @@ pub async fn commit_timestamp_ms(table: &DeltaTable, version: i64) -> Result<i64
             message: format!("commit {version}: {e}"),
         })?;
     Ok(meta.last_modified.timestamp_millis())
+}
+
+/// The oldest version the table's log can still rebuild: 0 while the first commit is there;
+/// after log cleanup removed the commits older than the log retention, the oldest checkpoint
+/// left (the versions before it can no longer be travelled to, though their data is still
+/// read through the checkpoint). `None` for an empty log.
+pub async fn earliest_readable_version(table: &DeltaTable) -> Result<Option<i64>> {
+    let label = table.table_url().to_string();
+    let log = deltalake::Path::from("_delta_log");
+    let listed: Vec<_> = table
+        .object_store()
+        .list(Some(&log))
+        .try_collect()
+        .await
+        .map_err(|e| LakeError::Read {
+            what: label,
+            message: format!("listing the log: {e}"),
+        })?;
+    // `<20 digits>.json` is a commit; `<20 digits>.checkpoint[...].parquet|json` a checkpoint.
+    let version_of = |name: &str| -> Option<(i64, bool)> {
+        let (digits, rest) = name.split_at_checked(20)?;
+        let version = digits
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| digits.parse::<i64>().ok())??;
+        match rest {
+            ".json" => Some((version, false)),
+            _ if rest.starts_with(".checkpoint.") => Some((version, true)),
+            _ => None,
+        }
+    };
+    let entries: Vec<(i64, bool)> = listed
+        .iter()
+        .filter_map(|meta| meta.location.filename())
+        .filter_map(version_of)
+        .collect();
+    if entries
+        .iter()
+        .any(|&(version, checkpoint)| version == 0 && !checkpoint)
+    {
+        return Ok(Some(0));
+    }
+    let oldest_checkpoint = entries.iter().filter(|(_, c)| *c).map(|(v, _)| *v).min();
+    Ok(oldest_checkpoint.or_else(|| entries.iter().map(|(v, _)| *v).min()))
 }
 
 /// A table walked forward version by version, as the change feed and the live stream read it:

@@ -294,7 +294,7 @@ fn routes(state: &AppState) -> Vec<openapi::Route> {
             },
             Route {
                 path: "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/version",
-                operations: vec![op("get", "Delta Sharing: table version (delta-table-version header)", true, vec![share(), schema(), table()], &["text/plain"], SHARING)],
+                operations: vec![op("get", "Delta Sharing: table version (delta-table-version header): the latest, or the first committed at or after startingTimestamp", true, vec![share(), schema(), table(), Param("startingTimestamp", In::Query, "string", "RFC 3339: the first version committed at or after it")], &["text/plain"], SHARING)],
                 handler: get(sharing::table_version),
             },
             Route {
@@ -313,9 +313,11 @@ fn routes(state: &AppState) -> Vec<openapi::Route> {
                             "limitHint": { "type": "integer" },
                             "predicateHints": { "type": "array", "items": { "type": "string" } },
                             "jsonPredicateHints": { "type": "string" },
+                            "startingVersion": { "type": "integer", "description": "streaming: the data change files since this version, as /changes lists them, with historical metadata" },
+                            "endingVersion": { "type": "integer", "description": "with startingVersion: the last version (default the latest)" },
                         },
                     })),
-                    ..op("post", "Delta Sharing: files of a version, signed URLs (entitled files for filtered or masked grants)", true, vec![share(), schema(), table()], &["application/x-ndjson"], SHARING)
+                    ..op("post", "Delta Sharing: files of a version, signed URLs (entitled files for filtered or masked grants); with startingVersion, the data change files since it", true, vec![share(), schema(), table()], &["application/x-ndjson"], SHARING)
                 }],
                 handler: axum::routing::post(sharing::table_query),
             },
@@ -333,6 +335,7 @@ fn routes(state: &AppState) -> Vec<openapi::Route> {
                         Param("startingTimestamp", In::Query, "string", "RFC 3339: from the first version committed at or after it"),
                         Param("endingVersion", In::Query, "integer", "last version (inclusive; default the latest)"),
                         Param("endingTimestamp", In::Query, "string", "RFC 3339: up to the version current then"),
+                        Param("includeHistoricalMetadata", In::Query, "boolean", "also a metaData line (with its version) for each version in the range that changed the table's metadata"),
                     ],
                     &["application/x-ndjson"],
                     SHARING,

@@ -29,8 +29,9 @@ use axum::Json;
 use base64::Engine;
 use marketlake_lake::extract::{self, Encoder, Format, Mask};
 use marketlake_lake::read::{
-    appended_files, commit_timestamp_ms, delta_schema, evolved_schema, file_bytes, file_paths,
-    load_table_as_of, read_file_as, table_id, AsOf, DataFile, DeltaTable, VersionCursor,
+    appended_files, commit_timestamp_ms, delta_schema, earliest_readable_version, evolved_schema,
+    file_bytes, file_paths, load_table_as_of, read_file_as, table_id, AsOf, DataFile, DeltaTable,
+    VersionCursor,
 };
 use marketlake_lake::scan::{self, ScanRequest};
 use marketlake_lake::{RecordBatch, TableSpec};
@@ -403,21 +404,30 @@ pub(super) async fn table_version(
     State(state): State<Arc<AppState>>,
     Path((share, schema, table)): Path<(String, String, String)>,
     headers: HeaderMap,
+    query: Result<axum::extract::Query<VersionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Reply {
     let endpoint = "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/version";
     let (principal, granted) = principal_and_grants(&state, &headers, endpoint).await?;
     let (spec, _) = find(&state, &granted, (&share, &schema, &table))?;
+    let axum::extract::Query(query) = query.map_err(|e| invalid(e.body_text()))?;
     let loaded = state
         .snapshots
         .latest(&state.lake, spec.name)
         .await
         .map_err(|_| no_such(&format!("table {share}.{schema}.{table}")))?;
-    let version = version_of(&loaded);
+    // With `startingTimestamp`: the earliest version committed at or after it (a streaming
+    // reader starts there); without: the latest.
+    let version = match &query.starting_timestamp {
+        None => version_of(&loaded),
+        Some(t) => first_version_from(&state, spec, &loaded, instant_ns(t)?)
+            .await?
+            .ok_or_else(|| invalid("startingTimestamp is after the table's latest version"))?,
+    };
     audit(
         &state,
         &principal,
         endpoint,
-        String::new(),
+        serde_json::json!({ "startingTimestamp": query.starting_timestamp }).to_string(),
         Vec::new(),
         Some(format!("version {version}")),
         (200, 0),
@@ -469,6 +479,10 @@ pub(super) async fn table_metadata(
 pub(super) struct QueryBody {
     version: Option<i64>,
     timestamp: Option<String>,
+    /// Streaming readers: the data change files of versions `startingVersion..=endingVersion`
+    /// (default: the latest), as `changes` lists them, with the historical metadata.
+    starting_version: Option<i64>,
+    ending_version: Option<i64>,
     limit_hint: Option<i64>,
     #[serde(default)]
     predicate_hints: Option<serde_json::Value>,
@@ -548,6 +562,12 @@ pub(super) async fn table_query(
     let (spec, entitlement) = find(&state, &granted, (&share, &schema, &table))?;
     let Json(query) =
         body.map_err(|e| ApiError::bad_request("INVALID_PARAMETER_VALUE", e.body_text()))?;
+    if let Some(start) = query.starting_version {
+        return query_changes(&state, (spec, entitlement, &principal), &query, start).await;
+    }
+    if query.ending_version.is_some() {
+        return Err(invalid("endingVersion needs startingVersion"));
+    }
     let as_of = match (query.version, &query.timestamp) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(
@@ -631,6 +651,46 @@ pub(super) async fn table_query(
     .await
 }
 
+/// `query` with `startingVersion`: what a streaming reader asks for, the data change files
+/// since that version (and the metadata changes among them), as `changes` lists them.
+async fn query_changes(
+    state: &AppState,
+    (spec, entitlement, principal): (&TableSpec, &Entitlement, &Principal),
+    query: &QueryBody,
+    start: i64,
+) -> Reply {
+    let endpoint = "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/query";
+    if query.version.is_some() || query.timestamp.is_some() {
+        return Err(invalid(
+            "give version or timestamp (a snapshot) or startingVersion (changes), not both",
+        ));
+    }
+    let latest = state
+        .snapshots
+        .latest(&state.lake, spec.name)
+        .await
+        .map_err(|_| no_such(&format!("table {}", spec.name)))?;
+    let latest_version = version_of(&latest);
+    let end = query.ending_version.unwrap_or(latest_version);
+    let range = ChangeRange::checked(start, end, latest_version, true)?;
+    let (lines, files) =
+        change_lines(state, (spec, entitlement, principal), (&latest, &range)).await?;
+    let query_text = serde_json::json!({
+        "startingVersion": start, "endingVersion": query.ending_version,
+        "versions": [start, end], "files": files,
+        "served": if unrestricted(entitlement) { "table files" } else { "entitled files" },
+    })
+    .to_string();
+    answer_files(
+        state,
+        (principal, entitlement, endpoint),
+        (query_text, format!("versions {start}..={end}")),
+        lines,
+        start,
+    )
+    .await
+}
+
 /// A file of table `version` as the protocol lists it: a signed, expiring URL for this
 /// principal, and the log's statistics when the table's own files are served.
 fn file_entry(
@@ -679,6 +739,13 @@ fn file_entry(
     entry
 }
 
+/// `version`'s query: `startingTimestamp` asks for the first version committed at or after it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct VersionQuery {
+    starting_timestamp: Option<String>,
+}
+
 /// The change data feed's range: `startingVersion` or `startingTimestamp`, and optionally
 /// `endingVersion` or `endingTimestamp` (default: the latest version), inclusive.
 #[derive(Debug, Deserialize)]
@@ -723,18 +790,160 @@ async fn version_at(
             Ok(Some((version, committed_ms)))
         }
         Err(e) => {
-            // An instant before the first commit has no version; any other failure (an
-            // unreadable log, a store error) is the server's, not an empty answer.
-            let first_ms = commit_timestamp_ms(latest, 0)
+            // An instant before the first commit has no version; one before the oldest version
+            // the log can still rebuild (older commits were cleaned up past the log retention)
+            // cannot be answered, which is the caller's range, not the server's failure.
+            // Anything else (an unreadable log, a store error) is the server's.
+            let earliest = earliest_readable_version(latest)
+                .await
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| ApiError::internal(&e))?;
+            let earliest_ms = commit_timestamp_ms(latest, earliest)
                 .await
                 .map_err(ApiError::internal)?;
-            if ns < first_ms.saturating_mul(1_000_000) {
-                Ok(None)
-            } else {
-                Err(ApiError::internal(e).into())
+            match (ns < earliest_ms.saturating_mul(1_000_000), earliest) {
+                (true, 0) => Ok(None),
+                (true, _) => Err(invalid(format!(
+                    "that instant is before version {earliest}, the oldest the table's log can \
+                     still rebuild (older commits are past the log retention)"
+                ))),
+                (false, _) => Err(ApiError::internal(e).into()),
             }
         }
     }
+}
+
+/// The first version committed at or after `ns` (0 when `ns` is before the first commit);
+/// `None` when every version was committed before it.
+async fn first_version_from(
+    state: &AppState,
+    spec: &TableSpec,
+    latest: &DeltaTable,
+    ns: i64,
+) -> Result<Option<i64>, SharingError> {
+    let candidate = match version_at(state, spec, latest, ns).await? {
+        None => 0,
+        Some((v, committed_ms)) if committed_ms.saturating_mul(1_000_000) >= ns => v,
+        Some((v, _)) => v + 1,
+    };
+    Ok((candidate <= version_of(latest)).then_some(candidate))
+}
+
+/// A range of versions whose appended files are listed as data change files.
+struct ChangeRange {
+    start: i64,
+    end: i64,
+    /// List a `metaData` line (with its `version`) for every version in the range whose
+    /// metadata differs from the version before: a schema change the table went through.
+    historical_metadata: bool,
+}
+
+impl ChangeRange {
+    /// `start..=end` checked against the table's versions and the per-request bound.
+    fn checked(
+        start: i64,
+        end: i64,
+        latest: i64,
+        historical_metadata: bool,
+    ) -> Result<ChangeRange, SharingError> {
+        if start < 0 || start > latest {
+            return Err(invalid(format!(
+                "startingVersion {start} is not a version of the table (latest {latest})"
+            )));
+        }
+        if end < start || end > latest {
+            return Err(invalid(format!(
+                "the range {start}..={end} is not within the table's versions 0..={latest}"
+            )));
+        }
+        if end - start >= MAX_CHANGE_VERSIONS {
+            return Err(invalid(format!(
+                "at most {MAX_CHANGE_VERSIONS} versions per request: narrow the range"
+            )));
+        }
+        Ok(ChangeRange {
+            start,
+            end,
+            historical_metadata,
+        })
+    }
+}
+
+/// The listing of a change range: `protocol` and `metaData` (of the range's last version),
+/// then each version's appended files as `add` lines with their commit `version` and
+/// `timestamp`, and, when asked, the historical `metaData` lines; with the number of files.
+async fn change_lines(
+    state: &AppState,
+    (spec, entitlement, principal): (&TableSpec, &Entitlement, &Principal),
+    (latest, range): (&DeltaTable, &ChangeRange),
+) -> Result<(Vec<serde_json::Value>, usize), SharingError> {
+    // A version the log can no longer rebuild is the caller's range, not the server's failure.
+    let unreadable = |e: marketlake_lake::LakeError| async move {
+        match earliest_readable_version(latest).await {
+            Ok(Some(earliest)) if earliest > 0 && range.start <= earliest => invalid(format!(
+                "changes can be listed from version {} on: older commits are past the log \
+                 retention",
+                earliest + 1
+            )),
+            _ => ApiError::internal(e).into(),
+        }
+    };
+    let own_files = unrestricted(entitlement);
+    // Each version is a log read: these requests share the extraction slots.
+    let _permit = super::slot(state, &state.scans).await?;
+    // Files that cannot hold an entitled row are not listed, as in `query`.
+    let entitled = ScanRequest {
+        symbols: super::rows::pruning_symbols(&entitlement.filter),
+        ..ScanRequest::default()
+    };
+    // One log replay for the whole range: each version applies its commit to the last.
+    let mut cursor = VersionCursor::new(&state.lake, spec.name);
+    let mut before = match cursor.files_at(range.start - 1).await {
+        Ok(files) => file_paths(&files),
+        Err(e) => return Err(unreadable(e).await),
+    };
+    let mut metadata_before = match (range.historical_metadata, cursor.table()) {
+        (true, Some(table)) if range.start > 0 => Some(metadata_line(table, spec, entitlement)?),
+        _ => None,
+    };
+    let mut changes = Vec::new();
+    let mut files = 0usize;
+    for version in range.start..=range.end {
+        let listed = match cursor.files_at(version).await {
+            Ok(files) => files,
+            Err(e) => return Err(unreadable(e).await),
+        };
+        let table = cursor.table().ok_or_else(|| invalid("no such version"))?;
+        let committed_ms = commit_timestamp_ms(table, version)
+            .await
+            .map_err(ApiError::internal)?;
+        if range.historical_metadata {
+            let metadata = metadata_line(table, spec, entitlement)?;
+            if metadata_before.as_ref() != Some(&metadata) {
+                let mut historical = metadata.clone();
+                historical["metaData"]["version"] = version.into();
+                changes.push(historical);
+            }
+            metadata_before = Some(metadata);
+        }
+        let appended = appended_files(&before, &listed).unwrap_or_default();
+        for file in appended
+            .into_iter()
+            .filter(|f| entitled.file_may_match(f.stats.as_deref(), None))
+        {
+            let mut entry = file_entry(state, (spec, version, file), principal, own_files);
+            entry["version"] = version.into();
+            entry["timestamp"] = committed_ms.into();
+            changes.push(serde_json::json!({ "add": entry }));
+            files += 1;
+        }
+        before = file_paths(&listed);
+    }
+    // The last version read (`end`): its schema is the one the listing is described by.
+    let last_table = cursor.table().ok_or_else(|| invalid("no such version"))?;
+    let mut lines = listing_head(last_table, spec, entitlement)?;
+    lines.extend(changes);
+    Ok((lines, files))
 }
 
 /// Delta Sharing change data feed. The tables are append-only, so every change is an insert:
@@ -759,15 +968,9 @@ pub(super) async fn table_changes(
     let latest_version = version_of(&latest);
     let start = match (query.starting_version, &query.starting_timestamp) {
         (Some(v), None) => v,
-        (None, Some(t)) => {
-            let ns = instant_ns(t)?;
-            // The first version committed at or after the instant.
-            match version_at(&state, spec, &latest, ns).await? {
-                None => 0,
-                Some((v, committed_ms)) if committed_ms.saturating_mul(1_000_000) >= ns => v,
-                Some((v, _)) => v + 1,
-            }
-        }
+        (None, Some(t)) => first_version_from(&state, spec, &latest, instant_ns(t)?)
+            .await?
+            .ok_or_else(|| invalid("startingTimestamp is after the table's latest version"))?,
         _ => {
             return Err(invalid(
                 "give startingVersion or startingTimestamp (one of them)",
@@ -787,67 +990,20 @@ pub(super) async fn table_changes(
         (None, None) => latest_version,
         _ => return Err(invalid("give endingVersion or endingTimestamp, not both")),
     };
-    if start < 0 || start > latest_version {
-        return Err(invalid(format!(
-            "startingVersion {start} is not a version of the table (latest {latest_version})"
-        )));
-    }
-    if end < start || end > latest_version {
-        return Err(invalid(format!(
-            "the range {start}..={end} is not within the table's versions 0..={latest_version}"
-        )));
-    }
-    if end - start >= MAX_CHANGE_VERSIONS {
-        return Err(invalid(format!(
-            "at most {MAX_CHANGE_VERSIONS} versions per request: narrow the range"
-        )));
-    }
-    let own_files = unrestricted(entitlement);
-    // Each version is a log read: these requests share the extraction slots.
-    let _permit = super::slot(&state, &state.scans).await?;
-    // Files that cannot hold an entitled row are not listed, as in `query`.
-    let entitled = ScanRequest {
-        symbols: super::rows::pruning_symbols(&entitlement.filter),
-        ..ScanRequest::default()
-    };
-    // One log replay for the whole range: each version applies its commit to the last.
-    let mut cursor = VersionCursor::new(&state.lake, spec.name);
-    let mut before = file_paths(
-        &cursor
-            .files_at(start - 1)
-            .await
-            .map_err(ApiError::internal)?,
-    );
-    let mut adds = Vec::new();
-    for version in start..=end {
-        let files = cursor.files_at(version).await.map_err(ApiError::internal)?;
-        let table = cursor.table().ok_or_else(|| invalid("no such version"))?;
-        let committed_ms = commit_timestamp_ms(table, version)
-            .await
-            .map_err(ApiError::internal)?;
-        let appended = appended_files(&before, &files).unwrap_or_default();
-        for file in appended
-            .into_iter()
-            .filter(|f| entitled.file_may_match(f.stats.as_deref(), None))
-        {
-            let mut entry = file_entry(&state, (spec, version, file), &principal, own_files);
-            entry["version"] = version.into();
-            entry["timestamp"] = committed_ms.into();
-            adds.push(serde_json::json!({ "add": entry }));
-        }
-        before = file_paths(&files);
-    }
-    // The last version read (`end`): its schema is the one the listing is described by.
-    let last_table = cursor.table().ok_or_else(|| invalid("no such version"))?;
-    let files = adds.len();
-    let mut lines = listing_head(last_table, spec, entitlement)?;
-    lines.extend(adds);
+    let range = ChangeRange::checked(
+        start,
+        end,
+        latest_version,
+        query.include_historical_metadata == Some(true),
+    )?;
+    let (lines, files) =
+        change_lines(&state, (spec, entitlement, &principal), (&latest, &range)).await?;
     let query_text = serde_json::json!({
         "startingVersion": query.starting_version, "startingTimestamp": query.starting_timestamp,
         "endingVersion": query.ending_version, "endingTimestamp": query.ending_timestamp,
         "includeHistoricalMetadata": query.include_historical_metadata,
         "versions": [start, end], "files": files,
-        "served": if own_files { "table files" } else { "entitled files" },
+        "served": if unrestricted(entitlement) { "table files" } else { "entitled files" },
     })
     .to_string();
     answer_files(
@@ -868,7 +1024,10 @@ async fn answer_files(
     lines: Vec<serde_json::Value>,
     header_version: i64,
 ) -> Reply {
-    let files = lines.len().saturating_sub(2);
+    let files = lines
+        .iter()
+        .filter(|l| l.get("file").is_some() || l.get("add").is_some())
+        .count();
     let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let request_id = audit(
         state,
