@@ -324,6 +324,11 @@ principal = "compliance"
             )
             .await?;
         assert_eq!(status, 200, "{format}: {}", String::from_utf8_lossy(&body));
+        // The raw bytes too: a dictionary must not carry values of rows outside the grant.
+        assert!(
+            !body.windows(4).any(|w| w == b"MSFT"),
+            "{format} carries a value of a row outside the filter"
+        );
         let text = as_text(format, body)?;
         texts.insert(format, text.clone());
         assert!(
@@ -355,6 +360,18 @@ principal = "compliance"
         )
         .await?;
     let batches = marketlake_lake::extract::decode(marketlake_lake::extract::Format::Arrow, body)?;
+    // Every dictionary value sent is the value of a row sent (compacting changes nothing): no
+    // other desk's symbols, and no hashes of accounts outside the grant.
+    for batch in &batches {
+        let compacted = marketlake_lake::extract::compact_dictionaries(batch)?;
+        for (sent, kept) in batch.columns().iter().zip(compacted.columns()) {
+            use marketlake_lake::read::Array;
+            assert!(
+                sent.to_data().ptr_eq(&kept.to_data()),
+                "unused dictionary values: {sent:?}"
+            );
+        }
+    }
     let schema = batches.first().context("a batch")?.schema();
     for (column, dictionary) in [("symbol", true), ("account", true), ("trade_id", false)] {
         let data_type = format!("{:?}", schema.field_with_name(column)?.data_type());

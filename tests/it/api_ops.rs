@@ -1258,7 +1258,7 @@ async fn sharing_query_files(served: &Served, token: &str, body: &str) -> Result
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_sharing_client_reads_only_entitled_data() -> Result<()> {
-    let (served, _) = serve("").await?;
+    let (mut served, _) = serve("").await?;
     let base = served.client.base.clone();
     let compliance = token("carol", &["compliance"], &["compliance"])?;
     let quant = token("alice", &["quant"], &["desk-eq"])?;
@@ -1431,6 +1431,29 @@ os._exit(0)
     assert_eq!(ids(&streamed), ids(&changed.iter().collect::<Vec<_>>()));
     assert_eq!(streamed.len(), 2, "{lines:?}");
     assert!(lines.iter().all(|l| l.get("file").is_none()), "{lines:?}");
+    // From version 0: the listing is described by version 0's metadata (with its version),
+    // and no version after it changed the metadata.
+    let lines = sharing_lines(&served, &compliance, r#"{"startingVersion": 0}"#).await?;
+    let metadata: Vec<Option<i64>> = lines
+        .iter()
+        .filter(|l| l.get("metaData").is_some())
+        .map(|l| l["metaData"]["version"].as_i64())
+        .collect();
+    assert_eq!(metadata, [Some(0)], "{lines:?}");
+    // The quant streams the same entitled files as its change feed lists.
+    let quant_changes = change_adds(&served, &quant, "startingVersion=1").await?;
+    let lines = sharing_lines(&served, &quant, r#"{"startingVersion": 1}"#).await?;
+    let quant_streamed: Vec<&serde_json::Value> =
+        lines.iter().filter_map(|l| l.get("add")).collect();
+    assert_eq!(
+        ids(&quant_streamed),
+        ids(&quant_changes.iter().collect::<Vec<_>>())
+    );
+    assert_eq!(quant_streamed.len(), 3);
+    assert!(
+        quant_streamed.iter().all(|a| a.get("stats").is_none()),
+        "entitled files carry no table statistics: {quant_streamed:?}"
+    );
     for body in [
         r#"{"startingVersion": 2, "version": 3}"#,
         r#"{"endingVersion": 2}"#,
@@ -1477,18 +1500,27 @@ os._exit(0)
         .iter()
         .filter_map(|a| Some((a["version"].as_i64()?, a["timestamp"].as_i64()?)))
         .collect();
-    let (_, second_ms) = *committed.get(1).context("version 2's commit")?;
-    let first_at_or_after = committed
+    // One append per version: 1, 2 and 3, committed 30 ms apart.
+    let (_, second_ms) = *committed
         .iter()
-        .find(|(_, ms)| *ms >= second_ms)
-        .map(|(v, _)| *v);
+        .find(|(v, _)| *v == 2)
+        .context("version 2's commit")?;
+    let first_at_or_after = |instant_ms: i64| {
+        committed
+            .iter()
+            .find(|(_, ms)| *ms >= instant_ms)
+            .map(|(v, _)| *v)
+    };
+    assert_eq!(first_at_or_after(second_ms), Some(2));
+    assert_eq!(first_at_or_after(second_ms + 1), Some(3));
     let rfc3339 = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .unwrap_or_default()
     };
     for (instant, expected) in [
-        (rfc3339(second_ms), first_at_or_after),
+        (rfc3339(second_ms), Some(2)),
+        (rfc3339(second_ms + 1), Some(3)),
         ("2000-01-01T00:00:00Z".to_string(), Some(0)),
         ("2100-01-01T00:00:00Z".to_string(), None),
     ] {
@@ -1625,5 +1657,53 @@ os._exit(0)
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     let error: serde_json::Value = serde_json::from_slice(&body)?;
     assert_eq!(error["error"]["code"], "bad_as_of_time");
+
+    // A commit after the cleanup (version 5) lists as usual.
+    let rows: Vec<TradeRow> = (40..42)
+        .map(|n| trade(n, "IBM", &format!("ACC-{n}")))
+        .collect();
+    commit(&mut served.sink, &rows, Some(23), 41).await?;
+    let adds = change_adds(&served, &compliance, "startingVersion=4").await?;
+    let versions: Vec<i64> = adds.iter().filter_map(|a| a["version"].as_i64()).collect();
+    assert_eq!(versions, [5]);
+
+    // A feed gains a field: the table gains a nullable column (a metadata-only version, 6).
+    // Historical metadata lists that version with the new schema; the quant's line keeps its
+    // masks (the hidden trader column stays out).
+    let evolved = marketlake_lake::TableSpec {
+        schema: marketlake_schemas::l2::trades_schema_with(&[
+            marketlake_schemas::extra::ExtraColumn {
+                name: "venue_fee".into(),
+                kind: marketlake_schemas::extra::ExtraType::Float64,
+            },
+        ]),
+        ..spec
+    };
+    marketlake_lake::open_or_create(&served.lake.lake_config(), &evolved).await?;
+    for who in [&compliance, &quant] {
+        let (status, _, body) = served
+            .get(
+                "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?startingVersion=4&includeHistoricalMetadata=true",
+                who,
+            )
+            .await?;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let historical: Vec<serde_json::Value> = String::from_utf8(body)?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["metaData"]["version"].is_i64())
+            .collect();
+        assert_eq!(historical.len(), 1, "{historical:?}");
+        assert_eq!(historical[0]["metaData"]["version"], 6);
+        let schema = historical[0]["metaData"]["schemaString"]
+            .as_str()
+            .context("schemaString")?;
+        assert!(schema.contains("venue_fee"), "{schema}");
+        assert_eq!(
+            schema.contains("\"trader\""),
+            who == &compliance,
+            "{schema}"
+        );
+    }
     served.stop().await
 }

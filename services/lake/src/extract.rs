@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 pub use deltalake::arrow::array::BooleanArray;
 use deltalake::arrow::array::{
-    Array, ArrayRef, Int32DictionaryArray, Int64Array, StringArray, StringBuilder,
+    Array, ArrayRef, Int32Array, Int32DictionaryArray, Int64Array, StringArray, StringBuilder,
+    UInt32Array,
 };
-use deltalake::arrow::compute::{cast, filter_record_batch};
+use deltalake::arrow::compute::{cast, filter_record_batch, take};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::{LakeError, RecordBatch, Result};
@@ -44,6 +45,79 @@ impl RowFilter {
             ..Default::default()
         }
     }
+
+    /// Whether the entitlement keeps some rows out (no grant lets every row through).
+    pub fn restricts_rows(&self) -> bool {
+        !self
+            .any_of
+            .iter()
+            .any(|grant| grant.symbols.is_none() && grant.venues.is_none())
+    }
+}
+
+/// `batch` with each dictionary column's values cut down to the ones its rows use. A column
+/// read from a Parquet dictionary page carries every value of its row group, including values
+/// of rows a filter removed: sent as is, it would reveal them (another desk's symbols or
+/// accounts) to a principal whose grant keeps those rows out.
+pub fn compact_dictionaries(batch: &RecordBatch) -> Result<RecordBatch> {
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    let mut changed = false;
+    for column in batch.columns() {
+        match column.as_any().downcast_ref::<Int32DictionaryArray>() {
+            // Scans only make `Int32` keys; any other dictionary is refused, never sent whole.
+            None if matches!(column.data_type(), DataType::Dictionary(_, _)) => {
+                return Err(error(format!(
+                    "a {} column cannot be compacted",
+                    column.data_type()
+                )));
+            }
+            Some(dictionary) => {
+                let compacted = compact_dictionary(dictionary)?;
+                changed |= compacted.is_some();
+                columns.push(compacted.map_or_else(|| column.clone(), |c| Arc::new(c) as ArrayRef));
+            }
+            None => columns.push(column.clone()),
+        }
+    }
+    if !changed {
+        return Ok(batch.clone());
+    }
+    RecordBatch::try_new(batch.schema(), columns).map_err(error)
+}
+
+/// The dictionary with only the values its keys use (renumbered in their old order); `None`
+/// when it already uses every value.
+fn compact_dictionary(dictionary: &Int32DictionaryArray) -> Result<Option<Int32DictionaryArray>> {
+    let values = dictionary.values().len();
+    let mut used = vec![false; values];
+    for key in dictionary.keys().iter().flatten() {
+        let slot = usize::try_from(key)
+            .ok()
+            .and_then(|k| used.get_mut(k))
+            .ok_or_else(|| error("a dictionary key is out of range"))?;
+        *slot = true;
+    }
+    if used.iter().all(|u| *u) {
+        return Ok(None);
+    }
+    let mut renumbered = vec![0i32; values];
+    let mut kept = Vec::new();
+    for (old, _) in used.iter().enumerate().filter(|(_, u)| **u) {
+        renumbered[old] = i32::try_from(kept.len()).map_err(error)?;
+        kept.push(u32::try_from(old).map_err(error)?);
+    }
+    let kept_values =
+        take(dictionary.values().as_ref(), &UInt32Array::from(kept), None).map_err(error)?;
+    // Every used key indexes `renumbered` (checked above); null keys keep their slot's 0.
+    let keys: Int32Array = dictionary.keys().unary(|k| {
+        usize::try_from(k)
+            .ok()
+            .and_then(|k| renumbered.get(k).copied())
+            .unwrap_or(0)
+    });
+    Int32DictionaryArray::try_new(keys, kept_values)
+        .map(Some)
+        .map_err(error)
 }
 
 /// What happens to a column a principal may not see in clear.
@@ -560,6 +634,43 @@ pub fn decode(format: Format, body: Vec<u8>) -> Result<Vec<RecordBatch>> {
 mod tests {
     use super::*;
     use marketlake_schemas::l2::{trades_batch, Lineage, TradeAction, TradeRow};
+
+    #[test]
+    fn compacted_dictionaries_keep_only_the_values_their_rows_use() {
+        let values = Arc::new(StringArray::from(vec!["AAPL", "MSFT", "IBM"]));
+        let keys = Int32Array::from(vec![Some(2), None, Some(2), Some(0)]);
+        let column = Int32DictionaryArray::try_new(keys, values.clone()).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "symbol",
+            column.data_type().clone(),
+            true,
+        )]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(column)]).unwrap();
+        let compacted = compact_dictionaries(&batch).unwrap();
+        let column = compacted
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int32DictionaryArray>()
+            .unwrap();
+        let kept = column
+            .values()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(kept.iter().collect::<Vec<_>>(), [Some("AAPL"), Some("IBM")]);
+        let rows = cast(column, &DataType::Utf8).unwrap();
+        let rows = rows.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(
+            rows.iter().collect::<Vec<_>>(),
+            [Some("IBM"), None, Some("IBM"), Some("AAPL")]
+        );
+        // A dictionary whose values are all used is left as it is.
+        let keys = Int32Array::from(vec![0, 1, 2]);
+        let full = Int32DictionaryArray::try_new(keys, values).unwrap();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(full)]).unwrap();
+        let same = compact_dictionaries(&batch).unwrap();
+        assert!(same.column(0).to_data().ptr_eq(&batch.column(0).to_data()));
+    }
 
     fn trades(n: i64) -> RecordBatch {
         let rows: Vec<TradeRow> = (0..n)

@@ -782,10 +782,18 @@ async fn stream_rows(
         return Err(gone(rows));
     }
     let mut next: Option<Position> = None;
+    // Dictionaries read from Parquet hold every value of their row group: where the grant
+    // keeps rows out, each batch's are cut to the values of the rows it sends.
+    let compact = filter.restricts_rows();
     let prepared = plan.stream().map(move |scanned| {
         let scanned = scanned?;
         let keep = extract::row_mask(&scanned.batch, &filter)?;
         let kept = extract::filter_batch(&scanned.batch, &keep)?;
+        let kept = if compact {
+            extract::compact_dictionaries(&kept)?
+        } else {
+            kept
+        };
         let rows = extract::project(&kept, columns.as_deref(), &masks, &|value: &str| {
             masker.hash(value)
         })?;

@@ -419,9 +419,13 @@ pub(super) async fn table_version(
     // reader starts there); without: the latest.
     let version = match &query.starting_timestamp {
         None => version_of(&loaded),
-        Some(t) => first_version_from(&state, spec, &loaded, instant_ns(t)?)
-            .await?
-            .ok_or_else(|| invalid("startingTimestamp is after the table's latest version"))?,
+        Some(t) => {
+            // A timestamp is a log read: it shares the extraction slots.
+            let _permit = super::slot(&state, &state.scans).await?;
+            first_version_from(&state, spec, &loaded, instant_ns(t)?)
+                .await?
+                .ok_or_else(|| invalid("startingTimestamp is after the table's latest version"))?
+        }
     };
     audit(
         &state,
@@ -672,7 +676,10 @@ async fn query_changes(
         .map_err(|_| no_such(&format!("table {}", spec.name)))?;
     let latest_version = version_of(&latest);
     let end = query.ending_version.unwrap_or(latest_version);
-    let range = ChangeRange::checked(start, end, latest_version, true)?;
+    let range = ChangeRange {
+        head_at_start: true,
+        ..ChangeRange::checked(start, end, latest_version, true)?
+    };
     let (lines, files) =
         change_lines(state, (spec, entitlement, principal), (&latest, &range)).await?;
     let query_text = serde_json::json!({
@@ -836,6 +843,9 @@ struct ChangeRange {
     /// List a `metaData` line (with its `version`) for every version in the range whose
     /// metadata differs from the version before: a schema change the table went through.
     historical_metadata: bool,
+    /// Describe the listing by the metadata of `start` (a streaming `query`: the reader
+    /// starts with that schema and follows the historical lines), rather than of `end`.
+    head_at_start: bool,
 }
 
 impl ChangeRange {
@@ -865,6 +875,7 @@ impl ChangeRange {
             start,
             end,
             historical_metadata,
+            head_at_start: false,
         })
     }
 }
@@ -907,6 +918,7 @@ async fn change_lines(
         _ => None,
     };
     let mut changes = Vec::new();
+    let mut head = None;
     let mut files = 0usize;
     for version in range.start..=range.end {
         let listed = match cursor.files_at(version).await {
@@ -917,7 +929,15 @@ async fn change_lines(
         let committed_ms = commit_timestamp_ms(table, version)
             .await
             .map_err(ApiError::internal)?;
-        if range.historical_metadata {
+        if range.head_at_start && version == range.start {
+            let mut lines = listing_head(table, spec, entitlement)?;
+            if let Some(metadata) = lines.get_mut(1) {
+                // The start's own metadata heads the listing; only later changes follow.
+                metadata_before = Some(metadata.clone());
+                metadata["metaData"]["version"] = version.into();
+            }
+            head = Some(lines);
+        } else if range.historical_metadata {
             let metadata = metadata_line(table, spec, entitlement)?;
             if metadata_before.as_ref() != Some(&metadata) {
                 let mut historical = metadata.clone();
@@ -939,9 +959,14 @@ async fn change_lines(
         }
         before = file_paths(&listed);
     }
-    // The last version read (`end`): its schema is the one the listing is described by.
-    let last_table = cursor.table().ok_or_else(|| invalid("no such version"))?;
-    let mut lines = listing_head(last_table, spec, entitlement)?;
+    // Otherwise the last version read (`end`) describes the listing.
+    let mut lines = match head {
+        Some(lines) => lines,
+        None => {
+            let last_table = cursor.table().ok_or_else(|| invalid("no such version"))?;
+            listing_head(last_table, spec, entitlement)?
+        }
+    };
     lines.extend(changes);
     Ok((lines, files))
 }
