@@ -205,10 +205,7 @@ fn is_begin_string_byte(b: u8) -> bool {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(0);
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 /// First `8=FIX` at or after `from` that is not glued to a preceding tag value or word (a glued
@@ -552,20 +549,17 @@ fn parse_length(digits: &[u8]) -> Option<usize> {
 /// (length, byte sum mod 256) of `bytes` with every delimiter counted as one SOH byte: that is
 /// what BodyLength and CheckSum meant before a logger rewrote SOH as `|` or `^A`.
 fn soh_equivalent(bytes: &[u8], delimiter: Delimiter) -> (usize, u8) {
+    // Each delimiter (read left to right, never overlapping) counts as one SOH byte: the
+    // length loses `len - 1` per delimiter, the sum trades the delimiter's bytes for 0x01.
     let d = delimiter.bytes();
-    let mut len = 0usize;
-    let mut sum = 0u8;
-    let mut i = 0usize;
-    while let Some(rest) = bytes.get(i..).filter(|rest| !rest.is_empty()) {
-        let (value, width) = if rest.starts_with(d) {
-            (0x01, d.len())
-        } else {
-            (rest.first().copied().unwrap_or_default(), 1)
-        };
-        sum = sum.wrapping_add(value);
-        len = len.saturating_add(1);
-        i = i.saturating_add(width);
-    }
+    let delimiters = memchr::memmem::find_iter(bytes, d).count();
+    let byte_sum = |b: &[u8]| b.iter().fold(0u8, |s, b| s.wrapping_add(*b));
+    // Sums are modulo 256, so only the count modulo 256 matters.
+    let times = (delimiters % 256) as u8;
+    let sum = byte_sum(bytes)
+        .wrapping_sub(byte_sum(d).wrapping_mul(times))
+        .wrapping_add(times);
+    let len = bytes.len() - delimiters * d.len().saturating_sub(1);
     (len, sum)
 }
 
@@ -577,6 +571,47 @@ fn lossy(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    /// The byte-by-byte definition `soh_equivalent` computes in bulk.
+    fn soh_equivalent_by_bytes(bytes: &[u8], d: &[u8]) -> (usize, u8) {
+        let (mut len, mut sum, mut i) = (0usize, 0u8, 0usize);
+        while i < bytes.len() {
+            let (value, width) = if bytes[i..].starts_with(d) {
+                (0x01, d.len())
+            } else {
+                (bytes[i], 1)
+            };
+            sum = sum.wrapping_add(value);
+            len += 1;
+            i += width;
+        }
+        (len, sum)
+    }
+
+    #[test]
+    fn soh_equivalents_match_the_byte_by_byte_definition() {
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u8
+        };
+        for delimiter in [Delimiter::Soh, Delimiter::Pipe, Delimiter::CaretA] {
+            let d = delimiter.bytes();
+            for len in [0usize, 1, 2, 3, 17, 300, 1_000] {
+                // Few distinct bytes, so delimiters, overlaps (`^^A`) and runs are common.
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| [b'^', b'A', b'|', 0x01, b'8', b'='][usize::from(next()) % 6])
+                    .collect();
+                assert_eq!(
+                    soh_equivalent(&bytes, delimiter),
+                    soh_equivalent_by_bytes(&bytes, d),
+                    "{delimiter:?} {bytes:?}"
+                );
+            }
+        }
+    }
 
     fn data(relative: &str) -> Vec<u8> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -926,6 +926,23 @@ fn compact(
     })
 }
 
+/// Write the live state of cycle `upto` (copied when its entry was appended) as a snapshot.
+fn snapshot_live(
+    dir: &Path,
+    upto: i64,
+    state: &CurateState,
+    offsets: &BTreeMap<String, i64>,
+    outbox: &Outbox,
+) -> Result<Stored> {
+    let path = snapshot_path(dir, upto);
+    let bytes = write_snapshot(&path, state, upto, offsets, outbox)?;
+    Ok(Stored {
+        cycle: upto,
+        path,
+        bytes,
+    })
+}
+
 /// The state directory: journal appends on the hot path, compaction on a thread, recovery.
 /// One per directory (the pipeline holds an exclusive lock on it).
 pub struct StateStore {
@@ -1125,9 +1142,10 @@ impl StateStore {
     }
 
     /// Append `entry` and make it durable (`fdatasync`) before returning: only then may its
-    /// outbox be committed. Returns the bytes written. May start a compaction; reports the
-    /// failure of one that ran since the last call.
-    pub fn append(&mut self, entry: &JournalEntry) -> Result<u64> {
+    /// outbox be committed. Returns the bytes written. `live` is the state right after the
+    /// entry's cycle (the curator's): when a compaction is due, its snapshot is written from a
+    /// copy of it. Reports the failure of a compaction that ran since the last call.
+    pub fn append(&mut self, entry: &JournalEntry, live: &CurateState) -> Result<u64> {
         self.poll_compaction()?;
         if self.failed {
             return Err(file_error(
@@ -1158,7 +1176,7 @@ impl StateStore {
         self.cycle = entry.cycle;
         self.counters.entries += 1;
         self.counters.entry_bytes += written;
-        self.maybe_compact()?;
+        self.maybe_compact(live, entry)?;
         Ok(written)
     }
 
@@ -1186,7 +1204,7 @@ impl StateStore {
         Ok(())
     }
 
-    fn maybe_compact(&mut self) -> Result<()> {
+    fn maybe_compact(&mut self, live: &CurateState, entry: &JournalEntry) -> Result<()> {
         if self.compaction.is_some() {
             return Ok(());
         }
@@ -1194,17 +1212,30 @@ impl StateStore {
         if self.journal_bytes() < self.policy.min_journal_bytes.max(snapshot) {
             return Ok(());
         }
-        self.start_compaction()
+        self.start_compaction_from(Some((live, entry)))
     }
 
-    /// Compact everything written so far on a thread; the next entry starts a new segment, so
-    /// the thread reads only files nobody writes.
+    /// Compact everything written so far on a thread, from the files alone: the snapshot and
+    /// the journal replayed (what recovery does). The next entry starts a new segment, so the
+    /// thread reads only files nobody writes.
     pub fn start_compaction(&mut self) -> Result<()> {
+        self.start_compaction_from(None)
+    }
+
+    /// As [`Self::start_compaction`]; with the live state at the last cycle and that cycle's
+    /// entry, the snapshot is written from a copy of the state instead of a replay of the
+    /// journal, which would repeat all the curation work since the last snapshot.
+    fn start_compaction_from(&mut self, live: Option<(&CurateState, &JournalEntry)>) -> Result<()> {
         if self.compaction.is_some() || self.cycle <= self.snapshot.as_ref().map_or(0, |s| s.cycle)
         {
             return Ok(());
         }
         let upto = self.cycle;
+        // Copied on the caller's thread (the state moves on as soon as it returns); only a
+        // state at `upto`, which its entry proves, may stand for it.
+        let live = live
+            .filter(|(_, entry)| entry.cycle == upto)
+            .map(|(state, entry)| (state.clone(), entry.offsets.clone(), entry.outbox.clone()));
         let snapshot = self.snapshot.as_ref().map(|s| s.path.clone());
         let segments: Vec<PathBuf> = self.segments.iter().map(|s| s.path.clone()).collect();
         let dir = self.dir.clone();
@@ -1212,7 +1243,12 @@ impl StateStore {
         self.writer = None;
         let handle = std::thread::Builder::new()
             .name("curate-compact".into())
-            .spawn(move || compact(&dir, snapshot, segments, upto, fresh))
+            .spawn(move || match live {
+                Some((state, offsets, outbox)) => {
+                    snapshot_live(&dir, upto, &state, &offsets, &outbox)
+                }
+                None => compact(&dir, snapshot, segments, upto, fresh),
+            })
             .map_err(|e| file_error(&self.dir, format!("cannot start compaction: {e}")))?;
         tracing::debug!(upto, "state compaction started");
         self.compaction = Some(Compaction { upto, handle });

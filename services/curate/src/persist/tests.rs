@@ -270,7 +270,7 @@ impl Live<'_> {
             return false;
         }
         let compacting = self.store.compacting_to();
-        self.store.append(&entry).unwrap();
+        self.store.append(&entry, self.curator.state()).unwrap();
         let started = self
             .store
             .compacting_to()
@@ -544,7 +544,7 @@ fn feed(
                 now_ns: now_at(position + 1, 0),
             };
             if let Some(entry) = curator.end_cycle(end) {
-                store.append(&entry).unwrap();
+                store.append(&entry, curator.state()).unwrap();
             }
         }
     }
@@ -649,7 +649,7 @@ fn cycle_of(curator: &mut Curator, store: &mut StateStore, trades: &[TradeRow], 
         now_ns: now,
     };
     let entry = curator.end_cycle(end).unwrap();
-    store.append(&entry).unwrap()
+    store.append(&entry, curator.state()).unwrap()
 }
 
 #[test]
@@ -916,7 +916,7 @@ fn a_journal_that_does_not_reproduce_its_rows_is_refused() {
     let mut entry = curator.end_cycle(end).unwrap();
     assert!(!entry.outbox.bars.is_empty());
     entry.outbox.bars[0].close = Some(1);
-    store.append(&entry).unwrap();
+    store.append(&entry, curator.state()).unwrap();
     drop(store);
     let err = open().unwrap_err().to_string();
     assert!(err.contains("other rows than it recorded"), "{err}");
@@ -995,7 +995,7 @@ fn save_cost_of_a_realistic_state() {
         };
         let entry = curator.end_cycle(end).unwrap();
         let started = Instant::now();
-        let bytes = store.append(&entry).unwrap();
+        let bytes = store.append(&entry, curator.state()).unwrap();
         println!(
             "format 2 save of a {n}-trade cycle: {bytes} bytes in {:.1?}",
             started.elapsed()
