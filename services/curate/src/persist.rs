@@ -16,10 +16,12 @@
 //!   `journal-<first cycle>.log` and `fdatasync`ed *before* the cycle's Delta commits — about
 //!   35 bytes per trade ([`codec`]), whatever the size of the open state;
 //! - **now and then a snapshot** `snapshot-<cycle>.bin`: the whole state at one cycle (its
-//!   outbox included), held trades in a compact binary section. It is made **off the hot path**
-//!   by a compaction thread that does what recovery does — load the previous snapshot, replay
-//!   the journal up to the cycle it compacts — and writes the result atomically (temp file,
-//!   fsync, rename, fsync the directory). The live loop only rotates to a new journal segment
+//!   outbox included), held trades in a compact binary section. When one is due, the live loop
+//!   copies its state right after journaling the cycle (an in-memory clone) and a compaction
+//!   thread encodes and writes it atomically (temp file, fsync, rename, fsync the directory).
+//!   Replaying the journal from the previous snapshot instead — what recovery does, and what
+//!   [`StateStore::start_compaction`] still does when there is no live state — repeated all the
+//!   curation work since the last snapshot. The live loop only rotates to a new journal segment
 //!   when a compaction starts and, once it has finished, deletes the segments and snapshot it
 //!   superseded. A compaction starts when the journal is larger than both the last snapshot and
 //!   [`CompactionPolicy::min_journal_bytes`], so the bytes written stay proportional to the
