@@ -25,6 +25,9 @@ pub(crate) fn writer_properties(plain_columns: &[String]) -> WriterPropertiesBui
     properties
 }
 
+/// Rows converted at a time when counting a column's distinct values.
+const CHUNK_ROWS: usize = 4_096;
+
 /// Rows a sample needs before its repeats say anything about the column.
 pub(crate) const SAMPLE_ROWS: usize = 1_000;
 
@@ -49,14 +52,27 @@ pub(crate) fn rarely_repeating_columns(batch: &RecordBatch) -> Vec<String> {
             let column = batch.column(i);
             let converter =
                 RowConverter::new(vec![SortField::new(field.data_type().clone())]).ok()?;
-            let rows = converter
-                .convert_columns(std::slice::from_ref(column))
-                .ok()?;
-            let distinct: std::collections::HashSet<&[u8]> = (0..rows.num_rows())
-                .filter(|&r| column.is_valid(r))
-                .map(|r| rows.row(r).data())
-                .collect();
-            (distinct.len() * 10 > column.len()).then(|| field.name().clone())
+            // Distinct values past a tenth of the rows decide it: stop there. The column is
+            // converted a chunk at a time, so a column of unique values (the usual case for
+            // the columns this finds) costs about a tenth of the rows, not all of them.
+            let limit = column.len() / 10;
+            let mut distinct: std::collections::HashSet<Vec<u8>> = Default::default();
+            let mut offset = 0;
+            while offset < column.len() && distinct.len() <= limit {
+                let len = CHUNK_ROWS.min(column.len() - offset);
+                let chunk = column.slice(offset, len);
+                let rows = converter
+                    .convert_columns(std::slice::from_ref(&chunk))
+                    .ok()?;
+                for r in (0..len).filter(|&r| chunk.is_valid(r)) {
+                    let value = rows.row(r).data();
+                    if !distinct.contains(value) {
+                        distinct.insert(value.to_vec());
+                    }
+                }
+                offset += len;
+            }
+            (distinct.len() > limit).then(|| field.name().clone())
         })
         .collect()
 }
