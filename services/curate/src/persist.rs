@@ -17,8 +17,10 @@
 //!   35 bytes per trade ([`codec`]), whatever the size of the open state;
 //! - **now and then a snapshot** `snapshot-<cycle>.bin`: the whole state at one cycle (its
 //!   outbox included), held trades in a compact binary section. When one is due, the live loop
-//!   copies its state right after journaling the cycle (an in-memory clone) and a compaction
-//!   thread encodes and writes it atomically (temp file, fsync, rename, fsync the directory).
+//!   copies its state right after journaling the cycle (an in-memory clone: the one piece of
+//!   snapshot work on the hot path, once per snapshot, delaying that cycle's commits by the
+//!   time to copy the open windows) and a compaction thread encodes and writes it atomically
+//!   (temp file, fsync, rename, fsync the directory).
 //!   Replaying the journal from the previous snapshot instead — what recovery does, and what
 //!   [`StateStore::start_compaction`] still does when there is no live state — repeated all the
 //!   curation work since the last snapshot. The live loop only rotates to a new journal segment
@@ -103,6 +105,8 @@ pub struct StoreCounters {
     pub entries: u64,
     pub entry_bytes: u64,
     pub snapshots: u64,
+    /// Snapshots started from a copy of the live state (the rest replayed the journal).
+    pub live_snapshots: u64,
     pub snapshot_bytes: u64,
 }
 
@@ -1144,10 +1148,11 @@ impl StateStore {
     }
 
     /// Append `entry` and make it durable (`fdatasync`) before returning: only then may its
-    /// outbox be committed. Returns the bytes written. `live` is the state right after the
-    /// entry's cycle (the curator's): when a compaction is due, its snapshot is written from a
-    /// copy of it. Reports the failure of a compaction that ran since the last call.
-    pub fn append(&mut self, entry: &JournalEntry, live: &CurateState) -> Result<u64> {
+    /// outbox be committed. Returns the bytes written. `live` is the curator that produced the
+    /// entry: when a compaction is due and it is still at the entry's cycle, the snapshot is
+    /// written from a copy of its state (else the journal is replayed). Reports the failure of
+    /// a compaction that ran since the last call.
+    pub fn append(&mut self, entry: &JournalEntry, live: &Curator) -> Result<u64> {
         self.poll_compaction()?;
         if self.failed {
             return Err(file_error(
@@ -1178,6 +1183,9 @@ impl StateStore {
         self.cycle = entry.cycle;
         self.counters.entries += 1;
         self.counters.entry_bytes += written;
+        // `end_cycle` hands out the entry and the curator's cycle together: a curator at
+        // another cycle holds another state, which must not stand for this one.
+        let live = (live.cycle() == entry.cycle).then(|| live.state());
         self.maybe_compact(live, entry)?;
         Ok(written)
     }
@@ -1206,7 +1214,7 @@ impl StateStore {
         Ok(())
     }
 
-    fn maybe_compact(&mut self, live: &CurateState, entry: &JournalEntry) -> Result<()> {
+    fn maybe_compact(&mut self, live: Option<&CurateState>, entry: &JournalEntry) -> Result<()> {
         if self.compaction.is_some() {
             return Ok(());
         }
@@ -1214,7 +1222,7 @@ impl StateStore {
         if self.journal_bytes() < self.policy.min_journal_bytes.max(snapshot) {
             return Ok(());
         }
-        self.start_compaction_from(Some((live, entry)))
+        self.start_compaction_from(live.map(|state| (state, entry)))
     }
 
     /// Compact everything written so far on a thread, from the files alone: the snapshot and
@@ -1233,11 +1241,12 @@ impl StateStore {
             return Ok(());
         }
         let upto = self.cycle;
-        // Copied on the caller's thread (the state moves on as soon as it returns); only a
-        // state at `upto`, which its entry proves, may stand for it.
+        // Copied on the caller's thread (the state moves on as soon as it returns), and only
+        // when given with the entry of `upto`.
         let live = live
             .filter(|(_, entry)| entry.cycle == upto)
             .map(|(state, entry)| (state.clone(), entry.offsets.clone(), entry.outbox.clone()));
+        self.counters.live_snapshots += u64::from(live.is_some());
         let snapshot = self.snapshot.as_ref().map(|s| s.path.clone());
         let segments: Vec<PathBuf> = self.segments.iter().map(|s| s.path.clone()).collect();
         let dir = self.dir.clone();
