@@ -1178,19 +1178,43 @@ fn schema_errors(
     errors
 }
 
-/// How many files a Delta Sharing query of `l2.trades` with `body` answers.
-/// The `add` actions of a successful change-feed request over `range` of `l2.trades`.
-async fn change_adds(served: &Served, token: &str, range: &str) -> Result<Vec<serde_json::Value>> {
+/// A change-feed request over `range` of `l2.trades`: its status and its lines (the error
+/// object when refused).
+async fn changes(
+    served: &Served,
+    token: &str,
+    range: &str,
+) -> Result<(u16, Vec<serde_json::Value>)> {
     let (status, _, body) = served
         .get(
             &format!("/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?{range}"),
             token,
         )
         .await?;
-    assert_eq!(status, 200, "{range}: {}", String::from_utf8_lossy(&body));
-    Ok(String::from_utf8(body)?
+    let lines = String::from_utf8(body)?
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect();
+    Ok((status, lines))
+}
+
+/// The change-feed requests over these ranges are refused with the protocol's error.
+async fn changes_refused(served: &Served, token: &str, ranges: &[&str]) -> Result<()> {
+    for range in ranges {
+        let (status, lines) = changes(served, token, range).await?;
+        assert_eq!(status, 400, "{range}: {lines:?}");
+        let error = lines.first().context("an error object")?;
+        assert_eq!(error["errorCode"], "INVALID_PARAMETER_VALUE", "{range}");
+    }
+    Ok(())
+}
+
+/// The `add` actions of a successful change-feed request over `range` of `l2.trades`.
+async fn change_adds(served: &Served, token: &str, range: &str) -> Result<Vec<serde_json::Value>> {
+    let (status, lines) = changes(served, token, range).await?;
+    assert_eq!(status, 200, "{range}: {lines:?}");
+    Ok(lines
+        .into_iter()
         .filter_map(|l| l.get("add").cloned())
         .collect())
 }
@@ -1238,22 +1262,10 @@ async fn sharing_version(served: &Served, token: &str, instant: &str) -> Result<
     Ok(Some(version))
 }
 
+/// How many files a Delta Sharing query of `l2.trades` with `body` answers.
 async fn sharing_query_files(served: &Served, token: &str, body: &str) -> Result<usize> {
-    let (status, _, answer) = served
-        .send(
-            reqwest::Method::POST,
-            "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/query",
-            Some(token),
-            Some(body.as_bytes().to_vec()),
-            &[],
-        )
-        .await?;
-    anyhow::ensure!(status == 200, "query {body}: {status}");
-    Ok(String::from_utf8(answer)?
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l.get("file").is_some())
-        .count())
+    let lines = sharing_lines(served, token, body).await?;
+    Ok(lines.iter().filter(|l| l.get("file").is_some()).count())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1381,26 +1393,19 @@ os._exit(0)
     let malformed = serde_json::json!({ "jsonPredicateHints": "{\"op\": " }).to_string();
     let none = "{}".to_string();
     // Change ranges outside the table's versions are refused with the protocol's error.
-    for range in [
-        "startingVersion=9",
-        "startingVersion=2&endingVersion=1",
-        "endingVersion=2",
-        "startingVersion=1&startingTimestamp=2026-01-01T00:00:00Z",
-        "startingTimestamp=yesterday",
-        "startingVersion=0&endingTimestamp=2000-01-01T00:00:00Z",
-    ] {
-        let (status, _, body) = served
-            .get(
-                &format!(
-                    "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?{range}"
-                ),
-                &compliance,
-            )
-            .await?;
-        assert_eq!(status, 400, "{range}");
-        let error: serde_json::Value = serde_json::from_slice(&body)?;
-        assert_eq!(error["errorCode"], "INVALID_PARAMETER_VALUE", "{range}");
-    }
+    changes_refused(
+        &served,
+        &compliance,
+        &[
+            "startingVersion=9",
+            "startingVersion=2&endingVersion=1",
+            "endingVersion=2",
+            "startingVersion=1&startingTimestamp=2026-01-01T00:00:00Z",
+            "startingTimestamp=yesterday",
+            "startingVersion=0&endingTimestamp=2000-01-01T00:00:00Z",
+        ],
+    )
+    .await?;
     // From an instant before the table existed: every commit.
     let adds = change_adds(
         &served,
@@ -1478,18 +1483,10 @@ os._exit(0)
         ("startingVersion=1&includeHistoricalMetadata=true", vec![]),
         ("startingVersion=0", vec![]),
     ] {
-        let (status, _, body) = served
-            .get(
-                &format!(
-                    "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?{range}"
-                ),
-                &compliance,
-            )
-            .await?;
+        let (status, lines) = changes(&served, &compliance, range).await?;
         assert_eq!(status, 200, "{range}");
-        let historical: Vec<i64> = String::from_utf8(body)?
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        let historical: Vec<i64> = lines
+            .iter()
             .filter_map(|l| l["metaData"]["version"].as_i64())
             .collect();
         assert_eq!(historical, versions, "{range}");
@@ -1624,23 +1621,16 @@ os._exit(0)
     for version in 0..3 {
         std::fs::remove_file(log.join(format!("{version:020}.json")))?;
     }
-    for range in [
-        "startingTimestamp=2000-01-01T00:00:00Z",
-        "startingVersion=1",
-        "startingVersion=3",
-    ] {
-        let (status, _, body) = served
-            .get(
-                &format!(
-                    "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?{range}"
-                ),
-                &compliance,
-            )
-            .await?;
-        assert_eq!(status, 400, "{range}: {}", String::from_utf8_lossy(&body));
-        let error: serde_json::Value = serde_json::from_slice(&body)?;
-        assert_eq!(error["errorCode"], "INVALID_PARAMETER_VALUE", "{range}");
-    }
+    changes_refused(
+        &served,
+        &compliance,
+        &[
+            "startingTimestamp=2000-01-01T00:00:00Z",
+            "startingVersion=1",
+            "startingVersion=3",
+        ],
+    )
+    .await?;
     assert_eq!(
         sharing_version(&served, &compliance, "2000-01-01T00:00:00Z").await?,
         None
@@ -1681,16 +1671,15 @@ os._exit(0)
     };
     marketlake_lake::open_or_create(&served.lake.lake_config(), &evolved).await?;
     for who in [&compliance, &quant] {
-        let (status, _, body) = served
-            .get(
-                "/delta-sharing/shares/marketlake/schemas/l2/tables/trades/changes?startingVersion=4&includeHistoricalMetadata=true",
-                who,
-            )
-            .await?;
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        let historical: Vec<serde_json::Value> = String::from_utf8(body)?
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        let (status, lines) = changes(
+            &served,
+            who,
+            "startingVersion=4&includeHistoricalMetadata=true",
+        )
+        .await?;
+        assert_eq!(status, 200, "{lines:?}");
+        let historical: Vec<serde_json::Value> = lines
+            .into_iter()
             .filter(|l| l["metaData"]["version"].is_i64())
             .collect();
         assert_eq!(historical.len(), 1, "{historical:?}");
