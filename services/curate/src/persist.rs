@@ -1241,11 +1241,10 @@ impl StateStore {
             return Ok(());
         }
         let upto = self.cycle;
-        // Copied on the caller's thread (the state moves on as soon as it returns), and only
-        // when given with the entry of `upto`.
-        let live = live
-            .filter(|(_, entry)| entry.cycle == upto)
-            .map(|(state, entry)| (state.clone(), entry.offsets.clone(), entry.outbox.clone()));
+        // Copied on the caller's thread (the state moves on as soon as it returns); `append`
+        // passes it only with the entry it just wrote, the one of `upto`.
+        let live =
+            live.map(|(state, entry)| (state.clone(), entry.offsets.clone(), entry.outbox.clone()));
         self.counters.live_snapshots += u64::from(live.is_some());
         let snapshot = self.snapshot.as_ref().map(|s| s.path.clone());
         let segments: Vec<PathBuf> = self.segments.iter().map(|s| s.path.clone()).collect();

@@ -286,8 +286,12 @@ pub fn project(
             Some(Mask::Hash) => {
                 if let DataType::Dictionary(_, _) = field.data_type() {
                     // A dictionary column: its distinct values are hashed, its keys kept.
-                    let hashed = hash_dictionary(filtered.column(index), hash)
-                        .ok_or_else(|| error(format!("column {name} cannot be masked")))??;
+                    let dictionary = filtered
+                        .column(index)
+                        .as_any()
+                        .downcast_ref::<Int32DictionaryArray>()
+                        .ok_or_else(|| error(format!("column {name} cannot be masked")))?;
+                    let hashed = hash_dictionary(dictionary, hash)?;
                     fields.push(Field::new(name, hashed.data_type().clone(), true));
                     arrays.push(hashed);
                     continue;
@@ -322,21 +326,20 @@ pub fn project(
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(error)
 }
 
-/// A dictionary column of text with its values hashed by `hash` and its keys unchanged;
-/// `None` when the column is not a dictionary of `Int32` keys.
-fn hash_dictionary(column: &ArrayRef, hash: &dyn Fn(&str) -> String) -> Option<Result<ArrayRef>> {
-    let dictionary = column.as_any().downcast_ref::<Int32DictionaryArray>()?;
-    Some((|| {
-        let values = cast(dictionary.values(), &DataType::Utf8).map_err(error)?;
-        let values = values
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| error("dictionary values are not text"))?;
-        let hashed: StringArray = values.iter().map(|v| v.map(hash)).collect();
-        let hashed = Int32DictionaryArray::try_new(dictionary.keys().clone(), Arc::new(hashed))
-            .map_err(error)?;
-        Ok(Arc::new(hashed) as ArrayRef)
-    })())
+/// A dictionary column of text with its values hashed by `hash` and its keys unchanged.
+fn hash_dictionary(
+    dictionary: &Int32DictionaryArray,
+    hash: &dyn Fn(&str) -> String,
+) -> Result<ArrayRef> {
+    let values = cast(dictionary.values(), &DataType::Utf8).map_err(error)?;
+    let values = values
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| error("dictionary values are not text"))?;
+    let hashed: StringArray = values.iter().map(|v| v.map(hash)).collect();
+    let hashed = Int32DictionaryArray::try_new(dictionary.keys().clone(), Arc::new(hashed))
+        .map_err(error)?;
+    Ok(Arc::new(hashed))
 }
 
 /// A growable buffer the Arrow IPC and Parquet writers write into, drained after every batch so

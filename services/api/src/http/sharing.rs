@@ -113,6 +113,19 @@ impl IntoResponse for SharingError {
 
 type Reply = Result<Response, SharingError>;
 
+/// A shared table's latest version; `what` names it in the protocol's "does not exist".
+async fn latest_shared(
+    state: &AppState,
+    spec: &TableSpec,
+    what: &str,
+) -> Result<DeltaTable, SharingError> {
+    state
+        .snapshots
+        .latest(&state.lake, spec.name)
+        .await
+        .map_err(|_| no_such(what))
+}
+
 fn no_such(what: &str) -> SharingError {
     SharingError(ApiError::new(
         StatusCode::NOT_FOUND,
@@ -410,11 +423,7 @@ pub(super) async fn table_version(
     let (principal, granted) = principal_and_grants(&state, &headers, endpoint).await?;
     let (spec, _) = find(&state, &granted, (&share, &schema, &table))?;
     let axum::extract::Query(query) = query.map_err(|e| invalid(e.body_text()))?;
-    let loaded = state
-        .snapshots
-        .latest(&state.lake, spec.name)
-        .await
-        .map_err(|_| no_such(&format!("table {share}.{schema}.{table}")))?;
+    let loaded = latest_shared(&state, spec, &format!("table {share}.{schema}.{table}")).await?;
     // With `startingTimestamp`: the earliest version committed at or after it (a streaming
     // reader starts there); without: the latest.
     let version = match &query.starting_timestamp {
@@ -456,11 +465,7 @@ pub(super) async fn table_metadata(
     let endpoint = "/delta-sharing/shares/{share}/schemas/{schema}/tables/{table}/metadata";
     let (principal, granted) = principal_and_grants(&state, &headers, endpoint).await?;
     let (spec, entitlement) = find(&state, &granted, (&share, &schema, &table))?;
-    let loaded = state
-        .snapshots
-        .latest(&state.lake, spec.name)
-        .await
-        .map_err(|_| no_such(&format!("table {share}.{schema}.{table}")))?;
+    let loaded = latest_shared(&state, spec, &format!("table {share}.{schema}.{table}")).await?;
     let version = version_of(&loaded);
     let lines = listing_head(&loaded, spec, entitlement)?;
     let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
@@ -669,11 +674,7 @@ async fn query_changes(
             "give version or timestamp (a snapshot) or startingVersion (changes), not both",
         ));
     }
-    let latest = state
-        .snapshots
-        .latest(&state.lake, spec.name)
-        .await
-        .map_err(|_| no_such(&format!("table {}", spec.name)))?;
+    let latest = latest_shared(state, spec, &format!("table {}", spec.name)).await?;
     let latest_version = version_of(&latest);
     let end = query.ending_version.unwrap_or(latest_version);
     let range = ChangeRange {
@@ -913,8 +914,11 @@ async fn change_lines(
         Ok(files) => file_paths(&files),
         Err(e) => return Err(unreadable(e).await),
     };
-    let mut metadata_before = match (range.historical_metadata, cursor.table()) {
-        (true, Some(table)) if range.start > 0 => Some(metadata_line(table, spec, entitlement)?),
+    // The metadata the first historical line is compared with (a listing headed at its
+    // start takes the start's own instead).
+    let compare_before = range.historical_metadata && !range.head_at_start && range.start > 0;
+    let mut metadata_before = match cursor.table() {
+        Some(table) if compare_before => Some(metadata_line(table, spec, entitlement)?),
         _ => None,
     };
     let mut changes = Vec::new();
@@ -985,11 +989,7 @@ pub(super) async fn table_changes(
     let (principal, granted) = principal_and_grants(&state, &headers, endpoint).await?;
     let (spec, entitlement) = find(&state, &granted, (&share, &schema, &table))?;
     let axum::extract::Query(query) = query.map_err(|e| invalid(e.body_text()))?;
-    let latest = state
-        .snapshots
-        .latest(&state.lake, spec.name)
-        .await
-        .map_err(|_| no_such(&format!("table {share}.{schema}.{table}")))?;
+    let latest = latest_shared(&state, spec, &format!("table {share}.{schema}.{table}")).await?;
     let latest_version = version_of(&latest);
     let start = match (query.starting_version, &query.starting_timestamp) {
         (Some(v), None) => v,
