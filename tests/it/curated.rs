@@ -1,6 +1,7 @@
 //! L2 and L3 exactly once: enrichment and curation are SIGKILLed at random moments while
 //! numbered FIX fills stream in; after a clean catch-up, `l2.trades` holds every fill once and
-//! every `l3.bars_1m` window (its highest revision) equals a batch recomputation over the fills.
+//! every `l3.bars_1m` window (its highest revision) equals a batch recomputation over the fills;
+//! and back-fills finish every partition while another group member holds some of them.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -8,10 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use marketlake_connectors::RawSink;
 use marketlake_curate::compute_bars;
-use marketlake_kafka::RawProducer;
+use marketlake_kafka::{PartitionKey, Polled, RawProducer, VerifiedConsumer};
 use marketlake_lake::read::{load_table, read_rows, Array, Decimal128Array, Int32Array};
 use marketlake_schemas::l2::{Lineage, TradeAction, TradeRow};
-use marketlake_schemas::names::{l3_bars, TableName, L2_TRADES, L3_LATE_RECORDS};
+use marketlake_schemas::names::{
+    l3_bars, TableName, L2_TRADES, L3_LATE_RECORDS, TOPIC_ENRICHED_NEWS, TOPIC_ENRICHED_TRADES,
+    TOPIC_RAW_NEWS, TOPIC_RAW_TRADES,
+};
 use marketlake_schemas::{FeedClass, PayloadFormat, RawRecord};
 use rand::{Rng, SeedableRng};
 
@@ -104,9 +108,9 @@ pub fn fix_record(position: i64, symbol: &str, payload: Vec<u8>) -> RawRecord {
     }
 }
 
-/// The fills as the batch reference sees them.
-fn expected_trades() -> Vec<TradeRow> {
-    (0..FILLS)
+/// The first `fills` fills as the batch reference sees them.
+fn expected_trades(fills: i64) -> Vec<TradeRow> {
+    (0..fills)
         .map(|i| {
             let (price, quantity) = price_qty(i);
             TradeRow {
@@ -279,8 +283,23 @@ async fn sigkill_enrich_and_curate_twenty_times_matches_the_batch_result() -> Re
         doubled.iter().take(5).collect::<Vec<_>>()
     );
 
-    let expected = compute_bars(&expected_trades(), &[60])?;
-    let actual = latest_bars(&lake).await?;
+    assert_bars_match_batch(&lake, FILLS).await?;
+    let late: usize = table_batches(&lake, L3_LATE_RECORDS)
+        .await?
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(
+        late, 0,
+        "fills arrive in order per symbol: none may be late"
+    );
+    Ok(())
+}
+
+/// Every 1-minute bar (its highest revision) equals the batch result over the first `fills`.
+async fn assert_bars_match_batch(lake: &Lake, fills: i64) -> Result<()> {
+    let expected = compute_bars(&expected_trades(fills), &[60])?;
+    let actual = latest_bars(lake).await?;
     assert_eq!(actual.len(), expected.len(), "number of 1-minute bars");
     for bar in &expected {
         let key = (bar.symbol.clone(), bar.window_start_ns);
@@ -297,14 +316,104 @@ async fn sigkill_enrich_and_curate_twenty_times_matches_the_batch_result() -> Re
         );
         assert_eq!(got, &want, "bar {key:?}");
     }
-    let late: usize = table_batches(&lake, L3_LATE_RECORDS)
-        .await?
-        .iter()
-        .map(|b| b.num_rows())
-        .sum();
-    assert_eq!(
-        late, 0,
-        "fills arrive in order per symbol: none may be late"
-    );
     Ok(())
+}
+
+/// A member of `group` on `topics` that takes what the group gives it, as a stuck or dying
+/// process would (seen on tansu after SIGKILLs: a restarted member got part of the partitions
+/// for a minute). Returns once it holds partitions; it keeps them, polling, until `hold` has
+/// passed, then leaves. The task answers every assignment it held.
+async fn hold_partitions(
+    lake: &Lake,
+    group: &str,
+    topics: &[&str],
+    hold: Duration,
+) -> Result<tokio::task::JoinHandle<Result<Vec<Vec<PartitionKey>>>>> {
+    let mut member = VerifiedConsumer::subscribe(&lake.kafka_config(3), group, topics)?;
+    let started = Instant::now();
+    let first = loop {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("the holding member of {group} got no partitions within 30 s");
+        }
+        if let Polled::Assigned(keys) = member.poll(Duration::from_millis(100)).await? {
+            if !keys.is_empty() {
+                break keys;
+            }
+        }
+    };
+    Ok(tokio::spawn(async move {
+        let mut held = vec![first];
+        while started.elapsed() < hold {
+            match member.poll(Duration::from_millis(100)).await? {
+                Polled::Assigned(keys) => held.push(keys),
+                Polled::Revoked(_) => held.push(Vec::new()),
+                _ => {}
+            }
+        }
+        drop(member);
+        Ok(held)
+    }))
+}
+
+/// Back-fills (`--until-caught-up`) while another member of the service's group holds some of
+/// the partitions: enrichment waits for them instead of ending on the part it was given, and
+/// curation, whose windows span every partition, reads them all without a group. Both used to
+/// end early on a partial assignment (curation then fired every window with part of the trades).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn back_fills_finish_every_partition_while_another_member_holds_some() -> Result<()> {
+    let _heavy = HEAVY.lock().await;
+    const SOME_FILLS: i64 = 3_000;
+    const HOLD: Duration = Duration::from_secs(6);
+    let lake = Lake::new(LakeOptions {
+        extra_toml: "[enrich]\nreference_files = []\n\n[curate]\nidle_advance_secs = 3600\n\n[curate.bars]\nintervals_secs = [60]\n".into(),
+        ..LakeOptions::default()
+    })?;
+    create_topics(&lake.kafka_config(3)).await?;
+    let producer = RawProducer::new(&lake.kafka_config(3))?;
+    for i in 0..SOME_FILLS {
+        producer.publish(fill_record(i)).await?;
+    }
+    producer.flush_deliveries().await?;
+
+    let holder = hold_partitions(
+        &lake,
+        "marketlake-enrich",
+        &[TOPIC_RAW_TRADES, TOPIC_RAW_NEWS],
+        HOLD,
+    )
+    .await?;
+    let enrich_started = Instant::now();
+    tokio::task::block_in_place(|| {
+        lake.run(&["enrich", "--until-caught-up"], Duration::from_secs(120))
+    })?;
+    let held = holder.await??;
+    eprintln!(
+        "enrich caught up after {:?}; the other member held {held:?}",
+        enrich_started.elapsed()
+    );
+    assert!(
+        held.iter().skip(1).any(|keys| !keys.is_empty()),
+        "the other member kept no partition once enrichment joined: nothing was exercised"
+    );
+    let keys = l2_trade_keys(&lake).await?;
+    let missing = (0..SOME_FILLS)
+        .filter(|i| !keys.contains_key(&format!("fills:EXEC{i}")))
+        .count();
+    assert_eq!(
+        missing, 0,
+        "fills missing from l2.trades after the back-fill"
+    );
+
+    let holder = hold_partitions(
+        &lake,
+        "marketlake-curate",
+        &[TOPIC_ENRICHED_TRADES, TOPIC_ENRICHED_NEWS],
+        HOLD,
+    )
+    .await?;
+    tokio::task::block_in_place(|| {
+        lake.run(&["curate", "--until-caught-up"], Duration::from_secs(120))
+    })?;
+    holder.await??;
+    assert_bars_match_batch(&lake, SOME_FILLS).await
 }

@@ -17,7 +17,9 @@
 //! between steps 2 and 3), and consumption resumes at its offsets. A record consumed again
 //! after a crash is also filtered by the aggregators' own replay filter (highest raw offset
 //! applied per raw partition), which is what makes the at-least-once enriched topics safe to
-//! read. One curator runs per lake (it is the single writer of its state directory).
+//! read. One curator runs per lake (it is the single writer of its state directory), and it
+//! reads every partition of both topics by assignment, not through a consumer group: its
+//! windows span all partitions, so a group's partial assignment could only do harm.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -48,6 +50,8 @@ const CYCLE_TOPIC: &str = "cycle";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CurateSettings {
+    /// The client's `group.id`. The curator joins no group (it assigns itself every
+    /// partition); the name only identifies its connections on the broker.
     pub group: String,
     /// A cycle (journal entry + commits) ends at least this often while records flow.
     pub commit_interval_ms: u64,
@@ -210,7 +214,6 @@ struct Curate {
     bar_tables: BTreeMap<TableName, i64>,
     store: StateStore,
     report: CurateReport,
-    assigned_once: bool,
     last_record: Instant,
 }
 
@@ -349,7 +352,7 @@ impl Curate {
     }
 
     fn drained(&self) -> bool {
-        self.assigned_once && self.consumer.drained()
+        self.consumer.drained()
     }
 }
 
@@ -415,11 +418,6 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
             });
         }
     }
-    let topics = [TOPIC_ENRICHED_TRADES, TOPIC_ENRICHED_NEWS];
-    let mut consumer = VerifiedConsumer::subscribe(&job.kafka, &job.curate.group, &topics)?;
-    if job.until_caught_up {
-        consumer.set_stall_after(Duration::from_millis(500));
-    }
     let bar_tables = job
         .curate
         .bars
@@ -433,6 +431,17 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
         offsets,
         outbox,
     } = recovered;
+    // Every partition, without a consumer group: the windows span all of them, and a group
+    // could leave this process a part (after crashes a restarted member was seen holding some
+    // partitions for a minute) — a back-fill would then end, and fire every window, on that part.
+    let topics = [TOPIC_ENRICHED_TRADES, TOPIC_ENRICHED_NEWS];
+    let mut consumer = VerifiedConsumer::assign(&job.kafka, &job.curate.group, &topics, |key| {
+        offsets.get(&partition_label(key)).copied()
+    })
+    .await?;
+    if job.until_caught_up {
+        consumer.set_stall_after(Duration::from_millis(500));
+    }
     let mut curate = Curate {
         job,
         consumer,
@@ -441,7 +450,6 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
         bar_tables,
         store,
         report: CurateReport::default(),
-        assigned_once: false,
         last_record: Instant::now(),
     };
     if cycle > 0 {
@@ -467,21 +475,8 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
                     curate.on_record(record)?;
                 }
             }
-            Polled::Assigned(keys) => {
-                tracing::info!(partitions = ?keys, "partitions assigned");
-                curate.assigned_once = true;
-                for key in keys {
-                    let next = curate
-                        .curator
-                        .offsets()
-                        .get(&partition_label(&key))
-                        .copied();
-                    curate.consumer.start_partition(&key, next).await?;
-                }
-            }
-            Polled::Revoked(keys) => {
-                tracing::warn!(partitions = ?keys, "partitions revoked: another curator joined the group; run one curator per lake");
-            }
+            // Never reported to an assigned (group-less) consumer.
+            Polled::Assigned(_) | Polled::Revoked(_) => {}
             Polled::Idle => {}
         }
         if last_cycle.elapsed() >= interval {

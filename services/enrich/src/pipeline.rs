@@ -20,7 +20,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use marketlake_kafka::{
-    ConsumedRecord, KafkaConfig, PartitionKey, Polled, RawProducer, VerifiedConsumer, POLL_BATCH,
+    ConsumedRecord, GroupWatch, KafkaConfig, PartitionKey, Polled, RawProducer, Unowned,
+    VerifiedConsumer, POLL_BATCH,
 };
 use marketlake_lake::{CommitOutcome, ExactlyOnceSink, LakeConfig, OffsetAdvance, TableSpec};
 use marketlake_schemas::l2::{self, Lineage, NewsRow, QuarantineRow, TradeRow};
@@ -52,6 +53,10 @@ pub struct EnrichSettings {
     pub commit_interval_ms: u64,
     /// A table with nothing to write commits the offsets it has seen at least this often.
     pub offsets_commit_secs: u64,
+    /// Every this many seconds, rejoin the group when records wait on partitions this process
+    /// does not own and either it owns nothing or nobody committed any of them meanwhile
+    /// (after crashes a member was seen left with none, or a part, of the partitions).
+    pub rejoin_when_idle_secs: u64,
     /// Instrument master files (SEC `company_tickers_exchange.json`, listings CSV), merged.
     pub reference_files: Vec<PathBuf>,
     /// Look at the reference files again this often while running; changed content becomes a
@@ -76,6 +81,7 @@ impl Default for EnrichSettings {
             max_batch_records: 100_000,
             commit_interval_ms: 1_000,
             offsets_commit_secs: 30,
+            rejoin_when_idle_secs: 20,
             reference_files: Vec::new(),
             reference_check_secs: 60,
             publish: true,
@@ -106,6 +112,9 @@ impl EnrichSettings {
         }
         if self.offsets_commit_secs == 0 {
             return Err(bad("offsets_commit_secs", "must be at least 1"));
+        }
+        if self.rejoin_when_idle_secs == 0 {
+            return Err(bad("rejoin_when_idle_secs", "must be at least 1"));
         }
         if self.reference_check_secs == 0 {
             return Err(bad("reference_check_secs", "must be at least 1"));
@@ -154,7 +163,8 @@ pub struct EnrichJob {
     pub kafka: KafkaConfig,
     pub lake: LakeConfig,
     pub enrich: EnrichSettings,
-    /// Drain every raw partition to the end offsets seen at start, then exit.
+    /// Drain every raw partition to the end offsets seen at start (those owned by another group
+    /// member too: it waits for their commits), then exit.
     pub until_caught_up: bool,
 }
 
@@ -566,8 +576,61 @@ impl Enrich {
         }
     }
 
-    fn drained(&self) -> bool {
-        self.assigned_once && self.consumer.drained()
+    /// The stored offset of `key` every table has reached (the smallest), after a refresh.
+    async fn stored_by_all(&mut self, key: &PartitionKey) -> Result<Option<i64>> {
+        let mut lowest: Option<Option<i64>> = None;
+        for output in self.outputs.values_mut() {
+            let stored = output.sink.stored_offset(&key.topic, key.partition).await?;
+            lowest = Some(match lowest {
+                None => stored,
+                Some(prev) => prev.zip(stored).map(|(a, b)| a.min(b)),
+            });
+        }
+        Ok(lowest.flatten())
+    }
+
+    async fn refresh_tables(&mut self) -> Result<()> {
+        for output in self.outputs.values_mut() {
+            output.sink.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// True when every raw partition is written up to the end offsets seen at start. An owned
+    /// partition must be proven caught up by the consumer (tansu 0.6 under-reports high
+    /// watermarks) and committed; one owned by another member (or by nobody: see
+    /// [`marketlake_kafka::group`]) must be stored by every table at least up to the high
+    /// watermark seen at start. Owning part of the partitions and draining it is not enough.
+    async fn caught_up(&mut self, ends: &[(PartitionKey, i64, i64)]) -> Result<bool> {
+        if !(self.assigned_once && self.consumer.drained()) {
+            return Ok(false);
+        }
+        self.flush(true).await?;
+        self.refresh_tables().await?;
+        let owned = self.consumer.owned();
+        for (key, low, high) in ends {
+            if owned.contains(key) || high <= low {
+                continue;
+            }
+            if self.stored_by_all(key).await?.is_none_or(|s| s < high - 1) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// What waits on the raw partitions this process does not own.
+    async fn unowned(&mut self, topics: &[&str]) -> Result<Unowned> {
+        let ends = self.consumer.end_offsets(topics).await?;
+        let owned = self.consumer.owned();
+        self.refresh_tables().await?;
+        let mut unowned = Unowned::default();
+        for (key, low, high) in ends {
+            if !owned.contains(&key) {
+                unowned.add(self.stored_by_all(&key).await?, low, high);
+            }
+        }
+        Ok(unowned)
     }
 }
 
@@ -632,6 +695,19 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
         assigned_once: false,
         last_metrics: Instant::now(),
     };
+    let ends = if enrich.job.until_caught_up {
+        let ends = enrich.consumer.end_offsets(&topics).await?;
+        tracing::info!(
+            partitions = ends.len(),
+            ?ends,
+            "draining to the end offsets seen at start"
+        );
+        ends
+    } else {
+        Vec::new()
+    };
+    let mut group_watch =
+        GroupWatch::new(Duration::from_secs(enrich.job.enrich.rejoin_when_idle_secs));
     let mut last_drain_check = Instant::now();
     let mut last_reference_check = Instant::now();
     let reference_every = Duration::from_secs(enrich.job.enrich.reference_check_secs);
@@ -677,10 +753,34 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
         }
         if enrich.job.until_caught_up && last_drain_check.elapsed() >= Duration::from_millis(250) {
             last_drain_check = Instant::now();
-            if enrich.drained() {
-                enrich.flush(true).await?;
+            if enrich.caught_up(&ends).await? {
                 tracing::info!("enrichment caught up");
                 break;
+            }
+        }
+        if group_watch.due() {
+            match enrich.unowned(&topics).await {
+                Ok(unowned) => {
+                    let owns_nothing = enrich.consumer.owned().is_empty();
+                    if group_watch.should_rejoin(owns_nothing, unowned) {
+                        tracing::warn!(
+                            lag = unowned.lag,
+                            owns_nothing,
+                            "records wait on partitions nobody is consuming; rejoining the consumer group"
+                        );
+                        enrich.flush(true).await?;
+                        enrich.consumer.rejoin(
+                            &enrich.job.kafka,
+                            &enrich.job.enrich.group,
+                            &topics,
+                        )?;
+                        enrich.on_revoked(&[]);
+                        for output in enrich.outputs.values_mut() {
+                            output.stored.clear();
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "group health check failed; will retry"),
             }
         }
     }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use marketlake_kafka::{
-    KafkaConfig, PartitionKey, Polled, RecordRef, VerifiedConsumer, POLL_BATCH,
+    GroupWatch, KafkaConfig, PartitionKey, Polled, RecordRef, Unowned, VerifiedConsumer, POLL_BATCH,
 };
 use marketlake_lake::{CommitOutcome, ExactlyOnceSink, LakeConfig, TableSpec};
 use marketlake_schemas::l1::{self, DeadLetterColumns, KafkaCoordinates, RawColumns};
@@ -523,21 +523,11 @@ impl Ingest {
         self.settle_all().await
     }
 
-    /// End offsets (high watermarks) of every partition of every topic, for `--until-caught-up`.
+    /// End offsets (high watermarks) of every partition of every topic.
     async fn end_offsets(&self) -> Result<Vec<(PartitionKey, i64, i64)>> {
-        let mut ends = Vec::new();
-        for topic in self.job.topics() {
-            let partitions = self.consumer.partition_count(&topic).await?;
-            for partition in 0..partitions {
-                let key = PartitionKey {
-                    topic: topic.clone(),
-                    partition: i32::try_from(partition).unwrap_or(i32::MAX),
-                };
-                let (low, high) = self.consumer.watermarks(&key).await?;
-                ends.push((key, low, high));
-            }
-        }
-        Ok(ends)
+        let topics = self.job.topics();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        Ok(self.consumer.end_offsets(&topics).await?)
     }
 
     /// True when everything up to the end is stored. An owned partition must be proven caught
@@ -583,16 +573,15 @@ impl Ingest {
         Ok(true)
     }
 
-    /// For the partitions this process does not own: offsets waiting (high watermark minus next
-    /// stored offset) and the sum of their stored offsets (which moves when their owner commits).
-    async fn unowned_progress(&mut self) -> Result<(i64, i64)> {
+    /// What waits on the partitions this process does not own (see [`GroupWatch`]).
+    async fn unowned(&mut self) -> Result<Unowned> {
         let ends = self.end_offsets().await?;
         let owned = self.consumer.owned();
         self.settle_all().await?;
         for table in self.tables.values_mut() {
             table.sink()?.refresh().await?;
         }
-        let (mut lag, mut stored_sum) = (0, 0);
+        let mut unowned = Unowned::default();
         for (key, low, high) in ends {
             if owned.contains(&key) {
                 continue;
@@ -605,10 +594,9 @@ impl Ingest {
                 .sink()?
                 .stored_offset(&key.topic, key.partition)
                 .await?;
-            stored_sum += stored.unwrap_or(-1);
-            lag += (high - stored.map_or(low, |s| s + 1)).max(0);
+            unowned.add(stored, low, high);
         }
-        Ok((lag, stored_sum))
+        Ok(unowned)
     }
 }
 
@@ -671,9 +659,8 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
         None
     };
     let mut last_caught_up_check = Instant::now();
-    let mut last_group_check = Instant::now();
-    let mut last_unowned_stored: Option<i64> = None;
-    let rejoin_after = Duration::from_secs(ingest.job.ingest.rejoin_when_idle_secs);
+    let mut group_watch =
+        GroupWatch::new(Duration::from_secs(ingest.job.ingest.rejoin_when_idle_secs));
     loop {
         if shutdown.is_cancelled() {
             ingest.flush_all().await?;
@@ -729,38 +716,27 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
                 }
             }
         }
-        // Group health. A member can be left owning nothing while records wait, or partitions
-        // can stay with a member that died (seen on tansu after SIGKILLs): every interval, look
-        // at the partitions this process does not own, and rejoin the group when records wait
-        // there and either it owns nothing or nobody committed any of them since the last look.
-        if last_group_check.elapsed() >= rejoin_after {
-            last_group_check = Instant::now();
-            match ingest.unowned_progress().await {
-                Ok((lag, stored_sum)) => {
+        // Group health: rejoin when records wait on partitions nobody is consuming.
+        if group_watch.due() {
+            match ingest.unowned().await {
+                Ok(unowned) => {
                     let owns_nothing = ingest.consumer.owned().is_empty();
-                    let stalled = last_unowned_stored == Some(stored_sum);
-                    if lag > 0 && (owns_nothing || stalled) {
+                    if group_watch.should_rejoin(owns_nothing, unowned) {
                         tracing::warn!(
-                            lag,
+                            lag = unowned.lag,
                             owns_nothing,
                             "records wait on partitions nobody is consuming; rejoining the consumer group"
                         );
                         ingest.flush_all().await?;
-                        ingest.consumer = VerifiedConsumer::subscribe(
+                        ingest.consumer.rejoin(
                             &ingest.job.kafka,
                             &ingest.job.ingest.group,
                             &topic_refs,
                         )?;
-                        if ingest.job.until_caught_up {
-                            ingest.consumer.set_stall_after(Duration::from_millis(500));
-                        }
                         ingest.stored.clear();
                         for (name, table) in ingest.tables.iter_mut() {
                             table.buffer = TableBuffer::new(Columns::for_table(*name));
                         }
-                        last_unowned_stored = None;
-                    } else {
-                        last_unowned_stored = Some(stored_sum);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "group health check failed; will retry"),

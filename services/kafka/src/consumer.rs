@@ -293,6 +293,52 @@ impl VerifiedConsumer {
     /// Join `group` and subscribe to `topics`. Offsets are never auto-committed: the caller's
     /// table is the source of truth, Kafka commits are advisory.
     pub fn subscribe(config: &KafkaConfig, group: &str, topics: &[&str]) -> Result<Self> {
+        let consumer = Self::create(config, group)?;
+        consumer.consumer.subscribe(topics)?;
+        Ok(consumer)
+    }
+
+    /// Own every partition of `topics` without joining a group, each started at
+    /// `next_offset(partition)` as [`VerifiedConsumer::start_partition`] would. For a service
+    /// that must see every partition (one whose state spans them all and that runs as a single
+    /// process): group membership can only take partitions away from it, and after crashes a
+    /// restarted member was seen holding a part of them for a minute, during which a drain
+    /// would have ended on the part it held. No `Assigned` or `Revoked` is ever reported.
+    pub async fn assign(
+        config: &KafkaConfig,
+        group: &str,
+        topics: &[&str],
+        next_offset: impl Fn(&PartitionKey) -> Option<i64>,
+    ) -> Result<Self> {
+        let mut consumer = Self::create(config, group)?;
+        let mut keys = Vec::new();
+        for topic in topics {
+            let partitions = consumer.partition_count(topic).await?;
+            if partitions == 0 {
+                return Err(KafkaError::Config {
+                    setting: "kafka.brokers".into(),
+                    message: format!(
+                        "topic {topic} does not exist on the broker; create the topics first (`marketlake topics`)"
+                    ),
+                });
+            }
+            keys.extend((0..partitions).map(|partition| PartitionKey {
+                topic: topic.to_string(),
+                partition: i32::try_from(partition).unwrap_or(i32::MAX),
+            }));
+        }
+        let mut tpl = TopicPartitionList::new();
+        for key in &keys {
+            let expected = next_offset(key).unwrap_or(0);
+            tpl.add_partition_offset(&key.topic, key.partition, Offset::Offset(expected))?;
+            consumer.track(key, expected);
+        }
+        consumer.consumer.assign(&tpl)?;
+        Ok(consumer)
+    }
+
+    /// A client with the sink's group and fetch settings, neither subscribed nor assigned.
+    fn create(config: &KafkaConfig, group: &str) -> Result<Self> {
         let mut client = config.client_config();
         client
             .set("group.id", group)
@@ -312,7 +358,6 @@ impl VerifiedConsumer {
         }
         let consumer: StreamConsumer<RebalanceRecorder> =
             client.create_with_context(RebalanceRecorder::default())?;
-        consumer.subscribe(topics)?;
         let lookups: BaseConsumer = config.client_config().create()?;
         Ok(VerifiedConsumer {
             consumer: Arc::new(consumer),
@@ -376,6 +421,32 @@ impl VerifiedConsumer {
         })?
     }
 
+    /// Low and high watermark of every partition of `topics`, asked of the broker.
+    pub async fn end_offsets(&self, topics: &[&str]) -> Result<Vec<(PartitionKey, i64, i64)>> {
+        let mut ends = Vec::new();
+        for topic in topics {
+            let partitions = self.partition_count(topic).await?;
+            for partition in 0..partitions {
+                let key = PartitionKey {
+                    topic: topic.to_string(),
+                    partition: i32::try_from(partition).unwrap_or(i32::MAX),
+                };
+                let (low, high) = self.watermarks(&key).await?;
+                ends.push((key, low, high));
+            }
+        }
+        Ok(ends)
+    }
+
+    /// Leave the group and join it again with a new client (see [`crate::group`]). Every
+    /// partition is forgotten; the next `Assigned` starts them again. The stall wait is kept.
+    pub fn rejoin(&mut self, config: &KafkaConfig, group: &str, topics: &[&str]) -> Result<()> {
+        let stall_after = self.stall_after;
+        *self = Self::subscribe(config, group, topics)?;
+        self.stall_after = stall_after;
+        Ok(())
+    }
+
     fn seek(&mut self, key: &PartitionKey, offset: i64) {
         // A zero timeout makes the seek asynchronous; records fetched before it are discarded
         // by the client, and whatever arrives next is checked against the expectation anyway.
@@ -399,6 +470,13 @@ impl VerifiedConsumer {
         // Nothing written yet: expect offset 0. If retention removed the start of the log, the
         // first record's gap is proven real by the probe (a seek to 0 restarts at the earliest).
         let expected = next_offset.unwrap_or(0);
+        self.track(key, expected);
+        self.seek(key, expected);
+        Ok(())
+    }
+
+    /// Verify `key`'s records from `expected` on.
+    fn track(&mut self, key: &PartitionKey, expected: i64) {
         tracing::info!(partition = %key, expected, "partition started");
         self.tracks.insert(
             key.clone(),
@@ -410,8 +488,6 @@ impl VerifiedConsumer {
                 idle_probes: 0,
             },
         );
-        self.seek(key, expected);
-        Ok(())
     }
 
     /// Forget a partition (revoked, or its buffered records were dropped and it must restart).

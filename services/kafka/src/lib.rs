@@ -5,10 +5,12 @@
 //! - [`producer`]: the idempotent raw publisher behind the connectors' `RawSink`.
 //! - [`consumer`]: a group consumer that checks every partition delivers exactly the offsets it
 //!   was asked for, and proves any gap before moving past it.
+//! - [`group`]: when a group member owns too little and should rejoin.
 
 pub mod admin;
 pub mod config;
 pub mod consumer;
+pub mod group;
 pub mod producer;
 pub mod reference;
 
@@ -16,6 +18,7 @@ pub use config::KafkaConfig;
 pub use consumer::{
     ConsumedRecord, PartitionKey, Polled, RecordHeaders, RecordRef, VerifiedConsumer, POLL_BATCH,
 };
+pub use group::{GroupWatch, Unowned};
 pub use producer::RawProducer;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,130 @@
+//! Group health: noticing that a consumer-group member owns too little.
+//!
+//! Seen on tansu 0.6 after SIGKILLs: a restarted member was left with no partitions, or with a
+//! part of them, for over a minute while a dead member kept the rest. The member cannot see that
+//! in its own records (it just goes quiet), so a sink looks, every interval, at the partitions it
+//! does not own: the records waiting there (high watermark past the offset stored for them) and
+//! the sum of their stored offsets, which moves while some live member commits them. It rejoins
+//! the group when records wait and it owns nothing, or when nobody committed any of them since
+//! the last look.
+
+use std::time::{Duration, Instant};
+
+/// What waits on the partitions a member does not own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unowned {
+    /// Offsets between each one's stored offset and its high watermark, summed.
+    pub lag: i64,
+    /// Their stored offsets summed (a partition with none counts -1): moves when they are
+    /// committed by whoever owns them.
+    pub stored_sum: i64,
+}
+
+impl Unowned {
+    /// Add one partition not owned: `stored` is the last offset stored for it (the next to
+    /// read is one after), `low` and `high` its watermarks.
+    pub fn add(&mut self, stored: Option<i64>, low: i64, high: i64) {
+        self.stored_sum += stored.unwrap_or(-1);
+        self.lag += (high - stored.map_or(low, |s| s + 1)).max(0);
+    }
+}
+
+/// Decides, once per interval, whether a member should rejoin its group.
+#[derive(Debug)]
+pub struct GroupWatch {
+    every: Duration,
+    last_look: Instant,
+    last_stored_sum: Option<i64>,
+}
+
+impl GroupWatch {
+    pub fn new(every: Duration) -> Self {
+        GroupWatch {
+            every,
+            last_look: Instant::now(),
+            last_stored_sum: None,
+        }
+    }
+
+    /// True once per interval: time to look at the unowned partitions.
+    pub fn due(&mut self) -> bool {
+        if self.last_look.elapsed() < self.every {
+            return false;
+        }
+        self.last_look = Instant::now();
+        true
+    }
+
+    /// The decision for one look. After a `true` the next look starts afresh (the rejoined
+    /// member's first look has nothing to compare with).
+    pub fn should_rejoin(&mut self, owns_nothing: bool, unowned: Unowned) -> bool {
+        let stalled = self.last_stored_sum == Some(unowned.stored_sum);
+        if unowned.lag > 0 && (owns_nothing || stalled) {
+            self.last_stored_sum = None;
+            true
+        } else {
+            self.last_stored_sum = Some(unowned.stored_sum);
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(stored: Option<i64>, high: i64) -> Unowned {
+        let mut unowned = Unowned::default();
+        unowned.add(stored, 0, high);
+        unowned
+    }
+
+    #[test]
+    fn rejoins_at_once_when_it_owns_nothing_and_records_wait() {
+        let mut watch = GroupWatch::new(Duration::ZERO);
+        assert!(watch.should_rejoin(true, waiting(None, 10)));
+        assert!(
+            !watch.should_rejoin(true, waiting(Some(9), 10)),
+            "nothing waits"
+        );
+    }
+
+    #[test]
+    fn rejoins_when_unowned_partitions_stop_moving() {
+        let mut watch = GroupWatch::new(Duration::ZERO);
+        assert!(
+            !watch.should_rejoin(false, waiting(Some(3), 10)),
+            "first look: nothing to compare with"
+        );
+        assert!(
+            !watch.should_rejoin(false, waiting(Some(5), 10)),
+            "their owner is committing"
+        );
+        assert!(
+            watch.should_rejoin(false, waiting(Some(5), 10)),
+            "nobody committed them since the last look"
+        );
+        assert!(
+            !watch.should_rejoin(false, waiting(Some(5), 10)),
+            "a rejoin starts the comparison afresh"
+        );
+    }
+
+    #[test]
+    fn counts_lag_from_the_low_watermark_when_nothing_is_stored() {
+        let mut unowned = Unowned::default();
+        unowned.add(None, 4, 10);
+        unowned.add(Some(7), 0, 10);
+        unowned.add(Some(20), 0, 10);
+        assert_eq!(unowned.lag, 6 + 2);
+        assert_eq!(unowned.stored_sum, -1 + 7 + 20);
+    }
+
+    #[test]
+    fn looks_once_per_interval() {
+        let mut watch = GroupWatch::new(Duration::from_secs(3_600));
+        assert!(!watch.due());
+        let mut watch = GroupWatch::new(Duration::ZERO);
+        assert!(watch.due());
+    }
+}
