@@ -16,10 +16,14 @@
 //!   `journal-<first cycle>.log` and `fdatasync`ed *before* the cycle's Delta commits — about
 //!   35 bytes per trade ([`codec`]), whatever the size of the open state;
 //! - **now and then a snapshot** `snapshot-<cycle>.bin`: the whole state at one cycle (its
-//!   outbox included), held trades in a compact binary section. It is made **off the hot path**
-//!   by a compaction thread that does what recovery does — load the previous snapshot, replay
-//!   the journal up to the cycle it compacts — and writes the result atomically (temp file,
-//!   fsync, rename, fsync the directory). The live loop only rotates to a new journal segment
+//!   outbox included), held trades in a compact binary section. When one is due, the live loop
+//!   copies its state right after journaling the cycle (an in-memory clone: the one piece of
+//!   snapshot work on the hot path, once per snapshot, delaying that cycle's commits by the
+//!   time to copy the open windows) and a compaction thread encodes and writes it atomically
+//!   (temp file, fsync, rename, fsync the directory).
+//!   Replaying the journal from the previous snapshot instead — what recovery does, and what
+//!   [`StateStore::start_compaction`] still does when there is no live state — repeated all the
+//!   curation work since the last snapshot. The live loop only rotates to a new journal segment
 //!   when a compaction starts and, once it has finished, deletes the segments and snapshot it
 //!   superseded. A compaction starts when the journal is larger than both the last snapshot and
 //!   [`CompactionPolicy::min_journal_bytes`], so the bytes written stay proportional to the
@@ -101,6 +105,8 @@ pub struct StoreCounters {
     pub entries: u64,
     pub entry_bytes: u64,
     pub snapshots: u64,
+    /// Snapshots started from a copy of the live state (the rest replayed the journal).
+    pub live_snapshots: u64,
     pub snapshot_bytes: u64,
 }
 
@@ -926,6 +932,23 @@ fn compact(
     })
 }
 
+/// Write the live state of cycle `upto` (copied when its entry was appended) as a snapshot.
+fn snapshot_live(
+    dir: &Path,
+    upto: i64,
+    state: &CurateState,
+    offsets: &BTreeMap<String, i64>,
+    outbox: &Outbox,
+) -> Result<Stored> {
+    let path = snapshot_path(dir, upto);
+    let bytes = write_snapshot(&path, state, upto, offsets, outbox)?;
+    Ok(Stored {
+        cycle: upto,
+        path,
+        bytes,
+    })
+}
+
 /// The state directory: journal appends on the hot path, compaction on a thread, recovery.
 /// One per directory (the pipeline holds an exclusive lock on it).
 pub struct StateStore {
@@ -1125,9 +1148,11 @@ impl StateStore {
     }
 
     /// Append `entry` and make it durable (`fdatasync`) before returning: only then may its
-    /// outbox be committed. Returns the bytes written. May start a compaction; reports the
-    /// failure of one that ran since the last call.
-    pub fn append(&mut self, entry: &JournalEntry) -> Result<u64> {
+    /// outbox be committed. Returns the bytes written. `live` is the curator that produced the
+    /// entry: when a compaction is due and it is still at the entry's cycle, the snapshot is
+    /// written from a copy of its state (else the journal is replayed). Reports the failure of
+    /// a compaction that ran since the last call.
+    pub fn append(&mut self, entry: &JournalEntry, live: &Curator) -> Result<u64> {
         self.poll_compaction()?;
         if self.failed {
             return Err(file_error(
@@ -1158,7 +1183,10 @@ impl StateStore {
         self.cycle = entry.cycle;
         self.counters.entries += 1;
         self.counters.entry_bytes += written;
-        self.maybe_compact()?;
+        // `end_cycle` hands out the entry and the curator's cycle together: a curator at
+        // another cycle holds another state, which must not stand for this one.
+        let live = (live.cycle() == entry.cycle).then(|| live.state());
+        self.maybe_compact(live, entry)?;
         Ok(written)
     }
 
@@ -1186,7 +1214,7 @@ impl StateStore {
         Ok(())
     }
 
-    fn maybe_compact(&mut self) -> Result<()> {
+    fn maybe_compact(&mut self, live: Option<&CurateState>, entry: &JournalEntry) -> Result<()> {
         if self.compaction.is_some() {
             return Ok(());
         }
@@ -1194,17 +1222,30 @@ impl StateStore {
         if self.journal_bytes() < self.policy.min_journal_bytes.max(snapshot) {
             return Ok(());
         }
-        self.start_compaction()
+        self.start_compaction_from(live.map(|state| (state, entry)))
     }
 
-    /// Compact everything written so far on a thread; the next entry starts a new segment, so
-    /// the thread reads only files nobody writes.
+    /// Compact everything written so far on a thread, from the files alone: the snapshot and
+    /// the journal replayed (what recovery does). The next entry starts a new segment, so the
+    /// thread reads only files nobody writes.
     pub fn start_compaction(&mut self) -> Result<()> {
+        self.start_compaction_from(None)
+    }
+
+    /// As [`Self::start_compaction`]; with the live state at the last cycle and that cycle's
+    /// entry, the snapshot is written from a copy of the state instead of a replay of the
+    /// journal, which would repeat all the curation work since the last snapshot.
+    fn start_compaction_from(&mut self, live: Option<(&CurateState, &JournalEntry)>) -> Result<()> {
         if self.compaction.is_some() || self.cycle <= self.snapshot.as_ref().map_or(0, |s| s.cycle)
         {
             return Ok(());
         }
         let upto = self.cycle;
+        // Copied on the caller's thread (the state moves on as soon as it returns); `append`
+        // passes it only with the entry it just wrote, the one of `upto`.
+        let live =
+            live.map(|(state, entry)| (state.clone(), entry.offsets.clone(), entry.outbox.clone()));
+        self.counters.live_snapshots += u64::from(live.is_some());
         let snapshot = self.snapshot.as_ref().map(|s| s.path.clone());
         let segments: Vec<PathBuf> = self.segments.iter().map(|s| s.path.clone()).collect();
         let dir = self.dir.clone();
@@ -1212,7 +1253,12 @@ impl StateStore {
         self.writer = None;
         let handle = std::thread::Builder::new()
             .name("curate-compact".into())
-            .spawn(move || compact(&dir, snapshot, segments, upto, fresh))
+            .spawn(move || match live {
+                Some((state, offsets, outbox)) => {
+                    snapshot_live(&dir, upto, &state, &offsets, &outbox)
+                }
+                None => compact(&dir, snapshot, segments, upto, fresh),
+            })
             .map_err(|e| file_error(&self.dir, format!("cannot start compaction: {e}")))?;
         tracing::debug!(upto, "state compaction started");
         self.compaction = Some(Compaction { upto, handle });

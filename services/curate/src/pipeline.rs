@@ -268,7 +268,7 @@ impl Curate {
         };
         // Encoding and fdatasync block (briefly: the entry is this cycle's input): keep them off
         // the async workers' hot path.
-        tokio::task::block_in_place(|| self.store.append(&entry))?;
+        tokio::task::block_in_place(|| self.store.append(&entry, &self.curator))?;
         self.commit_outbox(entry.cycle(), entry.outbox()).await
     }
 

@@ -270,7 +270,7 @@ impl Live<'_> {
             return false;
         }
         let compacting = self.store.compacting_to();
-        self.store.append(&entry).unwrap();
+        self.store.append(&entry, &self.curator).unwrap();
         let started = self
             .store
             .compacting_to()
@@ -505,8 +505,8 @@ fn a_restart_under_another_lateness_replays_each_segment_under_its_own() {
         &[(before, Crash::StopAt(2_000)), (after, Crash::Never)],
     );
     check_against_batch(&records, &baseline);
-    // Crashes after the change make recovery (and compaction) replay entries written under
-    // both configurations.
+    // Crashes after the change make recovery replay entries written under both
+    // configurations, and snapshots copy states reconfigured on the way.
     let lake = scenario(
         &records,
         small_policy(),
@@ -544,7 +544,7 @@ fn feed(
                 now_ns: now_at(position + 1, 0),
             };
             if let Some(entry) = curator.end_cycle(end) {
-                store.append(&entry).unwrap();
+                store.append(&entry, curator).unwrap();
             }
         }
     }
@@ -584,9 +584,14 @@ fn the_recovered_state_is_the_live_state_from_snapshot_journal_or_both() {
         || StateStore::open(&dir.0, bar_config(30), news_config(30), small_policy()).unwrap();
     let (mut store, recovered) = open();
     let mut curator = Curator::resume(recovered.state, 0, recovered.offsets);
-    // Journal only.
+    // Journal, and the snapshots copied from the live state on the way.
     feed(&mut curator, &mut store, &records, 0..1_000);
     store.finish_compaction().unwrap();
+    assert!(
+        store.counters().live_snapshots > 0,
+        "{:?}",
+        store.counters()
+    );
     let (_, again) = open();
     assert_same_state(&again.state, curator.state());
     assert_eq!(again.cycle, curator.cycle());
@@ -650,7 +655,7 @@ fn cycle_of(curator: &mut Curator, store: &mut StateStore, trades: &[TradeRow], 
         now_ns: now,
     };
     let entry = curator.end_cycle(end).unwrap();
-    store.append(&entry).unwrap()
+    store.append(&entry, curator).unwrap()
 }
 
 #[test]
@@ -917,7 +922,7 @@ fn a_journal_that_does_not_reproduce_its_rows_is_refused() {
     let mut entry = curator.end_cycle(end).unwrap();
     assert!(!entry.outbox.bars.is_empty());
     entry.outbox.bars[0].close = Some(1);
-    store.append(&entry).unwrap();
+    store.append(&entry, &curator).unwrap();
     drop(store);
     let err = open().unwrap_err().to_string();
     assert!(err.contains("other rows than it recorded"), "{err}");
@@ -996,7 +1001,7 @@ fn save_cost_of_a_realistic_state() {
         };
         let entry = curator.end_cycle(end).unwrap();
         let started = Instant::now();
-        let bytes = store.append(&entry).unwrap();
+        let bytes = store.append(&entry, &curator).unwrap();
         println!(
             "format 2 save of a {n}-trade cycle: {bytes} bytes in {:.1?}",
             started.elapsed()
