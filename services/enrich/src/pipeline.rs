@@ -759,28 +759,16 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
             }
         }
         if group_watch.due() {
-            match enrich.unowned(&topics).await {
-                Ok(unowned) => {
-                    let owns_nothing = enrich.consumer.owned().is_empty();
-                    if group_watch.should_rejoin(owns_nothing, unowned) {
-                        tracing::warn!(
-                            lag = unowned.lag,
-                            owns_nothing,
-                            "records wait on partitions nobody is consuming; rejoining the consumer group"
-                        );
-                        enrich.flush(true).await?;
-                        enrich.consumer.rejoin(
-                            &enrich.job.kafka,
-                            &enrich.job.enrich.group,
-                            &topics,
-                        )?;
-                        enrich.on_revoked(&[]);
-                        for output in enrich.outputs.values_mut() {
-                            output.stored.clear();
-                        }
-                    }
+            let unowned = enrich.unowned(&topics).await;
+            if group_watch.should_rejoin(enrich.consumer.owned().is_empty(), unowned) {
+                enrich.flush(true).await?;
+                enrich
+                    .consumer
+                    .rejoin(&enrich.job.kafka, &enrich.job.enrich.group, &topics)?;
+                enrich.on_revoked(&[]);
+                for output in enrich.outputs.values_mut() {
+                    output.stored.clear();
                 }
-                Err(e) => tracing::warn!(error = %e, "group health check failed; will retry"),
             }
         }
     }

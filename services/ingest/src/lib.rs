@@ -718,28 +718,16 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
         }
         // Group health: rejoin when records wait on partitions nobody is consuming.
         if group_watch.due() {
-            match ingest.unowned().await {
-                Ok(unowned) => {
-                    let owns_nothing = ingest.consumer.owned().is_empty();
-                    if group_watch.should_rejoin(owns_nothing, unowned) {
-                        tracing::warn!(
-                            lag = unowned.lag,
-                            owns_nothing,
-                            "records wait on partitions nobody is consuming; rejoining the consumer group"
-                        );
-                        ingest.flush_all().await?;
-                        ingest.consumer.rejoin(
-                            &ingest.job.kafka,
-                            &ingest.job.ingest.group,
-                            &topic_refs,
-                        )?;
-                        ingest.stored.clear();
-                        for (name, table) in ingest.tables.iter_mut() {
-                            table.buffer = TableBuffer::new(Columns::for_table(*name));
-                        }
-                    }
+            let unowned = ingest.unowned().await;
+            if group_watch.should_rejoin(ingest.consumer.owned().is_empty(), unowned) {
+                ingest.flush_all().await?;
+                ingest
+                    .consumer
+                    .rejoin(&ingest.job.kafka, &ingest.job.ingest.group, &topic_refs)?;
+                ingest.stored.clear();
+                for (name, table) in ingest.tables.iter_mut() {
+                    table.buffer = TableBuffer::new(Columns::for_table(*name));
                 }
-                Err(e) => tracing::warn!(error = %e, "group health check failed; will retry"),
             }
         }
     }

@@ -55,11 +55,28 @@ impl GroupWatch {
         true
     }
 
-    /// The decision for one look. After a `true` the next look starts afresh (the rejoined
-    /// member's first look has nothing to compare with).
-    pub fn should_rejoin(&mut self, owns_nothing: bool, unowned: Unowned) -> bool {
+    /// The decision for one look, logged: `unowned` is what waits on the partitions not owned,
+    /// or why it could not be looked up (then no rejoin; the next look retries). After a `true`
+    /// the next look starts afresh (the rejoined member's first look has nothing to compare with).
+    pub fn should_rejoin<E: std::fmt::Display>(
+        &mut self,
+        owns_nothing: bool,
+        unowned: std::result::Result<Unowned, E>,
+    ) -> bool {
+        let unowned = match unowned {
+            Ok(unowned) => unowned,
+            Err(e) => {
+                tracing::warn!(error = %e, "group health check failed; will retry");
+                return false;
+            }
+        };
         let stalled = self.last_stored_sum == Some(unowned.stored_sum);
         if unowned.lag > 0 && (owns_nothing || stalled) {
+            tracing::warn!(
+                lag = unowned.lag,
+                owns_nothing,
+                "records wait on partitions nobody is consuming; rejoining the consumer group"
+            );
             self.last_stored_sum = None;
             true
         } else {
@@ -73,10 +90,10 @@ impl GroupWatch {
 mod tests {
     use super::*;
 
-    fn waiting(stored: Option<i64>, high: i64) -> Unowned {
+    fn waiting(stored: Option<i64>, high: i64) -> Result<Unowned, String> {
         let mut unowned = Unowned::default();
         unowned.add(stored, 0, high);
-        unowned
+        Ok(unowned)
     }
 
     #[test]
@@ -108,6 +125,12 @@ mod tests {
             !watch.should_rejoin(false, waiting(Some(5), 10)),
             "a rejoin starts the comparison afresh"
         );
+    }
+
+    #[test]
+    fn a_failed_look_never_rejoins() {
+        let mut watch = GroupWatch::new(Duration::ZERO);
+        assert!(!watch.should_rejoin(true, Err::<Unowned, _>("broker away")));
     }
 
     #[test]
