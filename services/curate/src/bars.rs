@@ -50,7 +50,7 @@ use marketlake_schemas::l3::{BarRow, LateReason, LateRecordRow};
 use serde::{Deserialize, Serialize};
 
 use crate::dedupe::OffsetDedupe;
-use crate::fill::{to_fills, Fill, FillOrder, Fills, Px, Summary};
+use crate::fill::{to_fills, Fill, FillOrder, Fills, Px, SharedStr, Summary};
 use crate::watermark::{Watermark, WatermarkState};
 use crate::{secs_to_ns, validate_durations, CurateError, Disposition, Result, STATE_VERSION};
 
@@ -139,7 +139,7 @@ impl BarOutput {
 
 /// `(window start ns, symbol)`: windows of one interval ordered by start, so dropping the
 /// expired ones is popping a prefix.
-type WindowKey = (i64, String);
+type WindowKey = (i64, SharedStr);
 
 #[derive(Debug, Clone, Default)]
 struct Window {
@@ -155,7 +155,7 @@ struct IntervalState {
     windows: BTreeMap<WindowKey, Window>,
     pending: BTreeSet<WindowKey>,
     /// Where each held trade is, for corrections and cancels.
-    index: HashMap<String, (WindowKey, FillOrder)>,
+    index: HashMap<SharedStr, (WindowKey, FillOrder)>,
 }
 
 impl IntervalState {
@@ -185,6 +185,7 @@ impl IntervalState {
     fn apply(
         &mut self,
         trade: &TradeRow,
+        held: &(FillOrder, SharedStr),
         watermark: i64,
         final_through_ns: i64,
     ) -> Result<(), LateReason> {
@@ -204,7 +205,7 @@ impl IntervalState {
             self.remove(key, watermark);
         }
         if inserts {
-            self.insert(trade, start, watermark);
+            self.insert(trade, held, start, watermark);
         }
         Ok(())
     }
@@ -215,18 +216,26 @@ impl IntervalState {
         }
     }
 
-    fn insert(&mut self, trade: &TradeRow, start: i64, watermark: i64) {
+    /// `held`: the trade's order and symbol, made once for every interval (their strings are
+    /// shared, not copied, by each interval's window and index).
+    fn insert(
+        &mut self,
+        trade: &TradeRow,
+        (order, symbol): &(FillOrder, SharedStr),
+        start: i64,
+        watermark: i64,
+    ) {
         // A trade key is held once: a re-sent `New` with the same key replaces the first.
         self.remove(&trade.trade_key, watermark);
-        let key = (start, trade.symbol.clone());
-        let order = FillOrder::of(trade);
+        let key = (start, symbol.clone());
+        let order = order.clone();
         self.windows
             .entry(key.clone())
             .or_default()
             .fills
             .insert(order.clone(), Px::of(trade));
         self.mark_if_due(&key, watermark);
-        self.index.insert(trade.trade_key.clone(), (key, order));
+        self.index.insert(order.trade_key.clone(), (key, order));
     }
 
     fn remove(&mut self, trade_key: &str, watermark: i64) {
@@ -255,7 +264,7 @@ impl IntervalState {
         let due: Vec<WindowKey> = self
             .windows
             .range((
-                Bound::Included((lowest_start, String::new())),
+                Bound::Included((lowest_start, SharedStr::default())),
                 Bound::Unbounded,
             ))
             .map(|(key, _)| key)
@@ -296,7 +305,7 @@ impl IntervalState {
 fn materialize(secs: u64, key: &WindowKey, window: &mut Window, watermark: i64) -> BarRow {
     let revision = window.emitted_revision.map_or(0, |r| r.saturating_add(1));
     window.emitted_revision = Some(revision);
-    Summary::of(&window.fills).bar(key.1.clone(), secs, key.0, revision, watermark)
+    Summary::of(&window.fills).bar(key.1.to_string(), secs, key.0, revision, watermark)
 }
 
 /// Streaming event-time bar aggregation; see the module documentation for the semantics.
@@ -390,8 +399,9 @@ impl BarAggregator {
         // Lateness is judged against the watermark before this record moves it.
         let watermark = self.watermark.value();
         let mut late = 0;
+        let held = (FillOrder::of(trade), SharedStr::from(trade.symbol.as_str()));
         for interval in &mut self.intervals {
-            if let Err(reason) = interval.apply(trade, watermark, self.final_through_ns) {
+            if let Err(reason) = interval.apply(trade, &held, watermark, self.final_through_ns) {
                 late += 1;
                 self.late.push(late_row(trade, interval, reason, watermark));
             }
@@ -478,7 +488,7 @@ impl BarAggregator {
             for (key, window) in &interval.windows {
                 windows.push(WindowState {
                     interval_secs: interval.secs,
-                    symbol: key.1.clone(),
+                    symbol: key.1.to_string(),
                     window_start_ns: key.0,
                     emitted_revision: window.emitted_revision,
                     pending: interval.pending.contains(key),
@@ -538,7 +548,7 @@ impl BarAggregator {
                     w.window_start_ns, w.interval_secs
                 )));
             }
-            let key = (w.window_start_ns, w.symbol);
+            let key = (w.window_start_ns, SharedStr::from(w.symbol));
             let mut window = Window {
                 fills: Fills::new(),
                 emitted_revision: w.emitted_revision,

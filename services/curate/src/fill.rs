@@ -2,12 +2,59 @@
 //! a run of them — one definition shared by the stream, the batch and the news windows, so they
 //! cannot disagree on what "open" or "vwap" means.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use marketlake_schemas::decimal::{PRICE_SCALE, QTY_SCALE};
 use marketlake_schemas::l2::TradeRow;
 use marketlake_schemas::l3::{BarRow, NOTIONAL_SCALE};
 use serde::{Deserialize, Serialize};
+
+/// A string several parts of the window state hold at once: a trade's key in its window's fills
+/// and in the index, a window's symbol in its key and in the index. Cloning one — several times
+/// per trade on the hot path, and for every held trade when a snapshot copies the live state —
+/// counts a reference instead of allocating and copying. Ordered, hashed and compared as the
+/// `str` it holds, so maps keyed by it are looked up with a `&str`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct SharedStr(Arc<str>);
+
+impl Borrow<str> for SharedStr {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for SharedStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SharedStr {
+    fn from(s: &str) -> Self {
+        SharedStr(Arc::from(s))
+    }
+}
+
+impl From<String> for SharedStr {
+    fn from(s: String) -> Self {
+        SharedStr(Arc::from(s))
+    }
+}
+
+impl Serialize for SharedStr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedStr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(SharedStr::from)
+    }
+}
 
 /// Total order of trades: event time, then (received time, raw partition, raw offset) so ties
 /// resolve the same whatever the arrival order, then the trade key to make it total.
@@ -17,7 +64,7 @@ pub(crate) struct FillOrder {
     pub received_at_ns: i64,
     pub raw_partition: i32,
     pub raw_offset: i64,
-    pub trade_key: String,
+    pub trade_key: SharedStr,
 }
 
 impl FillOrder {
@@ -27,7 +74,7 @@ impl FillOrder {
             received_at_ns: trade.received_at_ns,
             raw_partition: trade.lineage.raw_partition,
             raw_offset: trade.lineage.raw_offset,
-            trade_key: trade.trade_key.clone(),
+            trade_key: SharedStr::from(trade.trade_key.as_str()),
         }
     }
 
@@ -38,7 +85,7 @@ impl FillOrder {
             received_at_ns: i64::MIN,
             raw_partition: i32::MIN,
             raw_offset: i64::MIN,
-            trade_key: String::new(),
+            trade_key: SharedStr::default(),
         }
     }
 }

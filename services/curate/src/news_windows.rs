@@ -35,7 +35,7 @@ use marketlake_schemas::l3::{AnchorSource, NewsTradeWindowRow, WindowSide};
 use serde::{Deserialize, Serialize};
 
 use crate::dedupe::OffsetDedupe;
-use crate::fill::{simple_return, to_fills, Fill, FillOrder, Fills, Px, Summary};
+use crate::fill::{simple_return, to_fills, Fill, FillOrder, Fills, Px, SharedStr, Summary};
 use crate::watermark::{Watermark, WatermarkState};
 use crate::{
     secs_to_ns, validate_durations, CurateError, Disposition, Result, NS_PER_SEC, STATE_VERSION,
@@ -129,8 +129,8 @@ pub struct NewsTradeWindows {
     keep_ns: i64,
     watermark: Watermark,
     dedupe: OffsetDedupe,
-    history: BTreeMap<String, Fills>,
-    index: HashMap<String, (String, FillOrder)>,
+    history: BTreeMap<SharedStr, Fills>,
+    index: HashMap<SharedStr, (SharedStr, FillOrder)>,
     /// Trades before this have been (or would have been) evicted.
     horizon_ns: i64,
     pending: BTreeMap<PendingKey, PendingWindow>,
@@ -315,12 +315,15 @@ impl NewsTradeWindows {
         }
         self.remove(&trade.trade_key);
         let order = FillOrder::of(trade);
+        let symbol = match self.history.get_key_value(trade.symbol.as_str()) {
+            Some((symbol, _)) => symbol.clone(),
+            None => SharedStr::from(trade.symbol.as_str()),
+        };
         self.history
-            .entry(trade.symbol.clone())
+            .entry(symbol.clone())
             .or_default()
             .insert(order.clone(), Px::of(trade));
-        self.index
-            .insert(trade.trade_key.clone(), (trade.symbol.clone(), order));
+        self.index.insert(order.trade_key.clone(), (symbol, order));
     }
 
     fn remove(&mut self, trade_key: &str) -> Option<Px> {
@@ -375,7 +378,7 @@ impl NewsTradeWindows {
     }
 
     fn compute(&self, window: &PendingWindow, watermark: i64) -> NewsTradeWindowRow {
-        let s = match self.history.get(&window.ticker) {
+        let s = match self.history.get(window.ticker.as_str()) {
             Some(fills) if window.window_start_ns < window.window_end_ns => {
                 Summary::of(fills.range(
                     FillOrder::at(window.window_start_ns)..FillOrder::at(window.window_end_ns),
@@ -421,7 +424,7 @@ impl NewsTradeWindows {
                 .history
                 .iter()
                 .map(|(symbol, fills)| SymbolHistory {
-                    symbol: symbol.clone(),
+                    symbol: symbol.to_string(),
                     fills: to_fills(fills),
                 })
                 .collect(),
@@ -449,6 +452,7 @@ impl NewsTradeWindows {
         self.history.clear();
         self.index.clear();
         for SymbolHistory { symbol, fills } in state.history {
+            let symbol = SharedStr::from(symbol);
             let held = self.history.entry(symbol.clone()).or_default();
             for Fill { order, px } in fills {
                 self.index

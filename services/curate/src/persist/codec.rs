@@ -12,7 +12,7 @@ use foldhash::HashMap;
 
 use marketlake_schemas::l2::{Lineage, NewsRow, TradeAction, TradeRow};
 
-use crate::fill::{Fill, FillOrder, Px};
+use crate::fill::{Fill, FillOrder, Px, SharedStr};
 use crate::state::CycleEnd;
 use crate::{CurateError, Result};
 
@@ -557,7 +557,7 @@ pub(crate) fn decode_fills(dec: &mut Dec<'_>) -> Result<Vec<Fill>> {
             received_at_ns: event_time_ns.wrapping_add(dec.ivar()?),
             raw_partition: dec.i32()?,
             raw_offset: dec.ivar()?,
-            trade_key: prev_key.clone(),
+            trade_key: SharedStr::from(prev_key.as_str()),
         };
         let px = Px {
             price: dec.ivar()?,
