@@ -35,6 +35,9 @@ pub enum BenchCommand {
     /// The API on a private lake: full extraction (Parquet, NDJSON) beside DuckDB, a narrow
     /// query's latency, news search freshness and latency.
     Api(crate::bench_api::ApiBenchArgs),
+    /// The curator's window state in memory: trades applied beside the batch recomputation of
+    /// their bars, and the copy a snapshot takes of the live state.
+    CurateState(crate::bench_curate::CurateStateBenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +64,7 @@ pub async fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ingest(args) => ingest(config, args).await,
         BenchCommand::Enrich(args) => crate::bench_enrich::run(config, args).await,
         BenchCommand::Api(args) => crate::bench_api::run(config, args).await,
+        BenchCommand::CurateState(args) => crate::bench_curate::run(args),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_curate;
 mod bench_enrich;
 mod config;
 mod run;
