@@ -388,6 +388,26 @@ impl Enrich {
             || self.buffers.oldest.is_some_and(|t| {
                 t.elapsed() >= Duration::from_millis(self.job.enrich.commit_interval_ms)
             })
+            || self.offsets_due()
+    }
+
+    /// A table holds offsets seen but not stored for `offsets_commit_secs` (nothing was
+    /// buffered for it meanwhile). When the feed goes quiet they would otherwise wait for the
+    /// next record, and a back-fill beside this process waits for every table's offsets.
+    fn offsets_due(&self) -> bool {
+        let every = Duration::from_secs(self.job.enrich.offsets_commit_secs);
+        self.outputs
+            .values()
+            .any(|output| !output.spans.is_empty() && output.last_commit.elapsed() >= every)
+    }
+
+    /// Every owned partition is proven consumed to its end (true when nothing is owned: then
+    /// the stored offsets of the others decide).
+    fn owned_drained(&self) -> bool {
+        self.consumer
+            .owned()
+            .iter()
+            .all(|key| self.consumer.caught_up(key))
     }
 
     /// Publish the buffered rows, then commit every table that has rows (or offsets it has not
@@ -576,17 +596,19 @@ impl Enrich {
         }
     }
 
-    /// The stored offset of `key` every table has reached (the smallest), after a refresh.
-    async fn stored_by_all(&mut self, key: &PartitionKey) -> Result<Option<i64>> {
+    /// The stored offsets of `key` in every table (refresh first): `(smallest, largest)`.
+    async fn stored_range(&mut self, key: &PartitionKey) -> Result<(Option<i64>, Option<i64>)> {
         let mut lowest: Option<Option<i64>> = None;
+        let mut highest: Option<i64> = None;
         for output in self.outputs.values_mut() {
             let stored = output.sink.stored_offset(&key.topic, key.partition).await?;
             lowest = Some(match lowest {
                 None => stored,
                 Some(prev) => prev.zip(stored).map(|(a, b)| a.min(b)),
             });
+            highest = highest.max(stored);
         }
-        Ok(lowest.flatten())
+        Ok((lowest.flatten(), highest))
     }
 
     async fn refresh_tables(&mut self) -> Result<()> {
@@ -602,24 +624,32 @@ impl Enrich {
     /// [`marketlake_kafka::group`]) must be stored by every table at least up to the high
     /// watermark seen at start. Owning part of the partitions and draining it is not enough.
     async fn caught_up(&mut self, ends: &[(PartitionKey, i64, i64)]) -> Result<bool> {
-        if !(self.assigned_once && self.consumer.drained()) {
+        if !self.assigned_once || !self.owned_drained() {
             return Ok(false);
         }
         self.flush(true).await?;
+        // A conflict in that flush restarts the owned partitions: not caught up after all.
+        if self.buffers.records > 0 || !self.owned_drained() {
+            return Ok(false);
+        }
         self.refresh_tables().await?;
         let owned = self.consumer.owned();
         for (key, low, high) in ends {
             if owned.contains(key) || high <= low {
                 continue;
             }
-            if self.stored_by_all(key).await?.is_none_or(|s| s < high - 1) {
+            let (stored_by_all, _) = self.stored_range(key).await?;
+            if stored_by_all.is_none_or(|s| s < high - 1) {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
-    /// What waits on the raw partitions this process does not own.
+    /// What waits on the raw partitions this process does not own, judged by the most advanced
+    /// table: `l2.trades` moves at every commit of a live owner, while a table with nothing to
+    /// write (quarantine) stores its offsets only every `offsets_commit_secs` — judged by the
+    /// least advanced, a healthy owner would look stalled and make every member rejoin.
     async fn unowned(&mut self, topics: &[&str]) -> Result<Unowned> {
         let ends = self.consumer.end_offsets(topics).await?;
         let owned = self.consumer.owned();
@@ -627,7 +657,8 @@ impl Enrich {
         let mut unowned = Unowned::default();
         for (key, low, high) in ends {
             if !owned.contains(&key) {
-                unowned.add(self.stored_by_all(&key).await?, low, high);
+                let (_, stored_by_any) = self.stored_range(&key).await?;
+                unowned.add(stored_by_any, low, high);
             }
         }
         Ok(unowned)
