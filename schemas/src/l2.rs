@@ -111,6 +111,46 @@ pub struct TradeRow {
     pub extra: Extras,
 }
 
+impl TradeRow {
+    /// A new trade with only what every feed gives — key, symbol, price, quantity, event time
+    /// and lineage — received at its event time, every optional field absent. Set the rest
+    /// with struct update syntax (`TradeRow { side, ..TradeRow::bare(..) }`).
+    pub fn bare(
+        trade_key: String,
+        symbol: String,
+        price: i64,
+        quantity: i64,
+        event_time_ns: i64,
+        lineage: Lineage,
+    ) -> Self {
+        TradeRow {
+            trade_key,
+            action: TradeAction::New,
+            supersedes: None,
+            symbol,
+            isin: None,
+            figi: None,
+            instrument_name: None,
+            exchange: None,
+            currency: None,
+            price,
+            quantity,
+            side: None,
+            venue: None,
+            trade_id: None,
+            order_id: None,
+            account: None,
+            trader: None,
+            event_time_ns,
+            received_at_ns: event_time_ns,
+            reference_version: None,
+            flags: Vec::new(),
+            lineage,
+            extra: Extras::default(),
+        }
+    }
+}
+
 /// One news item as `l2.news` holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewsRow {

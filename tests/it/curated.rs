@@ -11,7 +11,7 @@ use marketlake_connectors::RawSink;
 use marketlake_curate::compute_bars;
 use marketlake_kafka::{PartitionKey, Polled, RawProducer, VerifiedConsumer};
 use marketlake_lake::read::{load_table, read_rows, Array, Decimal128Array, Int32Array};
-use marketlake_schemas::l2::{Lineage, TradeAction, TradeRow};
+use marketlake_schemas::l2::{Lineage, TradeRow};
 use marketlake_schemas::names::{
     l3_bars, TableName, L2_TRADES, L3_LATE_RECORDS, TOPIC_ENRICHED_NEWS, TOPIC_ENRICHED_TRADES,
     TOPIC_RAW_NEWS, TOPIC_RAW_TRADES,
@@ -113,37 +113,24 @@ fn expected_trades(fills: i64) -> Vec<TradeRow> {
     (0..fills)
         .map(|i| {
             let (price, quantity) = price_qty(i);
+            let lineage = Lineage {
+                source_id: "fills".into(),
+                source_uri: "test://fills".into(),
+                source_position: i,
+                raw_topic: "raw.trades".into(),
+                raw_partition: 0,
+                raw_offset: i,
+            };
             TradeRow {
-                trade_key: format!("fills:EXEC{i}"),
-                action: TradeAction::New,
-                supersedes: None,
-                symbol: symbol(i),
-                isin: None,
-                figi: None,
-                instrument_name: None,
-                exchange: None,
-                currency: None,
-                price,
-                quantity,
-                side: None,
-                venue: None,
-                trade_id: None,
-                order_id: None,
-                account: None,
-                trader: None,
-                event_time_ns: START_NS + i * STEP_NS,
                 received_at_ns: 0,
-                reference_version: None,
-                extra: Default::default(),
-                flags: Vec::new(),
-                lineage: Lineage {
-                    source_id: "fills".into(),
-                    source_uri: "test://fills".into(),
-                    source_position: i,
-                    raw_topic: "raw.trades".into(),
-                    raw_partition: 0,
-                    raw_offset: i,
-                },
+                ..TradeRow::bare(
+                    format!("fills:EXEC{i}"),
+                    symbol(i),
+                    price,
+                    quantity,
+                    START_NS + i * STEP_NS,
+                    lineage,
+                )
             }
         })
         .collect()
@@ -213,6 +200,13 @@ pub async fn latest_bars(lake: &Lake) -> Result<BTreeMap<(String, i64), (i32, Ba
     Ok(latest)
 }
 
+/// The fills among the first `fills` that `keys` (from [`l2_trade_keys`]) lacks.
+fn missing_fills(keys: &BTreeMap<String, usize>, fills: i64) -> Vec<i64> {
+    (0..fills)
+        .filter(|i| !keys.contains_key(&format!("fills:EXEC{i}")))
+        .collect()
+}
+
 async fn l2_trade_keys(lake: &Lake) -> Result<BTreeMap<String, usize>> {
     let mut counts = BTreeMap::new();
     for batch in table_batches(lake, L2_TRADES).await? {
@@ -270,9 +264,7 @@ async fn sigkill_enrich_and_curate_twenty_times_matches_the_batch_result() -> Re
     lake.run(&["curate", "--until-caught-up"], Duration::from_secs(180))?;
 
     let keys = l2_trade_keys(&lake).await?;
-    let missing: Vec<i64> = (0..FILLS)
-        .filter(|i| !keys.contains_key(&format!("fills:EXEC{i}")))
-        .collect();
+    let missing = missing_fills(&keys, FILLS);
     let doubled: Vec<(&String, &usize)> = keys.iter().filter(|(_, c)| **c > 1).collect();
     assert!(
         missing.is_empty() && doubled.is_empty() && keys.len() as i64 == FILLS,
@@ -396,9 +388,7 @@ async fn back_fills_finish_every_partition_while_another_member_holds_some() -> 
         "the other member kept no partition once enrichment joined: nothing was exercised"
     );
     let keys = l2_trade_keys(&lake).await?;
-    let missing = (0..SOME_FILLS)
-        .filter(|i| !keys.contains_key(&format!("fills:EXEC{i}")))
-        .count();
+    let missing = missing_fills(&keys, SOME_FILLS).len();
     assert_eq!(
         missing, 0,
         "fills missing from l2.trades after the back-fill"

@@ -917,31 +917,22 @@ fn compact(
         false,
         (&fresh.0, &fresh.1),
     )?;
-    let path = snapshot_path(dir, upto);
-    let bytes = write_snapshot(
-        &path,
-        &loaded.state,
-        loaded.cycle,
-        &loaded.offsets,
-        &loaded.outbox,
-    )?;
-    Ok(Stored {
-        cycle: upto,
-        path,
-        bytes,
-    })
+    store_snapshot(
+        dir,
+        upto,
+        (&loaded.state, loaded.cycle, &loaded.offsets, &loaded.outbox),
+    )
 }
 
-/// Write the live state of cycle `upto` (copied when its entry was appended) as a snapshot.
-fn snapshot_live(
+/// Write the snapshot file of cycle `upto`: `(state, its cycle, offsets, outbox)`, replayed by
+/// [`compact`] or copied from the live state when its entry was appended.
+fn store_snapshot(
     dir: &Path,
     upto: i64,
-    state: &CurateState,
-    offsets: &BTreeMap<String, i64>,
-    outbox: &Outbox,
+    (state, cycle, offsets, outbox): (&CurateState, i64, &BTreeMap<String, i64>, &Outbox),
 ) -> Result<Stored> {
     let path = snapshot_path(dir, upto);
-    let bytes = write_snapshot(&path, state, upto, offsets, outbox)?;
+    let bytes = write_snapshot(&path, state, cycle, offsets, outbox)?;
     Ok(Stored {
         cycle: upto,
         path,
@@ -1255,7 +1246,7 @@ impl StateStore {
             .name("curate-compact".into())
             .spawn(move || match live {
                 Some((state, offsets, outbox)) => {
-                    snapshot_live(&dir, upto, &state, &offsets, &outbox)
+                    store_snapshot(&dir, upto, (&state, upto, &offsets, &outbox))
                 }
                 None => compact(&dir, snapshot, segments, upto, fresh),
             })

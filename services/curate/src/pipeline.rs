@@ -350,10 +350,6 @@ impl Curate {
         self.report.cycles += 1;
         Ok(())
     }
-
-    fn drained(&self) -> bool {
-        self.consumer.drained()
-    }
 }
 
 /// Run curation until `shutdown` (ending the current cycle) or, with `until_caught_up`, until
@@ -485,7 +481,7 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
         }
         if curate.job.until_caught_up && last_drain_check.elapsed() >= Duration::from_millis(250) {
             last_drain_check = Instant::now();
-            if curate.drained() {
+            if curate.consumer.drained() {
                 curate.cycle(true).await?;
                 curate.report.caught_up_after = Some(started.elapsed());
                 tracing::info!("curation caught up; every window fired");

@@ -596,19 +596,15 @@ impl Enrich {
         }
     }
 
-    /// The stored offsets of `key` in every table (refresh first): `(smallest, largest)`.
+    /// The stored offsets of `key` in every table (refresh first): `(smallest, largest)`, where
+    /// a table that stored none counts as the smallest.
     async fn stored_range(&mut self, key: &PartitionKey) -> Result<(Option<i64>, Option<i64>)> {
-        let mut lowest: Option<Option<i64>> = None;
-        let mut highest: Option<i64> = None;
+        let mut stored = Vec::with_capacity(self.outputs.len());
         for output in self.outputs.values_mut() {
-            let stored = output.sink.stored_offset(&key.topic, key.partition).await?;
-            lowest = Some(match lowest {
-                None => stored,
-                Some(prev) => prev.zip(stored).map(|(a, b)| a.min(b)),
-            });
-            highest = highest.max(stored);
+            stored.push(output.sink.stored_offset(&key.topic, key.partition).await?);
         }
-        Ok((lowest.flatten(), highest))
+        let smallest = stored.iter().copied().min().flatten();
+        Ok((smallest, stored.into_iter().max().flatten()))
     }
 
     async fn refresh_tables(&mut self) -> Result<()> {
@@ -632,12 +628,17 @@ impl Enrich {
         if self.buffers.records > 0 || !self.owned_drained() {
             return Ok(false);
         }
-        self.refresh_tables().await?;
         let owned = self.consumer.owned();
-        for (key, low, high) in ends {
-            if owned.contains(key) || high <= low {
-                continue;
-            }
+        let others: Vec<&(PartitionKey, i64, i64)> = ends
+            .iter()
+            .filter(|(key, low, high)| !owned.contains(key) && high > low)
+            .collect();
+        if others.is_empty() {
+            return Ok(true);
+        }
+        // Their owners commit meanwhile: what the tables hold now, not at start.
+        self.refresh_tables().await?;
+        for (key, _, high) in others {
             let (stored_by_all, _) = self.stored_range(key).await?;
             if stored_by_all.is_none_or(|s| s < high - 1) {
                 return Ok(false);
@@ -793,13 +794,12 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
             let unowned = enrich.unowned(&topics).await;
             if group_watch.should_rejoin(enrich.consumer.owned().is_empty(), unowned) {
                 enrich.flush(true).await?;
+                // Rejoining gives up every partition, as a revocation of all of them would.
+                let owned = enrich.consumer.owned();
+                enrich.on_revoked(&owned);
                 enrich
                     .consumer
                     .rejoin(&enrich.job.kafka, &enrich.job.enrich.group, &topics)?;
-                enrich.on_revoked(&[]);
-                for output in enrich.outputs.values_mut() {
-                    output.stored.clear();
-                }
             }
         }
     }

@@ -745,37 +745,24 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000_000_000;
 
     fn trade(symbol: &str, price: i64, quantity: i64, event_time_ns: i64) -> TradeRow {
+        let lineage = Lineage {
+            source_id: "s".into(),
+            source_uri: "u".into(),
+            source_position: 0,
+            raw_topic: "raw.trades".into(),
+            raw_partition: 0,
+            raw_offset: 0,
+        };
         TradeRow {
-            trade_key: format!("s:{symbol}:{price}:{quantity}:{event_time_ns}"),
-            action: TradeAction::New,
-            supersedes: None,
-            symbol: symbol.into(),
-            isin: None,
-            figi: None,
-            instrument_name: None,
-            exchange: None,
-            currency: None,
-            price,
-            quantity,
-            side: None,
-            venue: None,
-            trade_id: None,
-            order_id: None,
-            account: None,
-            trader: None,
-            event_time_ns,
             received_at_ns: NOW,
-            reference_version: None,
-            extra: Default::default(),
-            flags: vec![],
-            lineage: Lineage {
-                source_id: "s".into(),
-                source_uri: "u".into(),
-                source_position: 0,
-                raw_topic: "raw.trades".into(),
-                raw_partition: 0,
-                raw_offset: 0,
-            },
+            ..TradeRow::bare(
+                format!("s:{symbol}:{price}:{quantity}:{event_time_ns}"),
+                symbol.into(),
+                price,
+                quantity,
+                event_time_ns,
+                lineage,
+            )
         }
     }
 

@@ -313,8 +313,8 @@ impl VerifiedConsumer {
         let mut consumer = Self::create(config, group)?;
         let mut keys = Vec::new();
         for topic in topics {
-            let partitions = consumer.partition_count(topic).await?;
-            if partitions == 0 {
+            let partitions = consumer.partition_keys(topic).await?;
+            if partitions.is_empty() {
                 return Err(KafkaError::Config {
                     setting: "kafka.brokers".into(),
                     message: format!(
@@ -322,10 +322,7 @@ impl VerifiedConsumer {
                     ),
                 });
             }
-            keys.extend((0..partitions).map(|partition| PartitionKey {
-                topic: topic.to_string(),
-                partition: i32::try_from(partition).unwrap_or(i32::MAX),
-            }));
+            keys.extend(partitions);
         }
         let mut tpl = TopicPartitionList::new();
         for key in &keys {
@@ -425,17 +422,23 @@ impl VerifiedConsumer {
     pub async fn end_offsets(&self, topics: &[&str]) -> Result<Vec<(PartitionKey, i64, i64)>> {
         let mut ends = Vec::new();
         for topic in topics {
-            let partitions = self.partition_count(topic).await?;
-            for partition in 0..partitions {
-                let key = PartitionKey {
-                    topic: topic.to_string(),
-                    partition: i32::try_from(partition).unwrap_or(i32::MAX),
-                };
+            for key in self.partition_keys(topic).await? {
                 let (low, high) = self.watermarks(&key).await?;
                 ends.push((key, low, high));
             }
         }
         Ok(ends)
+    }
+
+    /// Every partition of `topic` (none when it does not exist), asked of the broker.
+    async fn partition_keys(&self, topic: &str) -> Result<Vec<PartitionKey>> {
+        let partitions = self.partition_count(topic).await?;
+        Ok((0..partitions)
+            .map(|partition| PartitionKey {
+                topic: topic.to_string(),
+                partition: i32::try_from(partition).unwrap_or(i32::MAX),
+            })
+            .collect())
     }
 
     /// Leave the group and join it again with a new client (see [`crate::group`]). Every

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use marketlake_curate::{compute_bars, BarConfig, CurateState, NewsWindowConfig};
-use marketlake_schemas::l2::{Lineage, TradeAction, TradeRow};
+use marketlake_schemas::l2::{Lineage, TradeRow};
 
 #[derive(Debug, clap::Args)]
 pub struct CurateStateBenchArgs {
@@ -34,31 +34,13 @@ pub struct CurateStateBenchArgs {
 const START_NS: i64 = 1_767_623_400_000_000_000;
 
 fn trade(i: i64, args: &CurateStateBenchArgs) -> TradeRow {
-    let event_time_ns = START_NS + i * args.step_us * 1_000;
-    TradeRow {
-        trade_key: format!("bench-dropcopy:EXEC{i:010}"),
-        action: TradeAction::New,
-        supersedes: None,
-        symbol: format!("SYM{}", i % args.symbols.max(1)),
-        isin: None,
-        figi: None,
-        instrument_name: None,
-        exchange: None,
-        currency: None,
-        price: 10_000_000_000 + (i * 7_919) % 50_000_000,
-        quantity: 10_000 * (1 + (i * 104_729) % 300),
-        side: None,
-        venue: None,
-        trade_id: None,
-        order_id: None,
-        account: None,
-        trader: None,
-        event_time_ns,
-        received_at_ns: event_time_ns,
-        reference_version: None,
-        extra: Default::default(),
-        flags: Vec::new(),
-        lineage: Lineage {
+    TradeRow::bare(
+        format!("bench-dropcopy:EXEC{i:010}"),
+        format!("SYM{}", i % args.symbols.max(1)),
+        10_000_000_000 + (i * 7_919) % 50_000_000,
+        10_000 * (1 + (i * 104_729) % 300),
+        START_NS + i * args.step_us * 1_000,
+        Lineage {
             source_id: "bench-dropcopy".into(),
             source_uri: "bench://curate-state".into(),
             source_position: i,
@@ -66,7 +48,7 @@ fn trade(i: i64, args: &CurateStateBenchArgs) -> TradeRow {
             raw_partition: i32::try_from(i % 3).unwrap_or(0),
             raw_offset: i / 3,
         },
-    }
+    )
 }
 
 pub fn run(args: CurateStateBenchArgs) -> anyhow::Result<()> {
@@ -75,10 +57,9 @@ pub fn run(args: CurateStateBenchArgs) -> anyhow::Result<()> {
         ..BarConfig::default()
     };
     let trades: Vec<TradeRow> = (0..args.trades).map(|i| trade(i, &args)).collect();
-    let intervals: Vec<u64> = args.intervals.clone();
     println!(
         "{} trades, {} symbols, {} µs apart in event time, intervals {:?} s",
-        args.trades, args.symbols, args.step_us, intervals
+        args.trades, args.symbols, args.step_us, args.intervals
     );
     println!("| round | stream: trades/s | batch reference: trades/s | stream vs batch | held entries | copy of the live state (snapshot) |");
     println!("|---:|---:|---:|---:|---:|---:|");
@@ -91,7 +72,7 @@ pub fn run(args: CurateStateBenchArgs) -> anyhow::Result<()> {
         }
         let stream = started.elapsed().as_secs_f64().max(1e-9);
         let started = Instant::now();
-        let reference = compute_bars(&trades, &intervals)?;
+        let reference = compute_bars(&trades, &args.intervals)?;
         let batch = started.elapsed().as_secs_f64().max(1e-9);
         let started = Instant::now();
         let copy = state.clone();

@@ -38,29 +38,8 @@ pub(crate) fn trade(
     offset: i64,
 ) -> TradeRow {
     TradeRow {
-        trade_key: key.into(),
-        action: TradeAction::New,
-        supersedes: None,
-        symbol: symbol.into(),
-        isin: None,
-        figi: None,
-        instrument_name: None,
-        exchange: None,
-        currency: None,
-        price,
-        quantity: qty,
-        side: None,
-        venue: None,
-        trade_id: None,
-        order_id: None,
-        account: None,
-        trader: None,
-        event_time_ns: t,
         received_at_ns: t + 1_000,
-        reference_version: None,
-        extra: Default::default(),
-        flags: vec![],
-        lineage: lineage(offset),
+        ..TradeRow::bare(key.into(), symbol.into(), price, qty, t, lineage(offset))
     }
 }
 

@@ -449,29 +449,10 @@ impl OpLog {
                         raw_offset: ops.ivar()?,
                     };
                     Op::Trade(TradeRow {
-                        trade_key,
                         action,
                         supersedes,
-                        symbol,
-                        isin: None,
-                        figi: None,
-                        instrument_name: None,
-                        exchange: None,
-                        currency: None,
-                        price,
-                        quantity,
-                        side: None,
-                        venue: None,
-                        trade_id: None,
-                        order_id: None,
-                        account: None,
-                        trader: None,
-                        event_time_ns,
                         received_at_ns,
-                        reference_version: None,
-                        extra: Default::default(),
-                        flags: Vec::new(),
-                        lineage,
+                        ..TradeRow::bare(trade_key, symbol, price, quantity, event_time_ns, lineage)
                     })
                 }
                 OP_NEWS => {
