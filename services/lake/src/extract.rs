@@ -7,12 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use arrow_select::dictionary::garbage_collect_dictionary;
 pub use deltalake::arrow::array::BooleanArray;
 use deltalake::arrow::array::{
-    Array, ArrayRef, Int32Array, Int32DictionaryArray, Int64Array, StringArray, StringBuilder,
-    UInt32Array,
+    Array, ArrayRef, Int32DictionaryArray, Int64Array, StringArray, StringBuilder,
 };
-use deltalake::arrow::compute::{cast, filter_record_batch, take};
+use deltalake::arrow::compute::{cast, filter_record_batch};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::{LakeError, RecordBatch, Result};
@@ -61,7 +61,6 @@ impl RowFilter {
 /// accounts) to a principal whose grant keeps those rows out.
 pub fn compact_dictionaries(batch: &RecordBatch) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
-    let mut changed = false;
     for column in batch.columns() {
         match column.as_any().downcast_ref::<Int32DictionaryArray>() {
             // Scans only make `Int32` keys; any other dictionary is refused, never sent whole.
@@ -71,53 +70,14 @@ pub fn compact_dictionaries(batch: &RecordBatch) -> Result<RecordBatch> {
                     column.data_type()
                 )));
             }
-            Some(dictionary) => {
-                let compacted = compact_dictionary(dictionary)?;
-                changed |= compacted.is_some();
-                columns.push(compacted.map_or_else(|| column.clone(), |c| Arc::new(c) as ArrayRef));
-            }
+            // Unchanged (the same buffers) when every value is used.
+            Some(dictionary) => columns.push(Arc::new(
+                garbage_collect_dictionary(dictionary).map_err(error)?,
+            )),
             None => columns.push(column.clone()),
         }
     }
-    if !changed {
-        return Ok(batch.clone());
-    }
     RecordBatch::try_new(batch.schema(), columns).map_err(error)
-}
-
-/// The dictionary with only the values its keys use (renumbered in their old order); `None`
-/// when it already uses every value.
-fn compact_dictionary(dictionary: &Int32DictionaryArray) -> Result<Option<Int32DictionaryArray>> {
-    let values = dictionary.values().len();
-    let mut used = vec![false; values];
-    for key in dictionary.keys().iter().flatten() {
-        let slot = usize::try_from(key)
-            .ok()
-            .and_then(|k| used.get_mut(k))
-            .ok_or_else(|| error("a dictionary key is out of range"))?;
-        *slot = true;
-    }
-    if used.iter().all(|u| *u) {
-        return Ok(None);
-    }
-    let mut renumbered = vec![0i32; values];
-    let mut kept = Vec::new();
-    for (old, _) in used.iter().enumerate().filter(|(_, u)| **u) {
-        renumbered[old] = i32::try_from(kept.len()).map_err(error)?;
-        kept.push(u32::try_from(old).map_err(error)?);
-    }
-    let kept_values =
-        take(dictionary.values().as_ref(), &UInt32Array::from(kept), None).map_err(error)?;
-    // Every used key indexes `renumbered` (checked above); null keys keep their slot's 0.
-    let keys: Int32Array = dictionary.keys().unary(|k| {
-        usize::try_from(k)
-            .ok()
-            .and_then(|k| renumbered.get(k).copied())
-            .unwrap_or(0)
-    });
-    Int32DictionaryArray::try_new(keys, kept_values)
-        .map(Some)
-        .map_err(error)
 }
 
 /// What happens to a column a principal may not see in clear.
@@ -636,6 +596,7 @@ pub fn decode(format: Format, body: Vec<u8>) -> Result<Vec<RecordBatch>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use deltalake::arrow::array::Int32Array;
     use marketlake_schemas::l2::{trades_batch, Lineage, TradeAction, TradeRow};
 
     #[test]
