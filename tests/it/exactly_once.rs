@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use marketlake_connectors::RawSink;
 use marketlake_kafka::admin::{ensure_topics, TopicSpec};
-use marketlake_kafka::{KafkaConfig, RawProducer};
+use marketlake_kafka::{KafkaConfig, PartitionKey, RawProducer, VerifiedConsumer};
 use marketlake_lake::{CommitOutcome, ExactlyOnceSink, OffsetAdvance};
 use marketlake_schemas::names::{L1_TRADES_RAW, TOPIC_RAW_NEWS, TOPIC_RAW_TRADES};
 use marketlake_schemas::{l1, FeedClass, KafkaPosition, PayloadFormat, RawRecord};
@@ -95,6 +95,27 @@ async fn resuming_inside_a_record_batch_loses_nothing() -> Result<()> {
     create_topics(&kafka).await?;
     let producer = RawProducer::new(&kafka)?;
     produce_numbered(&producer, 0..1000).await?;
+
+    // A back-fill waits for others to store up to the end it saw at start: the end proven by
+    // reading, whatever high watermark the broker reports (tansu 0.6: the last batch's base + 1).
+    let looker = VerifiedConsumer::subscribe(&kafka, "end-looker", &[TOPIC_RAW_TRADES])?;
+    let trades_partition = |ends: Vec<(PartitionKey, i64, i64)>| {
+        ends.into_iter()
+            .find(|(key, _, _)| key.topic == TOPIC_RAW_TRADES)
+            .map(|(_, low, end)| (low, end))
+    };
+    let reported = trades_partition(looker.end_offsets(&[TOPIC_RAW_TRADES]).await?);
+    let proven = trades_partition(
+        looker
+            .proven_end_offsets(&kafka, "end-looker", &[TOPIC_RAW_TRADES])
+            .await?,
+    );
+    assert_eq!(
+        proven,
+        Some((0, 1000)),
+        "reported by the broker: {reported:?}"
+    );
+    drop(looker);
 
     // Write offsets 0..=550 as an earlier ingest run would have.
     let spec = marketlake_ingest::l1_specs()

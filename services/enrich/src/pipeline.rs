@@ -54,8 +54,9 @@ pub struct EnrichSettings {
     /// A table with nothing to write commits the offsets it has seen at least this often.
     pub offsets_commit_secs: u64,
     /// Every this many seconds, rejoin the group when records wait on partitions this process
-    /// does not own and either it owns nothing or nobody committed any of them meanwhile
-    /// (after crashes a member was seen left with none, or a part, of the partitions).
+    /// does not own and nobody committed any of them since the last look (after crashes a member
+    /// was seen left with none, or a part, of the partitions). A member that owns nothing looks
+    /// every quarter of this.
     pub rejoin_when_idle_secs: u64,
     /// Instrument master files (SEC `company_tickers_exchange.json`, listings CSV), merged.
     pub reference_files: Vec<PathBuf>,
@@ -728,7 +729,10 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
         last_metrics: Instant::now(),
     };
     let ends = if enrich.job.until_caught_up {
-        let ends = enrich.consumer.end_offsets(&topics).await?;
+        let ends = enrich
+            .consumer
+            .proven_end_offsets(&enrich.job.kafka, &enrich.job.enrich.group, &topics)
+            .await?;
         tracing::info!(
             partitions = ends.len(),
             ?ends,

@@ -56,9 +56,9 @@ pub struct IngestConfig {
     /// ...or when its oldest record has waited this long (freshness bound).
     pub commit_interval_ms: u64,
     /// Every this many seconds, rejoin the group when records wait on partitions this process
-    /// does not own and either it owns nothing or nobody committed any of them meanwhile (a
-    /// member can be left with an empty assignment, or a dead member keep partitions, after
-    /// crashes).
+    /// does not own and nobody committed any of them since the last look (a member can be left
+    /// with an empty assignment, or a dead member keep partitions, after crashes). A member that
+    /// owns nothing looks every quarter of this.
     pub rejoin_when_idle_secs: u64,
 }
 
@@ -530,10 +530,21 @@ impl Ingest {
         Ok(self.consumer.end_offsets(&topics).await?)
     }
 
+    /// End offsets of every partition of every topic, proven by reading (see
+    /// [`VerifiedConsumer::proven_end_offsets`]): what a back-fill waits for.
+    async fn proven_end_offsets(&self) -> Result<Vec<(PartitionKey, i64, i64)>> {
+        let topics = self.job.topics();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        Ok(self
+            .consumer
+            .proven_end_offsets(&self.job.kafka, &self.job.ingest.group, &topics)
+            .await?)
+    }
+
     /// True when everything up to the end is stored. An owned partition must be proven caught
     /// up by the consumer (brokers' high watermarks are not trusted: tansu 0.6 under-reports
     /// them) with nothing left in the buffer; a partition owned by another group member must
-    /// have its stored offset at least at the high watermark seen at start.
+    /// have its stored offset at least at the end proven at start.
     async fn caught_up(&mut self, ends: &[(PartitionKey, i64, i64)]) -> Result<bool> {
         if !self.assigned_once {
             return Ok(false);
@@ -648,7 +659,7 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
         started,
     };
     let ends = if ingest.job.until_caught_up {
-        let ends = retry("end offsets", || ingest.end_offsets()).await?;
+        let ends = retry("end offsets", || ingest.proven_end_offsets()).await?;
         tracing::info!(
             partitions = ends.len(),
             ?ends,

@@ -41,6 +41,8 @@ const PROBE_GROWTH: i64 = 4;
 /// Records a consuming loop takes per poll: its own checks (due commits, drains, group
 /// health) then run once per batch rather than once per record.
 pub const POLL_BATCH: usize = 1_024;
+/// How long [`VerifiedConsumer::proven_end_offsets`] reads before trusting high watermarks.
+const PROVE_ENDS_WITHIN: Duration = Duration::from_secs(30);
 
 /// A partition of a topic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -310,7 +312,7 @@ impl VerifiedConsumer {
         topics: &[&str],
         next_offset: impl Fn(&PartitionKey) -> Option<i64>,
     ) -> Result<Self> {
-        let mut consumer = Self::create(config, group)?;
+        let consumer = Self::create(config, group)?;
         let mut keys = Vec::new();
         for topic in topics {
             let partitions = consumer.partition_keys(topic).await?;
@@ -324,8 +326,19 @@ impl VerifiedConsumer {
             }
             keys.extend(partitions);
         }
+        Self::assign_keys(config, group, &keys, next_offset)
+    }
+
+    /// Own exactly `keys`, without a group, each started at `next_offset` (0 when `None`).
+    fn assign_keys(
+        config: &KafkaConfig,
+        group: &str,
+        keys: &[PartitionKey],
+        next_offset: impl Fn(&PartitionKey) -> Option<i64>,
+    ) -> Result<Self> {
+        let mut consumer = Self::create(config, group)?;
         let mut tpl = TopicPartitionList::new();
-        for key in &keys {
+        for key in keys {
             let expected = next_offset(key).unwrap_or(0);
             tpl.add_partition_offset(&key.topic, key.partition, Offset::Offset(expected))?;
             consumer.track(key, expected);
@@ -428,6 +441,51 @@ impl VerifiedConsumer {
             }
         }
         Ok(ends)
+    }
+
+    /// Low watermark and *end* of every partition of `topics`, the end proven by reading rather
+    /// than taken from the broker's high watermark (tansu 0.6 reports the last batch's base
+    /// offset + 1, so a back-fill waiting for another member to store up to it could end up to
+    /// one batch early). A separate group-less client reads each partition from one before its
+    /// high watermark — the last batch's base on that broker — until its probing confirms the
+    /// partition caught up. A partition not proven within [`PROVE_ENDS_WITHIN`] keeps its high
+    /// watermark, with a warning.
+    pub async fn proven_end_offsets(
+        &self,
+        config: &KafkaConfig,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<Vec<(PartitionKey, i64, i64)>> {
+        let reported = self.end_offsets(topics).await?;
+        if reported.is_empty() {
+            return Ok(reported);
+        }
+        let keys: Vec<PartitionKey> = reported.iter().map(|(key, _, _)| key.clone()).collect();
+        let starts: HashMap<&PartitionKey, i64> = reported
+            .iter()
+            .map(|(key, low, high)| (key, (high - 1).max(*low)))
+            .collect();
+        let mut reader = Self::assign_keys(config, group, &keys, |key| starts.get(key).copied())?;
+        reader.set_stall_after(Duration::from_millis(200));
+        let deadline = Instant::now() + PROVE_ENDS_WITHIN;
+        while !reader.drained() && Instant::now() < deadline {
+            reader
+                .poll_each(Duration::from_millis(100), POLL_BATCH, |_| {})
+                .await?;
+        }
+        Ok(reported
+            .into_iter()
+            .map(|(key, low, high)| {
+                let end = match reader.expected(&key) {
+                    Some(read_to) if reader.caught_up(&key) => read_to.max(high),
+                    _ => {
+                        tracing::warn!(partition = %key, high, "end offset not proven by reading; trusting the high watermark");
+                        high
+                    }
+                };
+                (key, low, end)
+            })
+            .collect())
     }
 
     /// Every partition of `topic` (none when it does not exist), asked of the broker.

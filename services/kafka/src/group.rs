@@ -5,8 +5,12 @@
 //! in its own records (it just goes quiet), so a sink looks, every interval, at the partitions it
 //! does not own: the records waiting there (high watermark past the offset stored for them) and
 //! the sum of their stored offsets, which moves while some live member commits them. It rejoins
-//! the group when records wait and it owns nothing, or when nobody committed any of them since
-//! the last look.
+//! the group when records wait and nobody committed any of them since the last look.
+//!
+//! Owning nothing alone is no reason: in a healthy group with more members than partitions the
+//! spare members own nothing while the others commit, and rejoining would rebalance the whole
+//! group every interval. A member that owns nothing looks again sooner (a quarter interval), so a
+//! stuck one still rejoins quickly.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +37,8 @@ impl Unowned {
 #[derive(Debug)]
 pub struct GroupWatch {
     every: Duration,
+    /// Until the next look: `every`, or a quarter of it while the member owns nothing.
+    next_look: Duration,
     last_look: Instant,
     last_stored_sum: Option<i64>,
 }
@@ -41,6 +47,7 @@ impl GroupWatch {
     pub fn new(every: Duration) -> Self {
         GroupWatch {
             every,
+            next_look: every,
             last_look: Instant::now(),
             last_stored_sum: None,
         }
@@ -48,7 +55,7 @@ impl GroupWatch {
 
     /// True once per interval: time to look at the unowned partitions.
     pub fn due(&mut self) -> bool {
-        if self.last_look.elapsed() < self.every {
+        if self.last_look.elapsed() < self.next_look {
             return false;
         }
         self.last_look = Instant::now();
@@ -56,8 +63,8 @@ impl GroupWatch {
     }
 
     /// The decision for one look, logged: `unowned` is what waits on the partitions not owned,
-    /// or why it could not be looked up (then no rejoin; the next look retries). After a `true`
-    /// the next look starts afresh (the rejoined member's first look has nothing to compare with).
+    /// or why it could not be looked up (then no rejoin; the next look retries). The first look
+    /// only takes the stored offsets to compare with; after a `true` the next look starts afresh.
     pub fn should_rejoin<E: std::fmt::Display>(
         &mut self,
         owns_nothing: bool,
@@ -70,8 +77,13 @@ impl GroupWatch {
                 return false;
             }
         };
+        self.next_look = if owns_nothing {
+            (self.every / 4).max(Duration::from_secs(1)).min(self.every)
+        } else {
+            self.every
+        };
         let stalled = self.last_stored_sum == Some(unowned.stored_sum);
-        if unowned.lag > 0 && (owns_nothing || stalled) {
+        if unowned.lag > 0 && stalled {
             tracing::warn!(
                 lag = unowned.lag,
                 owns_nothing,
@@ -97,13 +109,41 @@ mod tests {
     }
 
     #[test]
-    fn rejoins_at_once_when_it_owns_nothing_and_records_wait() {
+    fn owning_nothing_while_others_commit_is_healthy() {
         let mut watch = GroupWatch::new(Duration::ZERO);
-        assert!(watch.should_rejoin(true, waiting(None, 10)));
+        assert!(
+            !watch.should_rejoin(true, waiting(Some(1), 10)),
+            "first look"
+        );
+        assert!(
+            !watch.should_rejoin(true, waiting(Some(4), 10)),
+            "committed"
+        );
+        assert!(
+            !watch.should_rejoin(true, waiting(Some(8), 10)),
+            "committed"
+        );
+        assert!(watch.should_rejoin(true, waiting(Some(8), 10)), "stalled");
+        assert!(
+            !watch.should_rejoin(true, waiting(Some(9), 10)),
+            "a rejoin starts afresh"
+        );
         assert!(
             !watch.should_rejoin(true, waiting(Some(9), 10)),
             "nothing waits"
         );
+    }
+
+    #[test]
+    fn owning_nothing_looks_again_sooner() {
+        let mut watch = GroupWatch::new(Duration::from_secs(20));
+        assert!(!watch.should_rejoin(true, waiting(None, 10)));
+        assert_eq!(watch.next_look, Duration::from_secs(5));
+        assert!(!watch.should_rejoin(false, waiting(Some(3), 10)));
+        assert_eq!(watch.next_look, Duration::from_secs(20));
+        let mut watch = GroupWatch::new(Duration::from_secs(2));
+        assert!(!watch.should_rejoin(true, waiting(None, 10)));
+        assert_eq!(watch.next_look, Duration::from_secs(1));
     }
 
     #[test]
