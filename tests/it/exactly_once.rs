@@ -296,3 +296,35 @@ async fn two_ingest_processes_share_partitions_and_write_once() -> Result<()> {
     );
     Ok(())
 }
+
+/// A failed delivery fails the flush that waited for it and every later flush of that producer:
+/// sources share one producer, which cannot tell whose record failed, so each source stops
+/// before advancing its position past a record that may be the lost one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delivery_fails_every_later_flush() -> Result<()> {
+    let lake = Lake::new(LakeOptions {
+        partitions: 1,
+        ..LakeOptions::default()
+    })?;
+    let mut kafka = lake.kafka_config(1);
+    // Fail a record for a topic the broker does not have within seconds, not minutes.
+    for (setting, value) in [
+        ("topic.metadata.propagation.max.ms", "200"),
+        ("message.timeout.ms", "5000"),
+    ] {
+        kafka.client.insert(setting.into(), value.into());
+    }
+    create_topics(&kafka).await?;
+    let producer = RawProducer::new(&kafka)?;
+    produce_numbered(&producer, 0..10).await?;
+
+    producer.send("no.such.topic", "key", b"lost", &[]).await?;
+    produce_numbered(&producer, 10..20)
+        .await
+        .expect_err("the flush after a failed delivery must fail");
+    producer.publish(numbered(20)).await?;
+    let later = tokio::time::timeout(Duration::from_secs(30), producer.flush()).await?;
+    let error = later.expect_err("a later flush must fail too").to_string();
+    assert!(error.contains("no.such.topic"), "{error}");
+    Ok(())
+}

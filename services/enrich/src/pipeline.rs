@@ -420,8 +420,13 @@ impl Enrich {
         self.buffers.records = 0;
         self.buffers.oldest = None;
         if let Some(producer) = &self.producer {
+            // One payload buffer for the batch: the producer copies each message.
+            let mut payload = Vec::with_capacity(1_024);
             for row in &trades {
-                let payload = serde_json::to_vec(row).unwrap_or_default();
+                payload.clear();
+                if serde_json::to_writer(&mut payload, row).is_err() {
+                    payload.clear();
+                }
                 producer
                     .send_to(
                         TOPIC_ENRICHED_TRADES,
@@ -433,7 +438,10 @@ impl Enrich {
                     .await?;
             }
             for row in &news {
-                let payload = serde_json::to_vec(row).unwrap_or_default();
+                payload.clear();
+                if serde_json::to_writer(&mut payload, row).is_err() {
+                    payload.clear();
+                }
                 let key = row
                     .tickers
                     .first()
@@ -514,6 +522,15 @@ impl Enrich {
                 }
             }
         }
+        // The emptied buffers keep their memory for the next batch: growing them again from
+        // fresh pages cost more than the rows (perf: page faults were a fifth of enrichment).
+        let (mut trades, mut news, mut quarantine) = (trades, news, quarantine);
+        trades.clear();
+        news.clear();
+        quarantine.clear();
+        self.buffers.trades = trades;
+        self.buffers.news = news;
+        self.buffers.quarantine = quarantine;
         if conflicted {
             // Another process owns some of these partitions now: forget everything buffered and
             // restart every owned partition from what the tables hold.

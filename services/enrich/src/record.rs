@@ -75,7 +75,7 @@ pub(crate) fn lineage(raw: &RawRecord, at: &KafkaPosition) -> Lineage {
 /// Largest magnitude a `Decimal128(18, _)` column holds.
 const DECIMAL_LIMIT: i64 = 999_999_999_999_999_999;
 
-fn scaled(what: &str, text: &str, scale: u32) -> Result<i64, Bad> {
+fn scaled(what: impl std::fmt::Display + Copy, text: &str, scale: u32) -> Result<i64, Bad> {
     let value = parse_scaled(text, scale).map_err(|e| Bad::field(what, text, e))?;
     if value.checked_abs().is_none_or(|v| v > DECIMAL_LIMIT) {
         return Err(Bad::field(what, text, "more than 18 digits"));
@@ -84,17 +84,22 @@ fn scaled(what: &str, text: &str, scale: u32) -> Result<i64, Bad> {
 }
 
 /// A price as an integer scaled by `10^PRICE_SCALE`, exactly (never through `f64`).
-pub(crate) fn price(what: &str, text: &str) -> Result<i64, Bad> {
+pub(crate) fn price(what: impl std::fmt::Display + Copy, text: &str) -> Result<i64, Bad> {
     scaled(what, text, PRICE_SCALE)
 }
 
 /// A quantity as an integer scaled by `10^QTY_SCALE`, exactly.
-pub(crate) fn quantity(what: &str, text: &str) -> Result<i64, Bad> {
+pub(crate) fn quantity(what: impl std::fmt::Display + Copy, text: &str) -> Result<i64, Bad> {
     scaled(what, text, QTY_SCALE)
 }
 
 /// An integer already in `units_scale` decimal places (IEX 1e-4 prices), rescaled to `scale`.
-pub(crate) fn rescaled(what: &str, value: i64, units_scale: u32, scale: u32) -> Result<i64, Bad> {
+pub(crate) fn rescaled(
+    what: impl std::fmt::Display + Copy,
+    value: i64,
+    units_scale: u32,
+    scale: u32,
+) -> Result<i64, Bad> {
     let factor = scale
         .checked_sub(units_scale)
         .and_then(|d| 10_i64.checked_pow(d));
@@ -105,7 +110,7 @@ pub(crate) fn rescaled(what: &str, value: i64, units_scale: u32, scale: u32) -> 
 }
 
 /// An instrument symbol: trimmed, non-empty, no control characters, at most 32 characters.
-pub(crate) fn symbol(what: &str, text: &str) -> Result<String, Bad> {
+pub(crate) fn symbol(what: impl std::fmt::Display + Copy, text: &str) -> Result<String, Bad> {
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err(Bad::missing(what));
