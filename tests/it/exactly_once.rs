@@ -106,9 +106,7 @@ async fn resuming_inside_a_record_batch_loses_nothing() -> Result<()> {
     };
     let reported = trades_partition(looker.end_offsets(&[TOPIC_RAW_TRADES]).await?);
     let proven = trades_partition(
-        looker
-            .proven_end_offsets(&kafka, "end-looker", &[TOPIC_RAW_TRADES])
-            .await?,
+        VerifiedConsumer::proven_end_offsets(&kafka, "end-looker", &[TOPIC_RAW_TRADES]).await?,
     );
     assert_eq!(
         proven,

@@ -53,10 +53,9 @@ pub struct EnrichSettings {
     pub commit_interval_ms: u64,
     /// A table with nothing to write commits the offsets it has seen at least this often.
     pub offsets_commit_secs: u64,
-    /// Every this many seconds, rejoin the group when records wait on partitions this process
-    /// does not own and nobody committed any of them since the last look (after crashes a member
-    /// was seen left with none, or a part, of the partitions). A member that owns nothing looks
-    /// every quarter of this.
+    /// Every this many seconds, look at the partitions this process does not own, and rejoin the
+    /// group when one of them has had records waiting and no commit for at least this long
+    /// (after crashes a member was seen left with none, or a part, of the partitions).
     pub rejoin_when_idle_secs: u64,
     /// Instrument master files (SEC `company_tickers_exchange.json`, listings CSV), merged.
     pub reference_files: Vec<PathBuf>,
@@ -677,7 +676,7 @@ impl Enrich {
         for (key, low, high) in ends {
             if !owned.contains(&key) {
                 let (_, stored_by_any) = self.stored_range(&key).await?;
-                unowned.add(stored_by_any, low, high);
+                unowned.add(&key, stored_by_any, low, high);
             }
         }
         Ok(unowned)
@@ -708,6 +707,20 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
         master,
     )?;
     let topics = [TOPIC_RAW_TRADES, TOPIC_RAW_NEWS];
+    // A back-fill's ends are proven before joining the group (the member is not polled
+    // meanwhile, and would hold up the group's rebalances).
+    let ends = if job.until_caught_up {
+        let ends =
+            VerifiedConsumer::proven_end_offsets(&job.kafka, &job.enrich.group, &topics).await?;
+        tracing::info!(
+            partitions = ends.len(),
+            ?ends,
+            "draining to the end offsets seen at start"
+        );
+        ends
+    } else {
+        Vec::new()
+    };
     let mut consumer = VerifiedConsumer::subscribe(&job.kafka, &job.enrich.group, &topics)?;
     if job.until_caught_up {
         consumer.set_stall_after(Duration::from_millis(500));
@@ -744,20 +757,6 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
         },
         assigned_once: false,
         last_metrics: Instant::now(),
-    };
-    let ends = if enrich.job.until_caught_up {
-        let ends = enrich
-            .consumer
-            .proven_end_offsets(&enrich.job.kafka, &enrich.job.enrich.group, &topics)
-            .await?;
-        tracing::info!(
-            partitions = ends.len(),
-            ?ends,
-            "draining to the end offsets seen at start"
-        );
-        ends
-    } else {
-        Vec::new()
     };
     let mut group_watch =
         GroupWatch::new(Duration::from_secs(enrich.job.enrich.rejoin_when_idle_secs));

@@ -55,10 +55,10 @@ pub struct IngestConfig {
     pub max_batch_bytes: usize,
     /// ...or when its oldest record has waited this long (freshness bound).
     pub commit_interval_ms: u64,
-    /// Every this many seconds, rejoin the group when records wait on partitions this process
-    /// does not own and nobody committed any of them since the last look (a member can be left
-    /// with an empty assignment, or a dead member keep partitions, after crashes). A member that
-    /// owns nothing looks every quarter of this.
+    /// Every this many seconds, look at the partitions this process does not own, and rejoin the
+    /// group when one of them has had records waiting and no commit for at least this long (a
+    /// member can be left with an empty assignment, or a dead member keep partitions, after
+    /// crashes).
     pub rejoin_when_idle_secs: u64,
 }
 
@@ -530,17 +530,6 @@ impl Ingest {
         Ok(self.consumer.end_offsets(&topics).await?)
     }
 
-    /// End offsets of every partition of every topic, proven by reading (see
-    /// [`VerifiedConsumer::proven_end_offsets`]): what a back-fill waits for.
-    async fn proven_end_offsets(&self) -> Result<Vec<(PartitionKey, i64, i64)>> {
-        let topics = self.job.topics();
-        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-        Ok(self
-            .consumer
-            .proven_end_offsets(&self.job.kafka, &self.job.ingest.group, &topics)
-            .await?)
-    }
-
     /// True when everything up to the end is stored. An owned partition must be proven caught
     /// up by the consumer (brokers' high watermarks are not trusted: tansu 0.6 under-reports
     /// them) with nothing left in the buffer; a partition owned by another group member must
@@ -605,7 +594,7 @@ impl Ingest {
                 .sink()?
                 .stored_offset(&key.topic, key.partition)
                 .await?;
-            unowned.add(stored, low, high);
+            unowned.add(&key, stored, low, high);
         }
         Ok(unowned)
     }
@@ -639,6 +628,25 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
     let started = Instant::now();
     let topics = job.topics();
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    // A back-fill's ends are proven before joining the group (the member is not polled
+    // meanwhile, and would hold up the group's rebalances).
+    let ends = if job.until_caught_up {
+        let ends = retry("end offsets", || async {
+            Ok(
+                VerifiedConsumer::proven_end_offsets(&job.kafka, &job.ingest.group, &topic_refs)
+                    .await?,
+            )
+        })
+        .await?;
+        tracing::info!(
+            partitions = ends.len(),
+            ?ends,
+            "draining to the end offsets seen at start"
+        );
+        Some(ends)
+    } else {
+        None
+    };
     let mut consumer = VerifiedConsumer::subscribe(&job.kafka, &job.ingest.group, &topic_refs)?;
     if job.until_caught_up {
         consumer.set_stall_after(Duration::from_millis(500));
@@ -657,17 +665,6 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
         report: IngestReport::default(),
         assigned_once: false,
         started,
-    };
-    let ends = if ingest.job.until_caught_up {
-        let ends = retry("end offsets", || ingest.proven_end_offsets()).await?;
-        tracing::info!(
-            partitions = ends.len(),
-            ?ends,
-            "draining to the end offsets seen at start"
-        );
-        Some(ends)
-    } else {
-        None
     };
     let mut last_caught_up_check = Instant::now();
     let mut group_watch =

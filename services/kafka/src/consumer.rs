@@ -326,25 +326,25 @@ impl VerifiedConsumer {
             }
             keys.extend(partitions);
         }
-        Self::assign_keys(config, group, &keys, next_offset)
+        let mut consumer = consumer;
+        consumer.assign_keys(&keys, next_offset)?;
+        Ok(consumer)
     }
 
     /// Own exactly `keys`, without a group, each started at `next_offset` (0 when `None`).
     fn assign_keys(
-        config: &KafkaConfig,
-        group: &str,
+        &mut self,
         keys: &[PartitionKey],
         next_offset: impl Fn(&PartitionKey) -> Option<i64>,
-    ) -> Result<Self> {
-        let mut consumer = Self::create(config, group)?;
+    ) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         for key in keys {
             let expected = next_offset(key).unwrap_or(0);
             tpl.add_partition_offset(&key.topic, key.partition, Offset::Offset(expected))?;
-            consumer.track(key, expected);
+            self.track(key, expected);
         }
-        consumer.consumer.assign(&tpl)?;
-        Ok(consumer)
+        self.consumer.assign(&tpl)?;
+        Ok(())
     }
 
     /// A client with the sink's group and fetch settings, neither subscribed nor assigned.
@@ -446,17 +446,19 @@ impl VerifiedConsumer {
     /// Low watermark and *end* of every partition of `topics`, the end proven by reading rather
     /// than taken from the broker's high watermark (tansu 0.6 reports the last batch's base
     /// offset + 1, so a back-fill waiting for another member to store up to it could end up to
-    /// one batch early). A separate group-less client reads each partition from one before its
-    /// high watermark — the last batch's base on that broker — until its probing confirms the
-    /// partition caught up. A partition not proven within [`PROVE_ENDS_WITHIN`] keeps its high
-    /// watermark, with a warning.
+    /// one batch early). A client of its own, with no group, reads each partition from one
+    /// before its high watermark — the last batch's base on that broker — and a partition's end
+    /// is where the client's probing first confirms it caught up. Every offset below the read
+    /// position was read in order, so a partition not confirmed within [`PROVE_ENDS_WITHIN`]
+    /// ends there (never below the high watermark), with a warning. Call it before joining a
+    /// group: the group's member is not polled meanwhile.
     pub async fn proven_end_offsets(
-        &self,
         config: &KafkaConfig,
         group: &str,
         topics: &[&str],
     ) -> Result<Vec<(PartitionKey, i64, i64)>> {
-        let reported = self.end_offsets(topics).await?;
+        let mut reader = Self::create(config, group)?;
+        let reported = reader.end_offsets(topics).await?;
         if reported.is_empty() {
             return Ok(reported);
         }
@@ -465,22 +467,33 @@ impl VerifiedConsumer {
             .iter()
             .map(|(key, low, high)| (key, (high - 1).max(*low)))
             .collect();
-        let mut reader = Self::assign_keys(config, group, &keys, |key| starts.get(key).copied())?;
+        reader.assign_keys(&keys, |key| starts.get(key).copied())?;
         reader.set_stall_after(Duration::from_millis(200));
+        // A live partition stays caught up only until its next record: each end is latched
+        // the first time it is confirmed.
+        let mut proven: HashMap<PartitionKey, i64> = HashMap::new();
         let deadline = Instant::now() + PROVE_ENDS_WITHIN;
-        while !reader.drained() && Instant::now() < deadline {
+        while proven.len() < keys.len() && Instant::now() < deadline {
             reader
                 .poll_each(Duration::from_millis(100), POLL_BATCH, |_| {})
                 .await?;
+            for key in &keys {
+                if !proven.contains_key(key) && reader.caught_up(key) {
+                    if let Some(end) = reader.expected(key) {
+                        proven.insert(key.clone(), end);
+                    }
+                }
+            }
         }
         Ok(reported
             .into_iter()
             .map(|(key, low, high)| {
-                let end = match reader.expected(&key) {
-                    Some(read_to) if reader.caught_up(&key) => read_to.max(high),
-                    _ => {
-                        tracing::warn!(partition = %key, high, "end offset not proven by reading; trusting the high watermark");
-                        high
+                let end = match proven.get(&key) {
+                    Some(&end) => end.max(high),
+                    None => {
+                        let read_to = reader.expected(&key).unwrap_or(high).max(high);
+                        tracing::warn!(partition = %key, high, read_to, "end offset not confirmed by reading in time; using how far it was read");
+                        read_to
                     }
                 };
                 (key, low, end)

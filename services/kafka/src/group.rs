@@ -1,35 +1,41 @@
-//! Group health: noticing that a consumer-group member owns too little.
+//! Group health: noticing partitions that nobody in a consumer group consumes.
 //!
 //! Seen on tansu 0.6 after SIGKILLs: a restarted member was left with no partitions, or with a
 //! part of them, for over a minute while a dead member kept the rest. The member cannot see that
 //! in its own records (it just goes quiet), so a sink looks, every interval, at the partitions it
-//! does not own: the records waiting there (high watermark past the offset stored for them) and
-//! the sum of their stored offsets, which moves while some live member commits them. It rejoins
-//! the group when records wait and nobody committed any of them since the last look.
+//! does not own: per partition, whether records wait there (high watermark past the offset
+//! stored for it) and whether its stored offset moved, which it does while some live member
+//! commits it. It rejoins the group when a partition has had records waiting and no commit for a
+//! whole interval.
 //!
-//! Owning nothing alone is no reason: in a healthy group with more members than partitions the
-//! spare members own nothing while the others commit, and rejoining would rebalance the whole
-//! group every interval. A member that owns nothing looks again sooner (a quarter interval), so a
-//! stuck one still rejoins quickly.
+//! Per partition, not summed: with a dead member holding one partition, the live members'
+//! commits on the others would move a sum and hide it. And owning nothing is no reason by
+//! itself: in a healthy group with more members than partitions the spare members own nothing
+//! while the others commit, and rejoining would rebalance the whole group every interval.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::PartitionKey;
+
 /// What waits on the partitions a member does not own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Unowned {
-    /// Offsets between each one's stored offset and its high watermark, summed.
+    /// Offsets between each one's stored offset and its high watermark, summed (for the log).
     pub lag: i64,
-    /// Their stored offsets summed (a partition with none counts -1): moves when they are
-    /// committed by whoever owns them.
-    pub stored_sum: i64,
+    /// The partitions with records waiting, each with its stored offset (-1 when none).
+    pub waiting: Vec<(PartitionKey, i64)>,
 }
 
 impl Unowned {
     /// Add one partition not owned: `stored` is the last offset stored for it (the next to
     /// read is one after), `low` and `high` its watermarks.
-    pub fn add(&mut self, stored: Option<i64>, low: i64, high: i64) {
-        self.stored_sum += stored.unwrap_or(-1);
-        self.lag += (high - stored.map_or(low, |s| s + 1)).max(0);
+    pub fn add(&mut self, key: &PartitionKey, stored: Option<i64>, low: i64, high: i64) {
+        let lag = (high - stored.map_or(low, |s| s + 1)).max(0);
+        if lag > 0 {
+            self.lag += lag;
+            self.waiting.push((key.clone(), stored.unwrap_or(-1)));
+        }
     }
 }
 
@@ -37,25 +43,23 @@ impl Unowned {
 #[derive(Debug)]
 pub struct GroupWatch {
     every: Duration,
-    /// Until the next look: `every`, or a quarter of it while the member owns nothing.
-    next_look: Duration,
     last_look: Instant,
-    last_stored_sum: Option<i64>,
+    /// Per waiting partition: its stored offset and when that value was first seen.
+    seen: HashMap<PartitionKey, (i64, Instant)>,
 }
 
 impl GroupWatch {
     pub fn new(every: Duration) -> Self {
         GroupWatch {
             every,
-            next_look: every,
             last_look: Instant::now(),
-            last_stored_sum: None,
+            seen: HashMap::new(),
         }
     }
 
     /// True once per interval: time to look at the unowned partitions.
     pub fn due(&mut self) -> bool {
-        if self.last_look.elapsed() < self.next_look {
+        if self.last_look.elapsed() < self.every {
             return false;
         }
         self.last_look = Instant::now();
@@ -63,8 +67,10 @@ impl GroupWatch {
     }
 
     /// The decision for one look, logged: `unowned` is what waits on the partitions not owned,
-    /// or why it could not be looked up (then no rejoin; the next look retries). The first look
-    /// only takes the stored offsets to compare with; after a `true` the next look starts afresh.
+    /// or why it could not be looked up (then no rejoin; the next look retries). A partition
+    /// first seen waiting is only noted; it counts as stuck once a later look finds the same
+    /// stored offset at least an interval after it was first seen. After a `true` the next
+    /// look starts afresh.
     pub fn should_rejoin<E: std::fmt::Display>(
         &mut self,
         owns_nothing: bool,
@@ -77,23 +83,36 @@ impl GroupWatch {
                 return false;
             }
         };
-        self.next_look = if owns_nothing {
-            (self.every / 4).max(Duration::from_secs(1)).min(self.every)
-        } else {
-            self.every
-        };
-        let stalled = self.last_stored_sum == Some(unowned.stored_sum);
-        if unowned.lag > 0 && stalled {
-            tracing::warn!(
-                lag = unowned.lag,
-                owns_nothing,
-                "records wait on partitions nobody is consuming; rejoining the consumer group"
-            );
-            self.last_stored_sum = None;
-            true
-        } else {
-            self.last_stored_sum = Some(unowned.stored_sum);
-            false
+        let now = Instant::now();
+        let mut stuck = None;
+        let mut seen = HashMap::with_capacity(unowned.waiting.len());
+        for (key, stored) in unowned.waiting {
+            let since = match self.seen.get(&key) {
+                Some(&(before, since)) if before == stored => {
+                    if now.duration_since(since) >= self.every && stuck.is_none() {
+                        stuck = Some(key.clone());
+                    }
+                    since
+                }
+                _ => now,
+            };
+            seen.insert(key, (stored, since));
+        }
+        match stuck {
+            Some(partition) => {
+                tracing::warn!(
+                    %partition,
+                    lag = unowned.lag,
+                    owns_nothing,
+                    "records wait on a partition nobody has committed for an interval; rejoining the consumer group"
+                );
+                self.seen.clear();
+                true
+            }
+            None => {
+                self.seen = seen;
+                false
+            }
         }
     }
 }
@@ -102,68 +121,72 @@ impl GroupWatch {
 mod tests {
     use super::*;
 
-    fn waiting(stored: Option<i64>, high: i64) -> Result<Unowned, String> {
+    fn partition(n: i32) -> PartitionKey {
+        PartitionKey {
+            topic: "raw.trades".into(),
+            partition: n,
+        }
+    }
+
+    /// Each `(partition, stored)` with records waiting up to offset 10.
+    fn waiting(partitions: &[(i32, Option<i64>)]) -> Result<Unowned, String> {
         let mut unowned = Unowned::default();
-        unowned.add(stored, 0, high);
+        for &(n, stored) in partitions {
+            unowned.add(&partition(n), stored, 0, 10);
+        }
         Ok(unowned)
+    }
+
+    #[test]
+    fn rejoins_when_an_unowned_partition_stops_moving() {
+        let mut watch = GroupWatch::new(Duration::ZERO);
+        assert!(
+            !watch.should_rejoin(false, waiting(&[(0, Some(3))])),
+            "first look: nothing to compare with"
+        );
+        assert!(
+            !watch.should_rejoin(false, waiting(&[(0, Some(5))])),
+            "its owner is committing"
+        );
+        assert!(
+            watch.should_rejoin(false, waiting(&[(0, Some(5))])),
+            "nobody committed it since the last look"
+        );
+        assert!(
+            !watch.should_rejoin(false, waiting(&[(0, Some(5))])),
+            "a rejoin starts the comparison afresh"
+        );
+    }
+
+    #[test]
+    fn one_stuck_partition_is_not_hidden_by_others_moving() {
+        let mut watch = GroupWatch::new(Duration::ZERO);
+        assert!(!watch.should_rejoin(true, waiting(&[(0, Some(1)), (1, Some(4))])));
+        assert!(
+            watch.should_rejoin(true, waiting(&[(0, Some(6)), (1, Some(4))])),
+            "partition 1 has a dead owner while partition 0 moves"
+        );
     }
 
     #[test]
     fn owning_nothing_while_others_commit_is_healthy() {
         let mut watch = GroupWatch::new(Duration::ZERO);
+        for stored in [1, 4, 8] {
+            assert!(!watch.should_rejoin(true, waiting(&[(0, Some(stored))])));
+        }
         assert!(
-            !watch.should_rejoin(true, waiting(Some(1), 10)),
-            "first look"
-        );
-        assert!(
-            !watch.should_rejoin(true, waiting(Some(4), 10)),
-            "committed"
-        );
-        assert!(
-            !watch.should_rejoin(true, waiting(Some(8), 10)),
-            "committed"
-        );
-        assert!(watch.should_rejoin(true, waiting(Some(8), 10)), "stalled");
-        assert!(
-            !watch.should_rejoin(true, waiting(Some(9), 10)),
-            "a rejoin starts afresh"
-        );
-        assert!(
-            !watch.should_rejoin(true, waiting(Some(9), 10)),
+            !watch.should_rejoin(true, waiting(&[(0, Some(9))])),
             "nothing waits"
         );
     }
 
     #[test]
-    fn owning_nothing_looks_again_sooner() {
-        let mut watch = GroupWatch::new(Duration::from_secs(20));
-        assert!(!watch.should_rejoin(true, waiting(None, 10)));
-        assert_eq!(watch.next_look, Duration::from_secs(5));
-        assert!(!watch.should_rejoin(false, waiting(Some(3), 10)));
-        assert_eq!(watch.next_look, Duration::from_secs(20));
-        let mut watch = GroupWatch::new(Duration::from_secs(2));
-        assert!(!watch.should_rejoin(true, waiting(None, 10)));
-        assert_eq!(watch.next_look, Duration::from_secs(1));
-    }
-
-    #[test]
-    fn rejoins_when_unowned_partitions_stop_moving() {
-        let mut watch = GroupWatch::new(Duration::ZERO);
+    fn a_partition_counts_as_stuck_only_after_a_whole_interval() {
+        let mut watch = GroupWatch::new(Duration::from_secs(3_600));
+        assert!(!watch.should_rejoin(true, waiting(&[(0, None)])));
         assert!(
-            !watch.should_rejoin(false, waiting(Some(3), 10)),
-            "first look: nothing to compare with"
-        );
-        assert!(
-            !watch.should_rejoin(false, waiting(Some(5), 10)),
-            "their owner is committing"
-        );
-        assert!(
-            watch.should_rejoin(false, waiting(Some(5), 10)),
-            "nobody committed them since the last look"
-        );
-        assert!(
-            !watch.should_rejoin(false, waiting(Some(5), 10)),
-            "a rejoin starts the comparison afresh"
+            !watch.should_rejoin(true, waiting(&[(0, None)])),
+            "unchanged, but for less than an interval"
         );
     }
 
@@ -176,11 +199,15 @@ mod tests {
     #[test]
     fn counts_lag_from_the_low_watermark_when_nothing_is_stored() {
         let mut unowned = Unowned::default();
-        unowned.add(None, 4, 10);
-        unowned.add(Some(7), 0, 10);
-        unowned.add(Some(20), 0, 10);
+        unowned.add(&partition(0), None, 4, 10);
+        unowned.add(&partition(1), Some(7), 0, 10);
+        unowned.add(&partition(2), Some(20), 0, 10);
         assert_eq!(unowned.lag, 6 + 2);
-        assert_eq!(unowned.stored_sum, -1 + 7 + 20);
+        assert_eq!(
+            unowned.waiting,
+            vec![(partition(0), -1), (partition(1), 7)],
+            "a partition with nothing waiting is not watched"
+        );
     }
 
     #[test]

@@ -62,6 +62,22 @@ impl ProducerContext for Deliveries {
     }
 }
 
+/// Counts a record down unless librdkafka took it (then its delivery report does).
+struct NotQueued<'a> {
+    deliveries: &'a Deliveries,
+    generation: Option<Arc<Generation>>,
+}
+
+impl Drop for NotQueued<'_> {
+    fn drop(&mut self) {
+        if let Some(generation) = self.generation.take() {
+            if generation.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.deliveries.settled.notify_waiters();
+            }
+        }
+    }
+}
+
 pub struct RawProducer {
     producer: ThreadedProducer<Deliveries>,
 }
@@ -131,6 +147,12 @@ impl RawProducer {
             }
             Err(_) => return Err(poisoned(topic)),
         };
+        // Until librdkafka takes the record, no delivery report will count it down: an error,
+        // or this future dropped while it waits for room, must (else every flush would hang).
+        let mut not_queued = NotQueued {
+            deliveries,
+            generation: Some(Arc::clone(&generation)),
+        };
         let mut record = BaseRecord::with_opaque_to(topic, generation)
             .key(key)
             .payload(payload);
@@ -142,23 +164,15 @@ impl RawProducer {
         }
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    not_queued.generation = None;
+                    return Ok(());
+                }
                 Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     record = returned;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err((e, returned)) => {
-                    // Never queued: no delivery report will count it down.
-                    if returned
-                        .delivery_opaque
-                        .outstanding
-                        .fetch_sub(1, Ordering::AcqRel)
-                        == 1
-                    {
-                        deliveries.settled.notify_waiters();
-                    }
-                    return Err(e.into());
-                }
+                Err((e, _)) => return Err(e.into()),
             }
         }
     }
@@ -245,5 +259,48 @@ impl RawSink for RawProducer {
 
     async fn flush(&self) -> marketlake_connectors::Result<()> {
         self.flush_deliveries().await.map_err(sink_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A producer whose broker never answers, with room for one queued record, whose records
+    /// fail after a second.
+    fn unreachable_producer() -> RawProducer {
+        let mut config = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            ..KafkaConfig::default()
+        };
+        for (setting, value) in [
+            ("queue.buffering.max.messages", "1"),
+            ("message.timeout.ms", "1000"),
+        ] {
+            config.client.insert(setting.into(), value.into());
+        }
+        RawProducer::new(&config).expect("a producer")
+    }
+
+    #[tokio::test]
+    async fn a_send_given_up_while_waiting_for_room_does_not_hang_the_flush() {
+        let producer = unreachable_producer();
+        producer
+            .send_to("t", Some(0), "k", b"queued", &[])
+            .await
+            .expect("room for one");
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(200),
+            producer.send_to("t", Some(0), "k", b"no room", &[]),
+        )
+        .await;
+        assert!(
+            waiting.is_err(),
+            "the queue holds one record: the send waits"
+        );
+        let flushed = tokio::time::timeout(Duration::from_secs(20), producer.flush_deliveries())
+            .await
+            .expect("the flush must end once the queued record fails");
+        assert!(flushed.is_err(), "the queued record was never delivered");
     }
 }
