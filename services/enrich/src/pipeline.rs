@@ -422,10 +422,7 @@ impl Enrich {
             // One payload buffer for the batch: the producer copies each message.
             let mut payload = Vec::with_capacity(1_024);
             for row in &trades {
-                payload.clear();
-                if serde_json::to_writer(&mut payload, row).is_err() {
-                    payload.clear();
-                }
+                json_into(&mut payload, row);
                 producer
                     .send_to(
                         TOPIC_ENRICHED_TRADES,
@@ -437,10 +434,7 @@ impl Enrich {
                     .await?;
             }
             for row in &news {
-                payload.clear();
-                if serde_json::to_writer(&mut payload, row).is_err() {
-                    payload.clear();
-                }
+                json_into(&mut payload, row);
                 let key = row
                     .tickers
                     .first()
@@ -634,8 +628,8 @@ impl Enrich {
     /// True when every raw partition is written up to the end offsets seen at start. An owned
     /// partition must be proven caught up by the consumer (tansu 0.6 under-reports high
     /// watermarks) and committed; one owned by another member (or by nobody: see
-    /// [`marketlake_kafka::group`]) must be stored by every table at least up to the high
-    /// watermark seen at start. Owning part of the partitions and draining it is not enough.
+    /// [`marketlake_kafka::group`]) must be stored by every table at least up to the end
+    /// proven at start. Owning part of the partitions and draining it is not enough.
     async fn caught_up(&mut self, ends: &[(PartitionKey, i64, i64)]) -> Result<bool> {
         if !self.assigned_once || !self.owned_drained() {
             return Ok(false);
@@ -680,6 +674,14 @@ impl Enrich {
             }
         }
         Ok(unowned)
+    }
+}
+
+/// `row` as JSON in `buffer`, replacing what it held (empty if it cannot be serialized).
+fn json_into(buffer: &mut Vec<u8>, row: &impl serde::Serialize) {
+    buffer.clear();
+    if serde_json::to_writer(&mut *buffer, row).is_err() {
+        buffer.clear();
     }
 }
 
@@ -812,7 +814,7 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
         }
         if group_watch.due() {
             let unowned = enrich.unowned(&topics).await;
-            if group_watch.should_rejoin(enrich.consumer.owned().is_empty(), unowned) {
+            if group_watch.should_rejoin(unowned) {
                 enrich.flush(true).await?;
                 // Rejoining gives up every partition, as a revocation of all of them would.
                 let owned = enrich.consumer.owned();

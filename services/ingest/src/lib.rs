@@ -727,7 +727,7 @@ pub async fn run(job: IngestJob, shutdown: CancellationToken) -> Result<IngestRe
         // Group health: rejoin when records wait on partitions nobody is consuming.
         if group_watch.due() {
             let unowned = ingest.unowned().await;
-            if group_watch.should_rejoin(ingest.consumer.owned().is_empty(), unowned) {
+            if group_watch.should_rejoin(unowned) {
                 ingest.flush_all().await?;
                 ingest
                     .consumer

@@ -312,7 +312,7 @@ impl VerifiedConsumer {
         topics: &[&str],
         next_offset: impl Fn(&PartitionKey) -> Option<i64>,
     ) -> Result<Self> {
-        let consumer = Self::create(config, group)?;
+        let mut consumer = Self::create(config, group)?;
         let mut keys = Vec::new();
         for topic in topics {
             let partitions = consumer.partition_keys(topic).await?;
@@ -326,7 +326,6 @@ impl VerifiedConsumer {
             }
             keys.extend(partitions);
         }
-        let mut consumer = consumer;
         consumer.assign_keys(&keys, next_offset)?;
         Ok(consumer)
     }

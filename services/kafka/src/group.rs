@@ -73,7 +73,6 @@ impl GroupWatch {
     /// look starts afresh.
     pub fn should_rejoin<E: std::fmt::Display>(
         &mut self,
-        owns_nothing: bool,
         unowned: std::result::Result<Unowned, E>,
     ) -> bool {
         let unowned = match unowned {
@@ -103,7 +102,6 @@ impl GroupWatch {
                 tracing::warn!(
                     %partition,
                     lag = unowned.lag,
-                    owns_nothing,
                     "records wait on a partition nobody has committed for an interval; rejoining the consumer group"
                 );
                 self.seen.clear();
@@ -141,19 +139,19 @@ mod tests {
     fn rejoins_when_an_unowned_partition_stops_moving() {
         let mut watch = GroupWatch::new(Duration::ZERO);
         assert!(
-            !watch.should_rejoin(false, waiting(&[(0, Some(3))])),
+            !watch.should_rejoin(waiting(&[(0, Some(3))])),
             "first look: nothing to compare with"
         );
         assert!(
-            !watch.should_rejoin(false, waiting(&[(0, Some(5))])),
+            !watch.should_rejoin(waiting(&[(0, Some(5))])),
             "its owner is committing"
         );
         assert!(
-            watch.should_rejoin(false, waiting(&[(0, Some(5))])),
+            watch.should_rejoin(waiting(&[(0, Some(5))])),
             "nobody committed it since the last look"
         );
         assert!(
-            !watch.should_rejoin(false, waiting(&[(0, Some(5))])),
+            !watch.should_rejoin(waiting(&[(0, Some(5))])),
             "a rejoin starts the comparison afresh"
         );
     }
@@ -161,9 +159,9 @@ mod tests {
     #[test]
     fn one_stuck_partition_is_not_hidden_by_others_moving() {
         let mut watch = GroupWatch::new(Duration::ZERO);
-        assert!(!watch.should_rejoin(true, waiting(&[(0, Some(1)), (1, Some(4))])));
+        assert!(!watch.should_rejoin(waiting(&[(0, Some(1)), (1, Some(4))])));
         assert!(
-            watch.should_rejoin(true, waiting(&[(0, Some(6)), (1, Some(4))])),
+            watch.should_rejoin(waiting(&[(0, Some(6)), (1, Some(4))])),
             "partition 1 has a dead owner while partition 0 moves"
         );
     }
@@ -172,10 +170,10 @@ mod tests {
     fn owning_nothing_while_others_commit_is_healthy() {
         let mut watch = GroupWatch::new(Duration::ZERO);
         for stored in [1, 4, 8] {
-            assert!(!watch.should_rejoin(true, waiting(&[(0, Some(stored))])));
+            assert!(!watch.should_rejoin(waiting(&[(0, Some(stored))])));
         }
         assert!(
-            !watch.should_rejoin(true, waiting(&[(0, Some(9))])),
+            !watch.should_rejoin(waiting(&[(0, Some(9))])),
             "nothing waits"
         );
     }
@@ -183,9 +181,9 @@ mod tests {
     #[test]
     fn a_partition_counts_as_stuck_only_after_a_whole_interval() {
         let mut watch = GroupWatch::new(Duration::from_secs(3_600));
-        assert!(!watch.should_rejoin(true, waiting(&[(0, None)])));
+        assert!(!watch.should_rejoin(waiting(&[(0, None)])));
         assert!(
-            !watch.should_rejoin(true, waiting(&[(0, None)])),
+            !watch.should_rejoin(waiting(&[(0, None)])),
             "unchanged, but for less than an interval"
         );
     }
@@ -193,7 +191,7 @@ mod tests {
     #[test]
     fn a_failed_look_never_rejoins() {
         let mut watch = GroupWatch::new(Duration::ZERO);
-        assert!(!watch.should_rejoin(true, Err::<Unowned, _>("broker away")));
+        assert!(!watch.should_rejoin(Err::<Unowned, _>("broker away")));
     }
 
     #[test]

@@ -45,6 +45,15 @@ struct Deliveries {
     settled: tokio::sync::Notify,
 }
 
+impl Deliveries {
+    /// One record of `generation` is settled (reported, or never queued).
+    fn count_down(&self, generation: &Generation) {
+        if generation.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.settled.notify_waiters();
+        }
+    }
+}
+
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
@@ -56,9 +65,7 @@ impl ProducerContext for Deliveries {
                 failed.get_or_insert_with(|| (message.topic().to_string(), e.to_string()));
             }
         }
-        if generation.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.settled.notify_waiters();
-        }
+        self.count_down(&generation);
     }
 }
 
@@ -71,9 +78,7 @@ struct NotQueued<'a> {
 impl Drop for NotQueued<'_> {
     fn drop(&mut self) {
         if let Some(generation) = self.generation.take() {
-            if generation.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
-                self.deliveries.settled.notify_waiters();
-            }
+            self.deliveries.count_down(&generation);
         }
     }
 }

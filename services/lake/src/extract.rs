@@ -597,7 +597,7 @@ pub fn decode(format: Format, body: Vec<u8>) -> Result<Vec<RecordBatch>> {
 mod tests {
     use super::*;
     use deltalake::arrow::array::Int32Array;
-    use marketlake_schemas::l2::{trades_batch, Lineage, TradeAction, TradeRow};
+    use marketlake_schemas::l2::{trades_batch, Lineage, TradeRow};
 
     #[test]
     fn compacted_dictionaries_keep_only_the_values_their_rows_use() {
@@ -638,37 +638,34 @@ mod tests {
 
     fn trades(n: i64) -> RecordBatch {
         let rows: Vec<TradeRow> = (0..n)
-            .map(|i| TradeRow {
-                trade_key: format!("k{i}"),
-                action: TradeAction::New,
-                supersedes: None,
-                symbol: format!("S{}", i % 100),
-                isin: None,
-                figi: None,
-                instrument_name: None,
-                exchange: Some("XNAS".into()),
-                currency: Some("USD".into()),
-                price: 1_000_000_000 + i,
-                quantity: 10_000,
-                side: Some("buy".into()),
-                venue: Some("XNAS".into()),
-                trade_id: Some(format!("T{i}")),
-                order_id: Some(format!("O{i}")),
-                account: Some(format!("A{i}")),
-                trader: Some("t".into()),
-                event_time_ns: i,
-                received_at_ns: i,
-                reference_version: None,
-                extra: Default::default(),
-                flags: vec!["f".into()],
-                lineage: Lineage {
+            .map(|i| {
+                let lineage = Lineage {
                     source_id: "s".into(),
                     source_uri: "u".into(),
                     source_position: i,
                     raw_topic: "raw.trades".into(),
                     raw_partition: 0,
                     raw_offset: i,
-                },
+                };
+                TradeRow {
+                    exchange: Some("XNAS".into()),
+                    currency: Some("USD".into()),
+                    side: Some("buy".into()),
+                    venue: Some("XNAS".into()),
+                    trade_id: Some(format!("T{i}")),
+                    order_id: Some(format!("O{i}")),
+                    account: Some(format!("A{i}")),
+                    trader: Some("t".into()),
+                    flags: vec!["f".into()],
+                    ..TradeRow::bare(
+                        format!("k{i}"),
+                        format!("S{}", i % 100),
+                        1_000_000_000 + i,
+                        10_000,
+                        i,
+                        lineage,
+                    )
+                }
             })
             .collect();
         trades_batch(&rows, 0).unwrap()
