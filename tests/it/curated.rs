@@ -3,7 +3,7 @@
 //! every `l3.bars_1m` window (its highest revision) equals a batch recomputation over the fills;
 //! and back-fills finish every partition while another group member holds some of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -20,7 +20,9 @@ use marketlake_schemas::{FeedClass, PayloadFormat, RawRecord};
 use rand::{Rng, SeedableRng};
 
 use crate::exactly_once::create_topics;
-use crate::support::{i64_column, sigkill, string_column, Lake, LakeOptions, HEAVY};
+use crate::support::{
+    i64_column, sigint, sigkill, string_column, wait_output, Lake, LakeOptions, HEAVY,
+};
 
 const KILLS: usize = 20;
 const FILLS: i64 = 12_000;
@@ -345,6 +347,88 @@ async fn hold_partitions(
         drop(member);
         Ok(held)
     }))
+}
+
+/// Real-time consumers of `enriched.trades` get a row when it is enriched, not when the L2
+/// commit after it lands: with commits ten minutes apart, every fill is on the topic while
+/// `l2.trades` is still empty, and stopping enrichment then commits every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enriched_rows_are_published_before_their_l2_commit() -> Result<()> {
+    let _heavy = HEAVY.lock().await;
+    const SOME_FILLS: i64 = 2_000;
+    let lake = Lake::new(LakeOptions {
+        extra_toml: "[enrich]\ncommit_interval_ms = 600000\noffsets_commit_secs = 3600\nreference_files = []\n".into(),
+        ..LakeOptions::default()
+    })?;
+    let kafka = lake.kafka_config(3);
+    create_topics(&kafka).await?;
+    let producer = RawProducer::new(&kafka)?;
+    for i in 0..SOME_FILLS {
+        producer.publish(fill_record(i)).await?;
+    }
+    producer.flush_deliveries().await?;
+
+    let mut enrich = lake.spawn(&["enrich"], "enrich.log")?;
+    let started = Instant::now();
+    // Enrichment creates the enriched topics when it starts.
+    let mut reader = loop {
+        match VerifiedConsumer::assign(
+            &kafka,
+            "test-enriched-reader",
+            &[TOPIC_ENRICHED_TRADES],
+            |_| None,
+        )
+        .await
+        {
+            Ok(reader) => break reader,
+            Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                sigkill(&mut enrich);
+                bail!(
+                    "{TOPIC_ENRICHED_TRADES} not readable 30 s after enrich started: {e}\n{}",
+                    lake.log("enrich.log")
+                );
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let mut published = BTreeSet::new();
+    while (published.len() as i64) < SOME_FILLS {
+        if started.elapsed() > Duration::from_secs(60) {
+            sigkill(&mut enrich);
+            bail!(
+                "only {} of {SOME_FILLS} fills on {TOPIC_ENRICHED_TRADES} after 60 s:\n{}",
+                published.len(),
+                lake.log("enrich.log")
+            );
+        }
+        if let Polled::Record(records) =
+            reader.poll_batch(Duration::from_millis(200), 1_000).await?
+        {
+            for record in records {
+                let row: TradeRow = serde_json::from_slice(&record.payload)?;
+                published.insert(row.trade_key);
+            }
+        }
+    }
+    let committed_meanwhile = l2_trade_keys(&lake).await?.len();
+    sigint(&enrich);
+    let stopped = wait_output(enrich, Duration::from_secs(60))?;
+    if !stopped.status.success() {
+        bail!("enrich did not stop cleanly:\n{}", lake.log("enrich.log"));
+    }
+    assert_eq!(
+        committed_meanwhile, 0,
+        "l2.trades already held rows: publishing was not shown to precede the commit"
+    );
+    let keys = l2_trade_keys(&lake).await?;
+    let missing = missing_fills(&keys, SOME_FILLS);
+    assert!(
+        missing.is_empty(),
+        "{} fills missing from l2.trades after the stop's commit (first {:?})",
+        missing.len(),
+        missing.first()
+    );
+    Ok(())
 }
 
 /// Back-fills (`--until-caught-up`) while another member of the service's group holds some of

@@ -267,6 +267,9 @@ struct Buffers {
     trades: Vec<TradeRow>,
     news: Vec<NewsRow>,
     quarantine: Vec<QuarantineRow>,
+    /// How many of `trades` / `news` are already queued to the enriched topics.
+    published_trades: usize,
+    published_news: usize,
     records: usize,
     oldest: Option<Instant>,
 }
@@ -276,6 +279,8 @@ struct Enrich {
     enricher: Enricher,
     consumer: VerifiedConsumer,
     producer: Option<RawProducer>,
+    /// One JSON buffer for every published row (the producer copies each message).
+    payload: Vec<u8>,
     outputs: BTreeMap<TableName, Output>,
     buffers: Buffers,
     report: EnrichReport,
@@ -410,47 +415,66 @@ impl Enrich {
             .all(|key| self.consumer.caught_up(key))
     }
 
-    /// Publish the buffered rows, then commit every table that has rows (or offsets it has not
-    /// stored for too long, or all of them when `force`).
+    /// Queue the rows enriched since the last call to the enriched topics, each to the raw
+    /// partition's number. Called after every polled batch, not only at a flush: real-time
+    /// consumers see a row as soon as it is enriched, and the flush — which holds up
+    /// consumption — no longer serialises and queues a whole interval's rows (at 40,000
+    /// records/s that was about a third of each flush). A row published but never committed
+    /// (a crash, a rebalance) is published again by whoever commits it: the topics are at
+    /// least once, and a flush still confirms every delivery before the tables store offsets.
+    async fn publish_pending(&mut self) -> Result<()> {
+        let Some(producer) = &self.producer else {
+            return Ok(());
+        };
+        let buffers = &mut self.buffers;
+        let payload = &mut self.payload;
+        for row in buffers.trades.iter().skip(buffers.published_trades) {
+            json_into(payload, row);
+            producer
+                .send_to(
+                    TOPIC_ENRICHED_TRADES,
+                    Some(row.lineage.raw_partition),
+                    &row.symbol,
+                    payload,
+                    &[],
+                )
+                .await?;
+        }
+        buffers.published_trades = buffers.trades.len();
+        for row in buffers.news.iter().skip(buffers.published_news) {
+            json_into(payload, row);
+            let key = row
+                .tickers
+                .first()
+                .map_or(row.news_key.as_str(), String::as_str);
+            producer
+                .send_to(
+                    TOPIC_ENRICHED_NEWS,
+                    Some(row.lineage.raw_partition),
+                    key,
+                    payload,
+                    &[],
+                )
+                .await?;
+        }
+        buffers.published_news = buffers.news.len();
+        Ok(())
+    }
+
+    /// Confirm every published row, then commit every table that has rows (or offsets it has
+    /// not stored for too long, or all of them when `force`).
     async fn flush(&mut self, force: bool) -> Result<()> {
+        self.publish_pending().await?;
+        if let Some(producer) = &self.producer {
+            producer.flush_deliveries().await?;
+        }
         let trades = std::mem::take(&mut self.buffers.trades);
         let news = std::mem::take(&mut self.buffers.news);
         let quarantine = std::mem::take(&mut self.buffers.quarantine);
         self.buffers.records = 0;
         self.buffers.oldest = None;
-        if let Some(producer) = &self.producer {
-            // One payload buffer for the batch: the producer copies each message.
-            let mut payload = Vec::with_capacity(1_024);
-            for row in &trades {
-                json_into(&mut payload, row);
-                producer
-                    .send_to(
-                        TOPIC_ENRICHED_TRADES,
-                        Some(row.lineage.raw_partition),
-                        &row.symbol,
-                        &payload,
-                        &[],
-                    )
-                    .await?;
-            }
-            for row in &news {
-                json_into(&mut payload, row);
-                let key = row
-                    .tickers
-                    .first()
-                    .map_or(row.news_key.as_str(), String::as_str);
-                producer
-                    .send_to(
-                        TOPIC_ENRICHED_NEWS,
-                        Some(row.lineage.raw_partition),
-                        key,
-                        &payload,
-                        &[],
-                    )
-                    .await?;
-            }
-            producer.flush_deliveries().await?;
-        }
+        self.buffers.published_trades = 0;
+        self.buffers.published_news = 0;
         let enriched_at = now_utc_ns();
         let offsets_every = Duration::from_secs(self.job.enrich.offsets_commit_secs);
         let names: Vec<TableName> = self.outputs.keys().copied().collect();
@@ -751,6 +775,7 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
         enricher,
         consumer,
         producer,
+        payload: Vec::with_capacity(1_024),
         outputs,
         buffers: Buffers::default(),
         report: EnrichReport {
@@ -786,6 +811,7 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
                 for record in records {
                     enrich.on_record(record);
                 }
+                enrich.publish_pending().await?;
             }
             Polled::Assigned(keys) => {
                 tracing::info!(partitions = ?keys, "partitions assigned");
