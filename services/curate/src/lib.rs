@@ -10,6 +10,7 @@
 //! - [`news_windows`]: trading before/after each news item per ticker → `l3.news_trade_windows`.
 //! - [`batch`]: the same bars recomputed from a finite set of trades (final values only), the
 //!   reference the stream is checked against.
+//! - [`input`]: what curation decodes of an enriched trade (the fields its journal keeps).
 //! - [`watermark`], [`dedupe`]: the event-time clock and the replay filter both streams share.
 //! - [`state`]: all of the curator's aggregators and the one code path that feeds them, live
 //!   and in replay.
@@ -24,6 +25,7 @@ pub mod bars;
 pub mod batch;
 pub mod dedupe;
 mod fill;
+pub mod input;
 pub mod news_windows;
 pub mod persist;
 pub mod pipeline;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use marketlake_kafka::{KafkaConfig, PartitionKey, Polled, VerifiedConsumer, POLL_BATCH};
 use marketlake_lake::{CommitOutcome, ExactlyOnceSink, LakeConfig, OffsetAdvance, TableSpec};
-use marketlake_schemas::l2::{NewsRow, TradeRow};
+use marketlake_schemas::l2::NewsRow;
 use marketlake_schemas::l3::{self, BarRow};
 use marketlake_schemas::names::{
     l3_bars, TableName, L3_LATE_RECORDS, L3_NEWS_TRADE_WINDOWS, TOPIC_ENRICHED_NEWS,
@@ -227,7 +227,7 @@ impl Curate {
             .consumed(&partition_label(&key), record.offset + 1);
         self.last_record = Instant::now();
         if record.topic == TOPIC_ENRICHED_TRADES {
-            match serde_json::from_slice::<TradeRow>(&record.payload) {
+            match crate::input::decode_enriched_trade(&record.payload) {
                 Ok(trade) => {
                     self.report.trades += 1;
                     let disposition = self.curator.trade(&trade)?;

@@ -640,6 +640,74 @@ mod tests {
         );
     }
 
+    /// Live curation decodes from `enriched.trades` only what the journal keeps, so a replayed
+    /// cycle sees the very rows the live one did — whatever else the enriched row carries.
+    #[test]
+    fn live_input_is_exactly_what_the_journal_replays() {
+        use marketlake_schemas::extra::ExtraValue;
+        let mut full = edit(
+            TradeAction::Correct,
+            "fix-a:\"12\\4\"",
+            "fix-a:123",
+            T0 + 5,
+            1_234_500_000,
+            10_000,
+            77,
+        );
+        full.received_at_ns = T0 + 9;
+        full.isin = Some("US4592001014".into());
+        full.figi = Some("BBG000BLNNH6".into());
+        full.instrument_name = Some("International Business Machines".into());
+        full.exchange = Some("NYSE".into());
+        full.currency = Some("USD".into());
+        full.side = Some("buy".into());
+        full.venue = Some("XNYS".into());
+        full.trade_id = Some("T1".into());
+        full.order_id = Some("O1".into());
+        full.account = Some("ACC".into());
+        full.trader = Some("TR".into());
+        full.reference_version = Some(3);
+        full.flags = vec!["price_band".into()];
+        full.extra
+            .insert("exec_broker".into(), ExtraValue::String("GS".into()));
+        full.lineage.source_uri = "tcp://127.0.0.1:9/é@1".into();
+        full.lineage.raw_partition = 2;
+        let payload = serde_json::to_vec(&full).unwrap();
+        let live = crate::input::decode_enriched_trade(&payload).unwrap();
+
+        let mut log = OpLog::default();
+        log.trade(&full);
+        let mut e = Enc::default();
+        log.encode(&mut e);
+        let bytes = e.into_inner();
+        let mut replayed = Vec::new();
+        OpLog::replay(&mut Dec::new(&bytes), |op| {
+            replayed.push(op);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(replayed, vec![Op::Trade(live.clone())]);
+
+        // The kept fields are the enriched row's; nothing else is.
+        let kept = TradeRow {
+            action: full.action,
+            supersedes: full.supersedes.clone(),
+            received_at_ns: full.received_at_ns,
+            ..TradeRow::bare(
+                full.trade_key.clone(),
+                full.symbol.clone(),
+                full.price,
+                full.quantity,
+                full.event_time_ns,
+                full.lineage.clone(),
+            )
+        };
+        assert_eq!(live, kept);
+        // Not a trade: an error, not a panic.
+        assert!(crate::input::decode_enriched_trade(b"{\"news_key\":\"x\"}").is_err());
+        assert!(crate::input::decode_enriched_trade(&payload[..payload.len() / 2]).is_err());
+    }
+
     #[test]
     fn fills_round_trip() {
         let fills: Vec<Fill> = (0..50)
