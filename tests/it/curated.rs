@@ -369,48 +369,57 @@ async fn enriched_rows_are_published_before_their_l2_commit() -> Result<()> {
     producer.flush_deliveries().await?;
 
     let mut enrich = lake.spawn(&["enrich"], "enrich.log")?;
-    let started = Instant::now();
-    // Enrichment creates the enriched topics when it starts.
-    let mut reader = loop {
-        match VerifiedConsumer::assign(
-            &kafka,
-            "test-enriched-reader",
-            &[TOPIC_ENRICHED_TRADES],
-            |_| None,
-        )
-        .await
-        {
-            Ok(reader) => break reader,
-            Err(e) if started.elapsed() > Duration::from_secs(30) => {
-                sigkill(&mut enrich);
+    // Every early return below kills enrichment first (a child is not killed on drop).
+    let watched = async {
+        let started = Instant::now();
+        // Enrichment creates the enriched topics when it starts.
+        let mut reader = loop {
+            match VerifiedConsumer::assign(
+                &kafka,
+                "test-enriched-reader",
+                &[TOPIC_ENRICHED_TRADES],
+                |_| None,
+            )
+            .await
+            {
+                Ok(reader) => break reader,
+                Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                    bail!("{TOPIC_ENRICHED_TRADES} not readable 30 s after enrich started: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        let mut published = BTreeSet::new();
+        while (published.len() as i64) < SOME_FILLS {
+            if started.elapsed() > Duration::from_secs(60) {
                 bail!(
-                    "{TOPIC_ENRICHED_TRADES} not readable 30 s after enrich started: {e}\n{}",
-                    lake.log("enrich.log")
+                    "only {} of {SOME_FILLS} fills on {TOPIC_ENRICHED_TRADES} after 60 s",
+                    published.len()
                 );
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
-    let mut published = BTreeSet::new();
-    while (published.len() as i64) < SOME_FILLS {
-        if started.elapsed() > Duration::from_secs(60) {
-            sigkill(&mut enrich);
-            bail!(
-                "only {} of {SOME_FILLS} fills on {TOPIC_ENRICHED_TRADES} after 60 s:\n{}",
-                published.len(),
-                lake.log("enrich.log")
-            );
-        }
-        if let Polled::Record(records) =
-            reader.poll_batch(Duration::from_millis(200), 1_000).await?
-        {
-            for record in records {
-                let row: TradeRow = serde_json::from_slice(&record.payload)?;
-                published.insert(row.trade_key);
+            if let Polled::Record(records) =
+                reader.poll_batch(Duration::from_millis(200), 1_000).await?
+            {
+                for record in records {
+                    let row: TradeRow = serde_json::from_slice(&record.payload)?;
+                    published.insert(row.trade_key);
+                }
             }
         }
+        // Read strictly: enrichment created the table before consuming, so an error here is a
+        // failure, not an empty table.
+        let table = load_table(&lake.lake_config(), L2_TRADES, None).await?;
+        let rows: usize = read_rows(&table).await?.iter().map(|b| b.num_rows()).sum();
+        Ok(rows)
     }
-    let committed_meanwhile = l2_trade_keys(&lake).await?.len();
+    .await;
+    let committed_meanwhile = match watched {
+        Ok(rows) => rows,
+        Err(e) => {
+            sigkill(&mut enrich);
+            bail!("{e}\n--- enrich.log\n{}", lake.log("enrich.log"));
+        }
+    };
     sigint(&enrich);
     let stopped = wait_output(enrich, Duration::from_secs(60))?;
     if !stopped.status.success() {

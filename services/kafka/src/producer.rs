@@ -104,6 +104,10 @@ impl RawProducer {
         let mut client = config.client_config();
         client
             .set("enable.idempotence", "true")
+            // A failed batch must stop the producer rather than let later records through: a
+            // reader that drops repeats by offset (curation, by raw offset) would otherwise
+            // drop the failed record when it is published again.
+            .set("enable.gapless.guarantee", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("batch.num.messages", "10000")
