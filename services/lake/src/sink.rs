@@ -418,6 +418,13 @@ mod tests {
         .unwrap()
     }
 
+    fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> &'a T {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<T>())
+            .unwrap()
+    }
+
     /// A batch of one date goes to delta-rs pre-partitioned, one of several dates through its
     /// own split; either way every row lands in its own date's partition.
     #[tokio::test]
@@ -458,20 +465,8 @@ mod tests {
             .unwrap();
         let mut rows = Vec::new();
         for batch in crate::read::read_rows(&table).await.unwrap() {
-            let n = batch
-                .column_by_name("n")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .clone();
-            let date = batch
-                .column_by_name("trade_date")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap()
-                .clone();
+            let n = column::<Int64Array>(&batch, "n");
+            let date = column::<StringArray>(&batch, "trade_date");
             for row in 0..batch.num_rows() {
                 rows.push((n.value(row), date.value(row).to_string()));
             }
