@@ -35,7 +35,9 @@
 //! **Replays** after a crash are skipped by raw position ([`OffsetDedupe`]) and counted.
 //!
 //! **State** is bounded by the open windows (each keeps its trades until it is final, for the
-//! corrections): [`BarAggregator::snapshot`] gives a serde value, [`BarAggregator::restore`]
+//! corrections). A trade is stored once for every interval that holds it (`held`: a slab and
+//! one key index; windows keep 8-byte handles and order their trades when they fire), not once
+//! per interval in an ordered map and an index each: [`BarAggregator::snapshot`] gives a serde value, [`BarAggregator::restore`]
 //! resumes from it with nothing counted twice. Processing is deterministic, so
 //! [`crate::persist`] stores that value only now and then and journals the inputs in between. [`BarAggregator::flush_all`] ends a bounded back-fill: it advances the
 //! watermark past every open window's end + `L`, so everything fires for the last time.
@@ -50,9 +52,13 @@ use marketlake_schemas::l3::{BarRow, LateReason, LateRecordRow};
 use serde::{Deserialize, Serialize};
 
 use crate::dedupe::OffsetDedupe;
-use crate::fill::{to_fills, Fill, FillOrder, Fills, Px, SharedStr, Summary};
+use crate::fill::{Fill, FillOrder, Px, SharedStr, Summary};
 use crate::watermark::{Watermark, WatermarkState};
 use crate::{secs_to_ns, validate_durations, CurateError, Disposition, Result, STATE_VERSION};
+
+mod held;
+
+use held::{HeldTrades, Member, MAX_INTERVALS};
 
 const SECS_PER_DAY: u64 = 86_400;
 
@@ -97,6 +103,15 @@ impl BarConfig {
 pub(crate) fn validate_intervals(intervals_secs: &[u64]) -> Result<()> {
     const SETTING: &str = "curate.bars.intervals_secs";
     validate_durations(SETTING, intervals_secs)?;
+    if intervals_secs.len() > MAX_INTERVALS {
+        return Err(CurateError::Config {
+            setting: SETTING.into(),
+            message: format!(
+                "{} intervals; at most {MAX_INTERVALS} are supported",
+                intervals_secs.len()
+            ),
+        });
+    }
     if let Some(s) = intervals_secs
         .iter()
         .find(|&&s| !SECS_PER_DAY.is_multiple_of(s))
@@ -143,29 +158,51 @@ type WindowKey = (i64, SharedStr);
 
 #[derive(Debug, Clone, Default)]
 struct Window {
-    fills: Fills,
+    /// Handles to the window's trades in [`HeldTrades`], in arrival order; handles of trades
+    /// since removed stay until the window next fires (they are skipped, then dropped).
+    members: Vec<Member>,
+    /// Trades this window holds now.
+    live: usize,
     /// Last revision handed out; `None` until the window first fires.
     emitted_revision: Option<i32>,
+}
+
+impl Window {
+    /// The window's trades in [`FillOrder`], dropping the handles of removed ones.
+    fn fills<'a>(&mut self, held: &'a HeldTrades, position: usize) -> Vec<(&'a FillOrder, &'a Px)> {
+        self.members
+            .retain(|&member| held.get(member, position).is_some());
+        let mut fills: Vec<(&FillOrder, &Px)> = self
+            .members
+            .iter()
+            .filter_map(|&member| held.get(member, position))
+            .map(|(order, px, _)| (order, px))
+            .collect();
+        // Nearly sorted already (trades arrive roughly in event time): a stable sort finds the
+        // runs and is close to linear.
+        fills.sort_by(|a, b| a.0.cmp(b.0));
+        fills
+    }
 }
 
 #[derive(Debug, Clone)]
 struct IntervalState {
     secs: u64,
     ns: i64,
+    /// This interval's bit in [`HeldTrades`] (its position in the configuration).
+    position: usize,
     windows: BTreeMap<WindowKey, Window>,
     pending: BTreeSet<WindowKey>,
-    /// Where each held trade is, for corrections and cancels.
-    index: HashMap<SharedStr, (WindowKey, FillOrder)>,
 }
 
 impl IntervalState {
-    fn new(secs: u64, ns: i64) -> Self {
+    fn new(secs: u64, ns: i64, position: usize) -> Self {
         IntervalState {
             secs,
             ns,
+            position,
             windows: BTreeMap::new(),
             pending: BTreeSet::new(),
-            index: HashMap::default(),
         }
     }
 
@@ -181,31 +218,40 @@ impl IntervalState {
         self.end_of(start) <= final_through_ns
     }
 
-    /// Apply one trade to this interval, or say why it is late here.
+    /// Apply one trade to this interval, or say why it is late here. `stored` is the trade's
+    /// entry in `held` once an earlier interval has stored it (every interval shares it).
     fn apply(
         &mut self,
         trade: &TradeRow,
-        held: &(FillOrder, SharedStr),
+        incoming: &Incoming,
+        stored: &mut Option<Member>,
+        held: &mut HeldTrades,
         watermark: i64,
         final_through_ns: i64,
     ) -> Result<(), LateReason> {
         let start = self.start_of(trade.event_time_ns);
         let original = match trade.action {
             TradeAction::New => None,
-            TradeAction::Correct | TradeAction::Cancel => match trade.supersedes.as_deref() {
-                Some(key) if self.index.contains_key(key) => Some(key),
-                _ => return Err(LateReason::OriginalNotOpen),
-            },
+            TradeAction::Correct | TradeAction::Cancel => {
+                match trade
+                    .supersedes
+                    .as_deref()
+                    .and_then(|key| held.find(key, self.position))
+                {
+                    Some(member) => Some(member),
+                    None => return Err(LateReason::OriginalNotOpen),
+                }
+            }
         };
         let inserts = trade.action != TradeAction::Cancel;
         if inserts && self.is_final(start, final_through_ns) {
             return Err(LateReason::BeyondAllowedLateness);
         }
-        if let Some(key) = original {
-            self.remove(key, watermark);
+        if let Some(member) = original {
+            self.remove(member, held, watermark);
         }
         if inserts {
-            self.insert(trade, held, start, watermark);
+            self.insert(trade, incoming, stored, held, start, watermark);
         }
         Ok(())
     }
@@ -216,37 +262,42 @@ impl IntervalState {
         }
     }
 
-    /// `held`: the trade's order and symbol, made once for every interval (their strings are
-    /// shared, not copied, by each interval's window and index).
     fn insert(
         &mut self,
         trade: &TradeRow,
-        (order, symbol): &(FillOrder, SharedStr),
+        incoming: &Incoming,
+        stored: &mut Option<Member>,
+        held: &mut HeldTrades,
         start: i64,
         watermark: i64,
     ) {
-        // A trade key is held once: a re-sent `New` with the same key replaces the first.
-        self.remove(&trade.trade_key, watermark);
-        let key = (start, symbol.clone());
-        let order = order.clone();
-        self.windows
-            .entry(key.clone())
-            .or_default()
-            .fills
-            .insert(order.clone(), Px::of(trade));
+        // A trade key is held once per interval: a re-sent `New` with the same key replaces
+        // the first.
+        if let Some(previous) = held.find(&trade.trade_key, self.position) {
+            self.remove(previous, held, watermark);
+        }
+        let member = *stored.get_or_insert_with(|| {
+            held.add(incoming.order.clone(), incoming.px, incoming.symbol.clone())
+        });
+        held.hold(member, self.position);
+        let key = (start, incoming.symbol.clone());
+        let window = self.windows.entry(key.clone()).or_default();
+        window.members.push(member);
+        window.live += 1;
         self.mark_if_due(&key, watermark);
-        self.index.insert(order.trade_key.clone(), (key, order));
     }
 
-    fn remove(&mut self, trade_key: &str, watermark: i64) {
-        let Some((key, order)) = self.index.remove(trade_key) else {
+    fn remove(&mut self, member: Member, held: &mut HeldTrades, watermark: i64) {
+        let Some((order, _, symbol)) = held.get(member, self.position) else {
             return;
         };
+        let key = (self.start_of(order.event_time_ns), symbol.clone());
+        held.release(member, self.position);
         let Some(window) = self.windows.get_mut(&key) else {
             return;
         };
-        window.fills.remove(&order);
-        if window.fills.is_empty() && window.emitted_revision.is_none() {
+        window.live = window.live.saturating_sub(1);
+        if window.live == 0 && window.emitted_revision.is_none() {
             // Never shown to anyone: nothing to retract.
             self.windows.remove(&key);
             self.pending.remove(&key);
@@ -275,7 +326,13 @@ impl IntervalState {
     }
 
     /// Drop the windows that became final, emitting those still pending.
-    fn drop_final(&mut self, final_through_ns: i64, watermark: i64, out: &mut Vec<BarRow>) {
+    fn drop_final(
+        &mut self,
+        held: &mut HeldTrades,
+        final_through_ns: i64,
+        watermark: i64,
+        out: &mut Vec<BarRow>,
+    ) {
         while let Some(((start, _), _)) = self.windows.first_key_value() {
             if !self.is_final(*start, final_through_ns) {
                 break;
@@ -284,28 +341,71 @@ impl IntervalState {
                 break;
             };
             if self.pending.remove(&key) {
-                out.push(materialize(self.secs, &key, &mut window, watermark));
+                out.push(materialize(
+                    self.secs,
+                    self.position,
+                    &key,
+                    &mut window,
+                    held,
+                    watermark,
+                ));
             }
-            for order in window.fills.keys() {
-                self.index.remove(&order.trade_key);
+            for member in window.members {
+                held.release(member, self.position);
             }
         }
     }
 
-    fn drain_pending(&mut self, watermark: i64, out: &mut Vec<BarRow>) {
+    fn drain_pending(&mut self, held: &HeldTrades, watermark: i64, out: &mut Vec<BarRow>) {
         for key in std::mem::take(&mut self.pending) {
             if let Some(window) = self.windows.get_mut(&key) {
-                out.push(materialize(self.secs, &key, window, watermark));
+                let (secs, position) = (self.secs, self.position);
+                out.push(materialize(secs, position, &key, window, held, watermark));
             }
         }
+    }
+
+    /// The window's trades as a snapshot stores them, in [`FillOrder`].
+    fn snapshot_fills(&self, window: &Window, held: &HeldTrades) -> Vec<Fill> {
+        let mut fills: Vec<Fill> = window
+            .members
+            .iter()
+            .filter_map(|&member| held.get(member, self.position))
+            .map(|(order, px, _)| Fill {
+                order: order.clone(),
+                px: *px,
+            })
+            .collect();
+        fills.sort_by(|a, b| a.order.cmp(&b.order));
+        fills
     }
 }
 
 /// The next revision of a window as a row (`fired_at_ns` is stamped by `drain`).
-fn materialize(secs: u64, key: &WindowKey, window: &mut Window, watermark: i64) -> BarRow {
+fn materialize(
+    secs: u64,
+    position: usize,
+    key: &WindowKey,
+    window: &mut Window,
+    held: &HeldTrades,
+    watermark: i64,
+) -> BarRow {
     let revision = window.emitted_revision.map_or(0, |r| r.saturating_add(1));
     window.emitted_revision = Some(revision);
-    Summary::of(&window.fills).bar(key.1.to_string(), secs, key.0, revision, watermark)
+    Summary::of(window.fills(held, position)).bar(
+        key.1.to_string(),
+        secs,
+        key.0,
+        revision,
+        watermark,
+    )
+}
+
+/// What every interval stores of one incoming trade, made once per trade.
+struct Incoming {
+    order: FillOrder,
+    px: Px,
+    symbol: SharedStr,
 }
 
 /// Streaming event-time bar aggregation; see the module documentation for the semantics.
@@ -320,6 +420,11 @@ pub struct BarAggregator {
     final_through_ns: i64,
     dedupe: OffsetDedupe,
     intervals: Vec<IntervalState>,
+    /// The trades of every interval's open windows, each stored once.
+    held: HeldTrades,
+    /// The symbol of the last trade, shared by the next one (an aggregator serves one symbol,
+    /// so this is one allocation for all its trades instead of one per trade).
+    symbol: SharedStr,
     /// Rows made when a pending window was dropped before a drain.
     ready: Vec<BarRow>,
     late: Vec<LateRecordRow>,
@@ -341,10 +446,12 @@ impl BarAggregator {
         let intervals = config
             .intervals_secs
             .iter()
-            .map(|&secs| {
+            .enumerate()
+            .map(|(position, &secs)| {
                 Ok(IntervalState::new(
                     secs,
                     secs_to_ns("curate.bars.intervals_secs", secs)?,
+                    position,
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -355,6 +462,8 @@ impl BarAggregator {
             final_through_ns: i64::MIN,
             dedupe: OffsetDedupe::default(),
             intervals,
+            held: HeldTrades::default(),
+            symbol: SharedStr::default(),
             ready: Vec::new(),
             late: Vec::new(),
             stats: BarStats::default(),
@@ -386,7 +495,16 @@ impl BarAggregator {
 
     /// Trades held in open windows, counted once per interval, for metrics.
     pub fn held_fills(&self) -> usize {
-        self.intervals.iter().map(|i| i.index.len()).sum()
+        self.intervals
+            .iter()
+            .flat_map(|i| i.windows.values())
+            .map(|w| w.live)
+            .sum()
+    }
+
+    /// Distinct trades held (one held by several intervals counts once), for metrics.
+    pub fn held_trades(&self) -> usize {
+        self.held.len()
     }
 
     /// Take one L2 trade (any action). Its effects come out of the next [`Self::drain`].
@@ -399,9 +517,24 @@ impl BarAggregator {
         // Lateness is judged against the watermark before this record moves it.
         let watermark = self.watermark.value();
         let mut late = 0;
-        let held = (FillOrder::of(trade), SharedStr::from(trade.symbol.as_str()));
+        if *self.symbol != *trade.symbol {
+            self.symbol = SharedStr::from(trade.symbol.as_str());
+        }
+        let incoming = Incoming {
+            order: FillOrder::of(trade),
+            px: Px::of(trade),
+            symbol: self.symbol.clone(),
+        };
+        let mut stored = None;
         for interval in &mut self.intervals {
-            if let Err(reason) = interval.apply(trade, &held, watermark, self.final_through_ns) {
+            if let Err(reason) = interval.apply(
+                trade,
+                &incoming,
+                &mut stored,
+                &mut self.held,
+                watermark,
+                self.final_through_ns,
+            ) {
                 late += 1;
                 self.late.push(late_row(trade, interval, reason, watermark));
             }
@@ -448,7 +581,7 @@ impl BarAggregator {
         let watermark = self.watermark.value();
         let mut bars = std::mem::take(&mut self.ready);
         for interval in &mut self.intervals {
-            interval.drain_pending(watermark, &mut bars);
+            interval.drain_pending(&self.held, watermark, &mut bars);
         }
         for bar in &mut bars {
             bar.fired_at_ns = now_ns;
@@ -476,7 +609,12 @@ impl BarAggregator {
             .final_through_ns
             .max(watermark.saturating_sub(self.lateness_ns));
         for interval in &mut self.intervals {
-            interval.drop_final(self.final_through_ns, watermark, &mut self.ready);
+            interval.drop_final(
+                &mut self.held,
+                self.final_through_ns,
+                watermark,
+                &mut self.ready,
+            );
         }
     }
 
@@ -492,7 +630,7 @@ impl BarAggregator {
                     window_start_ns: key.0,
                     emitted_revision: window.emitted_revision,
                     pending: interval.pending.contains(key),
-                    fills: to_fills(&window.fills),
+                    fills: interval.snapshot_fills(window, &self.held),
                 });
             }
         }
@@ -533,8 +671,13 @@ impl BarAggregator {
         let mut intervals: Vec<IntervalState> = self
             .intervals
             .iter()
-            .map(|i| IntervalState::new(i.secs, i.ns))
+            .map(|i| IntervalState::new(i.secs, i.ns, i.position))
             .collect();
+        let mut held = HeldTrades::default();
+        // A trade several intervals hold is in each of their windows in the snapshot: store it
+        // once again, as the live aggregator did.
+        let mut stored: HashMap<(FillOrder, Px, SharedStr), Member> = HashMap::default();
+        let mut symbol = SharedStr::default();
         for w in state.windows {
             let Some(interval) = intervals.iter_mut().find(|i| i.secs == w.interval_secs) else {
                 return Err(CurateError::State(format!(
@@ -548,22 +691,36 @@ impl BarAggregator {
                     w.window_start_ns, w.interval_secs
                 )));
             }
-            let key = (w.window_start_ns, SharedStr::from(w.symbol));
+            if *symbol != *w.symbol {
+                symbol = SharedStr::from(w.symbol);
+            }
+            let key = (w.window_start_ns, symbol.clone());
             let mut window = Window {
-                fills: Fills::new(),
+                members: Vec::with_capacity(w.fills.len()),
+                live: 0,
                 emitted_revision: w.emitted_revision,
             };
             for Fill { order, px } in w.fills {
-                interval
-                    .index
-                    .insert(order.trade_key.clone(), (key.clone(), order.clone()));
-                window.fills.insert(order, px);
+                if held.find(&order.trade_key, interval.position).is_some() {
+                    return Err(CurateError::State(format!(
+                        "trade {} is held twice by the {} s bars",
+                        &*order.trade_key, w.interval_secs
+                    )));
+                }
+                let member = *stored
+                    .entry((order.clone(), px, symbol.clone()))
+                    .or_insert_with(|| held.add(order, px, symbol.clone()));
+                held.hold(member, interval.position);
+                window.members.push(member);
+                window.live += 1;
             }
             if w.pending {
                 interval.pending.insert(key.clone());
             }
             interval.windows.insert(key, window);
         }
+        self.held = held;
+        self.symbol = symbol;
         self.intervals = intervals;
         self.watermark.restore(state.watermark);
         self.dedupe = state.dedupe;

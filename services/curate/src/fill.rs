@@ -91,7 +91,7 @@ impl FillOrder {
 }
 
 /// Price (`PRICE_SCALE`) and quantity (`QTY_SCALE`) of a held trade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct Px {
     pub price: i64,
     pub quantity: i64,

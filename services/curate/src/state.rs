@@ -107,6 +107,18 @@ impl CurateState {
         bars + news
     }
 
+    /// Distinct trades stored: the bars' stores (each trade once for all its intervals) plus
+    /// the news histories. What curation's memory grows with.
+    pub fn held_trades(&self) -> usize {
+        let bars: usize = self.bars.values().map(BarAggregator::held_trades).sum();
+        let news: usize = self
+            .windows
+            .values()
+            .map(NewsTradeWindows::held_trades)
+            .sum();
+        bars + news
+    }
+
     fn bars_of(&mut self, symbol: &str) -> Result<&mut BarAggregator> {
         if !self.bars.contains_key(symbol) {
             let aggregator = BarAggregator::new(self.bar_config.clone())?;

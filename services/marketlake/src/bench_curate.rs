@@ -61,16 +61,22 @@ pub fn run(args: CurateStateBenchArgs) -> anyhow::Result<()> {
         "{} trades, {} symbols, {} µs apart in event time, intervals {:?} s",
         args.trades, args.symbols, args.step_us, args.intervals
     );
-    println!("| round | stream: trades/s | batch reference: trades/s | stream vs batch | held entries | copy of the live state (snapshot) |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("| round | stream: trades/s | batch reference: trades/s | stream vs batch | held entries | distinct trades held | resident growth while streaming | copy of the live state (snapshot) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for round in 1..=args.rounds {
         let mut state = CurateState::new(bars.clone(), NewsWindowConfig::default())
             .context("curate state for the bench")?;
+        let resident_before = resident_bytes();
         let started = Instant::now();
         for trade in &trades {
             state.apply_trade(trade)?;
         }
         let stream = started.elapsed().as_secs_f64().max(1e-9);
+        let growth = resident_before
+            .zip(resident_bytes())
+            .map_or("n/a".to_string(), |(before, after)| {
+                format!("{:.0} MB", after.saturating_sub(before) as f64 / 1e6)
+            });
         let started = Instant::now();
         let reference = compute_bars(&trades, &args.intervals)?;
         let batch = started.elapsed().as_secs_f64().max(1e-9);
@@ -78,10 +84,11 @@ pub fn run(args: CurateStateBenchArgs) -> anyhow::Result<()> {
         let copy = state.clone();
         let copied = started.elapsed();
         let held = copy.held_entries();
+        let distinct = copy.held_trades();
         drop(copy);
         let n = trades.len() as f64;
         println!(
-            "| {round} | {:.0} | {:.0} | {:.0} % | {held} | {:.0} ms |",
+            "| {round} | {:.0} | {:.0} | {:.0} % | {held} | {distinct} | {growth} | {:.0} ms |",
             n / stream,
             n / batch,
             100.0 * batch / stream,
@@ -90,4 +97,13 @@ pub fn run(args: CurateStateBenchArgs) -> anyhow::Result<()> {
         drop(reference);
     }
     Ok(())
+}
+
+/// This process's resident memory (Linux `/proc/self/status`), `None` elsewhere. Growth over
+/// the stream is the state's footprint as the allocator sees it (the input is built before).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1_024)
 }

@@ -92,6 +92,10 @@ fn config_is_validated_with_the_setting_named() {
             "{err}"
         );
     }
+    let divisors: Vec<u64> = (1..=86_400).filter(|d| 86_400 % d == 0).collect();
+    assert!(BarAggregator::new(config(&divisors[..64], 2, 60)).is_ok());
+    let err = BarAggregator::new(config(&divisors[..65], 2, 60)).unwrap_err();
+    assert!(err.to_string().contains("at most 64"), "{err}");
     let err = BarAggregator::new(config(&[60], u64::MAX, 60)).unwrap_err();
     assert!(err.to_string().contains("max_out_of_orderness_secs"));
     let parsed: BarConfig =
@@ -728,4 +732,76 @@ fn snapshot_restore_and_replay_after_a_crash_change_nothing() {
     finish(&mut restarted, &mut committed);
     assert_eq!(restarted.stats().duplicates_skipped, 1_000);
     assert_eq!(committed, expected);
+}
+
+/// A re-sent `New` can be late for one interval and on time for another: each interval then
+/// holds its own version of the key (the trades are stored once for all intervals, so this is
+/// the case that sharing must not blur), a cancel removes each interval's own version, and a
+/// snapshot taken in between restores to the same state.
+#[test]
+fn a_resent_trade_late_for_one_interval_replaces_it_only_where_on_time() {
+    let latest = |bars: &[BarRow], interval: i64, start: i64| -> BarRow {
+        bars.iter()
+            .filter(|b| b.interval_secs == interval && b.window_start_ns == start)
+            .max_by_key(|b| b.revision)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {interval}s bar at {start}"))
+    };
+    let hour = T0.div_euclid(3_600 * SEC) * 3_600 * SEC;
+    let minute = T0 + 180 * SEC;
+    let mut live = BarAggregator::new(config(&[60, 3_600], 0, 10)).unwrap();
+    let mut bars = Vec::new();
+    // Watermark T0+245: the minute [T0+180, T0+240) is due and still open (240 + 10 > 245).
+    live.process_trade(&trade("IBM", "x", T0 + 245 * SEC, px("5"), qty("1"), 1));
+    live.process_trade(&trade("IBM", "a", T0 + 195 * SEC, px("1"), qty("1"), 2));
+    // Same key, event time in a minute already final (60 + 10 <= 245) but in the open hour.
+    let resent = trade("IBM", "a", T0 + 5 * SEC, px("2"), qty("1"), 3);
+    assert_eq!(
+        live.process_trade(&resent),
+        Disposition::Late { intervals: 1 }
+    );
+    assert_eq!(live.held_trades(), 3, "x shared; a's two versions");
+    assert_eq!(live.held_fills(), 4);
+
+    let json = serde_json::to_string(&live.snapshot()).unwrap();
+    let mut restored = BarAggregator::new(config(&[60, 3_600], 0, 10)).unwrap();
+    restored
+        .restore(serde_json::from_str(&json).unwrap())
+        .unwrap();
+    assert_eq!(serde_json::to_string(&restored.snapshot()).unwrap(), json);
+    assert_eq!(restored.held_trades(), 3, "a restore shares x again");
+
+    let bust = edit(TradeAction::Cancel, "a-bust", "a", T0 + 246 * SEC, 0, 0, 4);
+    let mut outputs = Vec::new();
+    for agg in [&mut live, &mut restored] {
+        let mut out = agg.drain(0);
+        assert_eq!(
+            latest(&out.bars, 60, minute).low,
+            Some(px("1")),
+            "v1 in 1 m"
+        );
+        assert_eq!(latest(&out.bars, 60, minute).trade_count, 1);
+        // The hour is not due yet: v2 replaced v1 there.
+        assert_eq!(agg.process_trade(&bust), Disposition::Applied);
+        agg.flush_all();
+        let rest = agg.drain(1);
+        out.bars.extend(rest.bars);
+        out.late.extend(rest.late);
+        assert_eq!(
+            latest(&out.bars, 60, minute).trade_count,
+            0,
+            "bust removed v1"
+        );
+        let hour_bar = latest(&out.bars, 3_600, hour);
+        assert_eq!(
+            (hour_bar.trade_count, hour_bar.low),
+            (1, Some(px("5"))),
+            "bust removed v2, which had replaced v1"
+        );
+        assert_eq!(agg.held_trades(), 0, "flush releases every trade");
+        outputs.push(out);
+    }
+    bars.extend(outputs[0].bars.clone());
+    assert_eq!(outputs[0], outputs[1], "restored state behaves the same");
+    assert!(!bars.is_empty());
 }
