@@ -509,6 +509,12 @@ impl BarAggregator {
 
     /// Take one L2 trade (any action). Its effects come out of the next [`Self::drain`].
     pub fn process_trade(&mut self, trade: &TradeRow) -> Disposition {
+        self.process_ordered(trade, FillOrder::of(trade))
+    }
+
+    /// [`Self::process_trade`] with the trade's order already made: the curator makes it once
+    /// for the bars and the news windows, which then share its key.
+    pub(crate) fn process_ordered(&mut self, trade: &TradeRow, order: FillOrder) -> Disposition {
         if !self.dedupe.admit(&trade.lineage, &trade.trade_key) {
             self.stats.duplicates_skipped += 1;
             return Disposition::Duplicate;
@@ -521,7 +527,7 @@ impl BarAggregator {
             self.symbol = SharedStr::from(trade.symbol.as_str());
         }
         let incoming = Incoming {
-            order: FillOrder::of(trade),
+            order,
             px: Px::of(trade),
             symbol: self.symbol.clone(),
         };

@@ -77,17 +77,6 @@ impl FillOrder {
             trade_key: SharedStr::from(trade.trade_key.as_str()),
         }
     }
-
-    /// The smallest order at `event_time_ns`: `range(at(a)..at(b))` is every fill in `[a, b)`.
-    pub fn at(event_time_ns: i64) -> Self {
-        FillOrder {
-            event_time_ns,
-            received_at_ns: i64::MIN,
-            raw_partition: i32::MIN,
-            raw_offset: i64::MIN,
-            trade_key: SharedStr::default(),
-        }
-    }
 }
 
 /// Price (`PRICE_SCALE`) and quantity (`QTY_SCALE`) of a held trade.
@@ -116,16 +105,6 @@ pub(crate) struct Fill {
 }
 
 pub(crate) type Fills = BTreeMap<FillOrder, Px>;
-
-pub(crate) fn to_fills(fills: &Fills) -> Vec<Fill> {
-    fills
-        .iter()
-        .map(|(order, px)| Fill {
-            order: order.clone(),
-            px: *px,
-        })
-        .collect()
-}
 
 /// OHLCV, notional and VWAP of trades added in [`FillOrder`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -248,17 +227,5 @@ mod tests {
         assert_eq!(divide_half_away(5, 3), Some(2));
         assert_eq!(divide_half_away(4, 3), Some(1));
         assert_eq!(divide_half_away(1, 0), None);
-    }
-
-    #[test]
-    fn fill_order_brackets_every_tie_at_an_event_time() {
-        let order = FillOrder {
-            event_time_ns: 5,
-            received_at_ns: i64::MIN,
-            raw_partition: i32::MIN,
-            raw_offset: i64::MIN,
-            trade_key: "a".into(),
-        };
-        assert!(FillOrder::at(5) <= order && order < FillOrder::at(6));
     }
 }

@@ -35,11 +35,15 @@ use marketlake_schemas::l3::{AnchorSource, NewsTradeWindowRow, WindowSide};
 use serde::{Deserialize, Serialize};
 
 use crate::dedupe::OffsetDedupe;
-use crate::fill::{simple_return, to_fills, Fill, FillOrder, Fills, Px, SharedStr, Summary};
+use crate::fill::{simple_return, Fill, FillOrder, Px, SharedStr, Summary};
 use crate::watermark::{Watermark, WatermarkState};
 use crate::{
     secs_to_ns, validate_durations, CurateError, Disposition, Result, NS_PER_SEC, STATE_VERSION,
 };
+
+mod history;
+
+use history::TradeHistory;
 
 /// `[curate.news_windows]` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,8 +133,9 @@ pub struct NewsTradeWindows {
     keep_ns: i64,
     watermark: Watermark,
     dedupe: OffsetDedupe,
-    history: BTreeMap<SharedStr, Fills>,
-    index: HashMap<SharedStr, (SharedStr, FillOrder)>,
+    history: BTreeMap<SharedStr, TradeHistory>,
+    /// Trade key → where the trade is: its symbol and event time.
+    index: HashMap<SharedStr, (SharedStr, i64)>,
     /// Trades before this have been (or would have been) evicted.
     horizon_ns: i64,
     pending: BTreeMap<PendingKey, PendingWindow>,
@@ -211,6 +216,12 @@ impl NewsTradeWindows {
 
     /// Take one L2 trade into the history; it moves the watermark.
     pub fn process_trade(&mut self, trade: &TradeRow) -> Disposition {
+        self.process_ordered(trade, FillOrder::of(trade))
+    }
+
+    /// [`Self::process_trade`] with the trade's order already made (see
+    /// [`crate::BarAggregator`]'s twin).
+    pub(crate) fn process_ordered(&mut self, trade: &TradeRow, order: FillOrder) -> Disposition {
         if !self.dedupe.admit(&trade.lineage, &trade.trade_key) {
             self.stats.duplicates_skipped += 1;
             return Disposition::Duplicate;
@@ -226,7 +237,7 @@ impl NewsTradeWindows {
             }
         }
         if trade.action != TradeAction::Cancel {
-            self.insert(trade);
+            self.insert(trade, order);
         }
         if let Some((_, new)) = self.watermark.observe(trade.event_time_ns) {
             self.on_advance(new);
@@ -308,29 +319,31 @@ impl NewsTradeWindows {
         rows
     }
 
-    fn insert(&mut self, trade: &TradeRow) {
+    fn insert(&mut self, trade: &TradeRow, order: FillOrder) {
         if trade.event_time_ns < self.horizon_ns {
             self.stats.trades_before_horizon += 1;
             return;
         }
         self.remove(&trade.trade_key);
-        let order = FillOrder::of(trade);
         let symbol = match self.history.get_key_value(trade.symbol.as_str()) {
             Some((symbol, _)) => symbol.clone(),
             None => SharedStr::from(trade.symbol.as_str()),
         };
+        self.index.insert(
+            order.trade_key.clone(),
+            (symbol.clone(), order.event_time_ns),
+        );
         self.history
-            .entry(symbol.clone())
+            .entry(symbol)
             .or_default()
-            .insert(order.clone(), Px::of(trade));
-        self.index.insert(order.trade_key.clone(), (symbol, order));
+            .insert(order, Px::of(trade));
     }
 
     fn remove(&mut self, trade_key: &str) -> Option<Px> {
-        let (symbol, order) = self.index.remove(trade_key)?;
-        let fills = self.history.get_mut(&symbol)?;
-        let px = fills.remove(&order);
-        if fills.is_empty() {
+        let (symbol, event_time_ns) = self.index.remove(trade_key)?;
+        let trades = self.history.get_mut(&symbol)?;
+        let px = trades.remove(trade_key, event_time_ns);
+        if trades.is_empty() {
             self.history.remove(&symbol);
         }
         px
@@ -356,20 +369,13 @@ impl NewsTradeWindows {
     }
 
     fn evict(&mut self) {
-        let cut = FillOrder::at(self.horizon_ns);
         let mut emptied = Vec::new();
-        for (symbol, fills) in &mut self.history {
-            if fills
-                .first_key_value()
-                .is_some_and(|(first, _)| *first < cut)
-            {
-                let kept = fills.split_off(&cut);
-                for order in std::mem::replace(fills, kept).into_keys() {
-                    self.index.remove(&order.trade_key);
-                }
-                if fills.is_empty() {
-                    emptied.push(symbol.clone());
-                }
+        for (symbol, trades) in &mut self.history {
+            trades.evict_before(self.horizon_ns, |order| {
+                self.index.remove(&order.trade_key);
+            });
+            if trades.is_empty() {
+                emptied.push(symbol.clone());
             }
         }
         for symbol in emptied {
@@ -379,11 +385,7 @@ impl NewsTradeWindows {
 
     fn compute(&self, window: &PendingWindow, watermark: i64) -> NewsTradeWindowRow {
         let s = match self.history.get(window.ticker.as_str()) {
-            Some(fills) if window.window_start_ns < window.window_end_ns => {
-                Summary::of(fills.range(
-                    FillOrder::at(window.window_start_ns)..FillOrder::at(window.window_end_ns),
-                ))
-            }
+            Some(trades) => Summary::of(trades.range(window.window_start_ns, window.window_end_ns)),
             _ => Summary::default(),
         };
         NewsTradeWindowRow {
@@ -423,9 +425,9 @@ impl NewsTradeWindows {
             history: self
                 .history
                 .iter()
-                .map(|(symbol, fills)| SymbolHistory {
+                .map(|(symbol, trades)| SymbolHistory {
                     symbol: symbol.to_string(),
-                    fills: to_fills(fills),
+                    fills: trades.iter().cloned().collect(),
                 })
                 .collect(),
             pending: self.pending.values().cloned().collect(),
@@ -455,8 +457,16 @@ impl NewsTradeWindows {
             let symbol = SharedStr::from(symbol);
             let held = self.history.entry(symbol.clone()).or_default();
             for Fill { order, px } in fills {
-                self.index
-                    .insert(order.trade_key.clone(), (symbol.clone(), order.clone()));
+                let previous = self.index.insert(
+                    order.trade_key.clone(),
+                    (symbol.clone(), order.event_time_ns),
+                );
+                if previous.is_some() {
+                    return Err(CurateError::State(format!(
+                        "trade {} is held twice in the news windows' history",
+                        &*order.trade_key
+                    )));
+                }
                 held.insert(order, px);
             }
         }

@@ -13,6 +13,7 @@ use marketlake_schemas::l2::{NewsRow, TradeRow};
 use marketlake_schemas::l3::{BarRow, LateRecordRow, NewsTradeWindowRow};
 use serde::{Deserialize, Serialize};
 
+use crate::fill::FillOrder;
 use crate::{
     AggregatorState, BarAggregator, BarConfig, CurateError, Disposition, NewsTradeWindows,
     NewsWindowConfig, NewsWindowsState, Result,
@@ -142,10 +143,14 @@ impl CurateState {
     /// One enriched trade: into its symbol's bars and its symbol's trade history. The
     /// disposition is the bars' (replays are skipped by both).
     pub fn apply_trade(&mut self, trade: &TradeRow) -> Result<Disposition> {
-        let disposition = self.bars_of(&trade.symbol)?.process_trade(trade);
+        let order = FillOrder::of(trade);
+        let disposition = self
+            .bars_of(&trade.symbol)?
+            .process_ordered(trade, order.clone());
         // Every symbol keeps its recent trades: news about it may come later and asks for the
         // trading before its published time.
-        self.windows_of(&trade.symbol)?.process_trade(trade);
+        self.windows_of(&trade.symbol)?
+            .process_ordered(trade, order);
         Ok(disposition)
     }
 

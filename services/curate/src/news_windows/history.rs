@@ -1,0 +1,157 @@
+//! One symbol's recent trades for the news windows: in [`FillOrder`], bucketed by event-time
+//! second.
+//!
+//! The history is the largest thing curation holds (by default 76 minutes of every symbol's
+//! trades). An ordered map of single trades cost about 120 bytes a trade in half-full tree nodes
+//! (trades arrive nearly in order, and an ordered map split at the right edge leaves its nodes
+//! half full). Here each second's trades are one sorted `Vec`: an insert is a binary search and
+//! nearly always a push (out-of-order trades move at most one second's trades of one symbol),
+//! a window is a run of whole seconds plus two trimmed ends, and eviction drops whole seconds.
+
+use std::collections::BTreeMap;
+
+use crate::fill::{Fill, FillOrder, Px};
+use crate::NS_PER_SEC;
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct TradeHistory {
+    /// Event-time second → that second's trades, sorted by [`FillOrder`].
+    seconds: BTreeMap<i64, Vec<Fill>>,
+}
+
+fn second_of(event_time_ns: i64) -> i64 {
+    event_time_ns.div_euclid(NS_PER_SEC)
+}
+
+impl TradeHistory {
+    pub fn is_empty(&self) -> bool {
+        self.seconds.is_empty()
+    }
+
+    /// Add a trade (its key must not be held: the caller removes a previous version first).
+    pub fn insert(&mut self, order: FillOrder, px: Px) {
+        let trades = self
+            .seconds
+            .entry(second_of(order.event_time_ns))
+            .or_default();
+        let at = trades.partition_point(|held| held.order < order);
+        trades.insert(at, Fill { order, px });
+    }
+
+    /// Remove the trade `trade_key` at `event_time_ns`; its price and quantity if it was held.
+    pub fn remove(&mut self, trade_key: &str, event_time_ns: i64) -> Option<Px> {
+        let second = second_of(event_time_ns);
+        let trades = self.seconds.get_mut(&second)?;
+        let at = trades.iter().position(|held| {
+            held.order.event_time_ns == event_time_ns && &*held.order.trade_key == trade_key
+        })?;
+        let removed = trades.remove(at);
+        if trades.is_empty() {
+            self.seconds.remove(&second);
+        }
+        Some(removed.px)
+    }
+
+    /// Drop every trade before `horizon_ns`, calling `dropped` with each.
+    pub fn evict_before(&mut self, horizon_ns: i64, mut dropped: impl FnMut(&FillOrder)) {
+        let cut = second_of(horizon_ns);
+        while let Some(entry) = self.seconds.first_entry() {
+            if *entry.key() < cut {
+                for held in entry.remove() {
+                    dropped(&held.order);
+                }
+                continue;
+            }
+            // The horizon's own second: trim its head (none when the horizon is a whole second).
+            if *entry.key() == cut {
+                let trades = entry.into_mut();
+                let keep_from =
+                    trades.partition_point(|held| held.order.event_time_ns < horizon_ns);
+                for held in trades.drain(..keep_from) {
+                    dropped(&held.order);
+                }
+                if trades.is_empty() {
+                    self.seconds.remove(&cut);
+                }
+            }
+            break;
+        }
+    }
+
+    /// The trades in `[start_ns, end_ns)`, in [`FillOrder`].
+    pub fn range(&self, start_ns: i64, end_ns: i64) -> impl Iterator<Item = (&FillOrder, &Px)> {
+        let seconds = if start_ns < end_ns {
+            self.seconds
+                .range(second_of(start_ns)..=second_of(end_ns.saturating_sub(1)))
+        } else {
+            // An empty range of seconds (the map's own empty range for `start > end`).
+            self.seconds.range(1..1)
+        };
+        seconds
+            .flat_map(|(_, trades)| trades.iter())
+            .filter(move |held| (start_ns..end_ns).contains(&held.order.event_time_ns))
+            .map(|held| (&held.order, &held.px))
+    }
+
+    /// Every trade, in [`FillOrder`] (for snapshots).
+    pub fn iter(&self) -> impl Iterator<Item = &Fill> {
+        self.seconds.values().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(key: &str, t: i64) -> FillOrder {
+        FillOrder {
+            event_time_ns: t,
+            received_at_ns: 0,
+            raw_partition: 0,
+            raw_offset: 0,
+            trade_key: key.into(),
+        }
+    }
+
+    fn keys<'a>(fills: impl Iterator<Item = (&'a FillOrder, &'a Px)>) -> Vec<String> {
+        fills.map(|(o, _)| o.trade_key.to_string()).collect()
+    }
+
+    #[test]
+    fn keeps_fill_order_across_seconds_and_out_of_order_inserts() {
+        let mut h = TradeHistory::default();
+        let s = NS_PER_SEC;
+        for (key, t) in [
+            ("c", 2 * s + 5),
+            ("a", s),
+            ("d", 3 * s),
+            ("b", 2 * s + 1),
+            ("b0", 2 * s + 1),
+        ] {
+            h.insert(
+                order(key, t),
+                Px {
+                    price: 1,
+                    quantity: 1,
+                },
+            );
+        }
+        let all: Vec<String> = h.iter().map(|f| f.order.trade_key.to_string()).collect();
+        assert_eq!(all, ["a", "b", "b0", "c", "d"]);
+        assert_eq!(keys(h.range(2 * s + 1, 3 * s)), ["b", "b0", "c"]);
+        assert_eq!(keys(h.range(2 * s + 2, 3 * s + 1)), ["c", "d"]);
+        assert!(keys(h.range(3 * s, 3 * s)).is_empty());
+        assert!(keys(h.range(4 * s, s)).is_empty());
+
+        assert_eq!(h.remove("b", 2 * s + 1).map(|p| p.price), Some(1));
+        assert_eq!(h.remove("b", 2 * s + 1), None);
+        assert_eq!(h.remove("a", 2 * s), None, "a is held at another time");
+
+        let mut dropped = Vec::new();
+        h.evict_before(2 * s + 3, |o| dropped.push(o.trade_key.to_string()));
+        assert_eq!(dropped, ["a", "b0"]);
+        assert_eq!(keys(h.range(i64::MIN, i64::MAX)), ["c", "d"]);
+        h.evict_before(10 * s, |_| {});
+        assert!(h.is_empty());
+    }
+}
