@@ -258,6 +258,31 @@ async fn bundled_samples_land_in_l1_exactly() -> Result<()> {
         "{lag}"
     );
 
+    // Curation writes its counters and what it holds (for /metrics) when it stops.
+    let curate = std::fs::read_to_string(lake.lake_config().root.join("_metrics/curate.prom"))
+        .with_context(|| lake.log("up-2.log"))?;
+    let value = |series: &str| -> Option<f64> {
+        curate
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    assert!(
+        value("marketlake_curate_cycle").is_some_and(|c| c > 0.0),
+        "the second run resumed the first one's cycles: {curate}"
+    );
+    for series in [
+        "marketlake_curate_held_trades{state=\"bars\"}",
+        "marketlake_curate_held_trades{state=\"news_history\"}",
+        "marketlake_curate_open_windows{kind=\"bar\"}",
+        "marketlake_curate_records_total{kind=\"trade\"}",
+    ] {
+        assert!(value(series).is_some(), "{series} missing: {curate}");
+    }
+    assert!(
+        value("marketlake_curate_held_trades{state=\"news_history\"}").is_some_and(|n| n > 0.0),
+        "the resumed state holds the samples' recent trades: {curate}"
+    );
+
     other_engines_read_the_same_rows(&lake, &first)?;
     enriched_and_curated(&lake, &expected_quarantine).await
 }

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::persist::{CompactionPolicy, Curator, StateStore};
-use crate::state::{CycleEnd, Outbox};
+use crate::state::{CycleEnd, Outbox, StateSizes};
 use crate::{BarConfig, CurateError, NewsWindowConfig};
 
 /// The `txn` app id prefix of this service.
@@ -65,6 +65,9 @@ pub struct CurateSettings {
     /// saves of the whole state; every cycle that consumed records now journals just those
     /// records, which costs little enough to do every cycle.
     pub state_every_secs: u64,
+    /// Where curation's counters and state sizes are written as Prometheus text
+    /// (textfile-collector format, every 5 s), relative to the lake root when relative.
+    pub metrics_file: PathBuf,
     pub bars: BarConfig,
     pub news_windows: NewsWindowConfig,
 }
@@ -77,6 +80,7 @@ impl Default for CurateSettings {
             idle_advance_secs: 10,
             state_dir: PathBuf::from("_state/curate"),
             state_every_secs: 30,
+            metrics_file: PathBuf::from("_metrics/curate.prom"),
             bars: BarConfig::default(),
             news_windows: NewsWindowConfig::default(),
         }
@@ -171,6 +175,76 @@ pub struct CurateReport {
     pub bar_closes: Vec<(i64, i64)>,
 }
 
+const METRICS_EVERY: Duration = Duration::from_secs(5);
+
+/// The textfile [`Curate::write_metrics`] writes.
+fn metrics_text(report: &CurateReport, sizes: &StateSizes, cycle: i64) -> String {
+    let mut text = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            text.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    metric(
+        "marketlake_curate_records_total",
+        "counter",
+        "Enriched records curated since start (replays included).",
+        &[
+            ("{kind=\"trade\"}", report.trades),
+            ("{kind=\"news\"}", report.news),
+        ],
+    );
+    metric(
+        "marketlake_curate_duplicates_total",
+        "counter",
+        "Replayed records skipped by raw position since start.",
+        &[("", report.duplicates)],
+    );
+    metric(
+        "marketlake_curate_rows_total",
+        "counter",
+        "Rows committed to the L3 tables since start.",
+        &[
+            ("{table=\"bars\"}", report.bars),
+            ("{table=\"late_records\"}", report.late),
+            ("{table=\"news_trade_windows\"}", report.windows),
+        ],
+    );
+    metric(
+        "marketlake_curate_cycle",
+        "gauge",
+        "The curator's last journaled cycle.",
+        &[("", u64::try_from(cycle).unwrap_or(0))],
+    );
+    metric(
+        "marketlake_curate_held_trades",
+        "gauge",
+        "Trades held in memory: by the open bar windows (once for every interval) and by the news windows' history. Curation's memory grows with these.",
+        &[
+            ("{state=\"bars\"}", count(sizes.bar_trades)),
+            ("{state=\"news_history\"}", count(sizes.history_trades)),
+        ],
+    );
+    metric(
+        "marketlake_curate_open_windows",
+        "gauge",
+        "Bar windows not yet final, and news windows waiting for the watermark.",
+        &[
+            ("{kind=\"bar\"}", count(sizes.open_bar_windows)),
+            ("{kind=\"news\"}", count(sizes.pending_news_windows)),
+        ],
+    );
+    metric(
+        "marketlake_curate_symbols",
+        "gauge",
+        "Symbols with bar state.",
+        &[("", count(sizes.symbols))],
+    );
+    text
+}
+
 fn partition_label(key: &PartitionKey) -> String {
     format!("{}:{}", key.topic, key.partition)
 }
@@ -215,6 +289,7 @@ struct Curate {
     store: StateStore,
     report: CurateReport,
     last_record: Instant,
+    last_metrics: Option<Instant>,
 }
 
 impl Curate {
@@ -269,7 +344,32 @@ impl Curate {
         // Encoding and fdatasync block (briefly: the entry is this cycle's input): keep them off
         // the async workers' hot path.
         tokio::task::block_in_place(|| self.store.append(&entry, &self.curator))?;
-        self.commit_outbox(entry.cycle(), entry.outbox()).await
+        self.commit_outbox(entry.cycle(), entry.outbox()).await?;
+        self.write_metrics(false);
+        Ok(())
+    }
+
+    /// Counters and state sizes as Prometheus text, at most every 5 s unless `force`. The held
+    /// trades are what curation's memory grows with (README, *Limits*): watch them.
+    fn write_metrics(&mut self, force: bool) {
+        if !force
+            && self
+                .last_metrics
+                .is_some_and(|t| t.elapsed() < METRICS_EVERY)
+        {
+            return;
+        }
+        self.last_metrics = Some(Instant::now());
+        let file =
+            marketlake_lake::textfile::metrics_path(&self.job.lake, &self.job.curate.metrics_file);
+        let text = metrics_text(
+            &self.report,
+            &self.curator.state().sizes(),
+            self.curator.cycle(),
+        );
+        if let Err(e) = marketlake_lake::textfile::write_textfile(&file, &text) {
+            tracing::warn!(path = %file.display(), error = %e, "could not write curation metrics");
+        }
     }
 
     /// Commit the outbox of `cycle` to every table that does not hold that cycle yet.
@@ -447,6 +547,7 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
         store,
         report: CurateReport::default(),
         last_record: Instant::now(),
+        last_metrics: None,
     };
     if cycle > 0 {
         // The crash may have fallen between the journal entry and the commits: finish them.
@@ -492,6 +593,7 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
     // A compaction still running finishes under the lock (its snapshot is then the next
     // start's base); waiting costs at most one snapshot write.
     tokio::task::block_in_place(|| curate.store.finish_compaction())?;
+    curate.write_metrics(true);
     curate.report.elapsed = started.elapsed();
     drop(lock);
     Ok(curate.report)

@@ -51,6 +51,20 @@ pub struct CycleEnd {
     pub now_ns: i64,
 }
 
+/// What [`CurateState::sizes`] counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSizes {
+    /// Symbols with a bar aggregator.
+    pub symbols: usize,
+    /// Trades the bar windows hold (each once, whatever the number of intervals holding it).
+    pub bar_trades: usize,
+    pub open_bar_windows: usize,
+    /// Trades the news windows' histories hold.
+    pub history_trades: usize,
+    /// News windows registered and waiting for the watermark.
+    pub pending_news_windows: usize,
+}
+
 /// Every open window of the curator, keyed by symbol (bars) and ticker (news windows).
 #[derive(Debug, Clone)]
 pub struct CurateState {
@@ -111,13 +125,27 @@ impl CurateState {
     /// Distinct trades stored: the bars' stores (each trade once for all its intervals) plus
     /// the news histories. What curation's memory grows with.
     pub fn held_trades(&self) -> usize {
-        let bars: usize = self.bars.values().map(BarAggregator::held_trades).sum();
-        let news: usize = self
-            .windows
-            .values()
-            .map(NewsTradeWindows::held_trades)
-            .sum();
-        bars + news
+        let sizes = self.sizes();
+        sizes.bar_trades + sizes.history_trades
+    }
+
+    /// How much the state holds, for metrics (a walk over the symbols, each O(1)).
+    pub fn sizes(&self) -> StateSizes {
+        StateSizes {
+            symbols: self.bars.len(),
+            bar_trades: self.bars.values().map(BarAggregator::held_trades).sum(),
+            open_bar_windows: self.bars.values().map(BarAggregator::open_windows).sum(),
+            history_trades: self
+                .windows
+                .values()
+                .map(NewsTradeWindows::held_trades)
+                .sum(),
+            pending_news_windows: self
+                .windows
+                .values()
+                .map(NewsTradeWindows::pending_windows)
+                .sum(),
+        }
     }
 
     fn bars_of(&mut self, symbol: &str) -> Result<&mut BarAggregator> {

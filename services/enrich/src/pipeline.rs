@@ -615,24 +615,14 @@ impl Enrich {
             return;
         }
         self.last_metrics = Instant::now();
-        let path = if self.job.enrich.metrics_file.is_absolute() {
-            self.job.enrich.metrics_file.clone()
-        } else {
-            self.job.lake.root.join(&self.job.enrich.metrics_file)
-        };
+        let path =
+            marketlake_lake::textfile::metrics_path(&self.job.lake, &self.job.enrich.metrics_file);
         let mut text = self.enricher.rules().prometheus_text();
         text.push_str(&format!(
             "# HELP marketlake_enrich_records_total Raw records enriched.\n# TYPE marketlake_enrich_records_total counter\nmarketlake_enrich_records_total {}\n",
             self.report.raw_records
         ));
-        // Write-then-rename so a scraper never reads half a file.
-        let tmp = path.with_extension("prom.tmp");
-        let written = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&tmp, text))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
+        if let Err(e) = marketlake_lake::textfile::write_textfile(&path, &text) {
             tracing::warn!(path = %path.display(), error = %e, "could not write enrichment metrics");
         }
     }

@@ -19,6 +19,7 @@ pub mod read;
 pub mod scan;
 pub mod sink;
 pub mod spec;
+pub mod textfile;
 
 pub use deltalake::arrow::datatypes::Schema;
 pub use deltalake::arrow::record_batch::RecordBatch;

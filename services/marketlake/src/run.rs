@@ -291,15 +291,7 @@ async fn report_lag(config: Config, stop: CancellationToken) {
                 ));
             }
         }
-        let written = (|| -> std::io::Result<()> {
-            if let Some(dir) = file.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let partial = file.with_extension("prom.partial");
-            std::fs::write(&partial, &text)?;
-            std::fs::rename(&partial, &file)
-        })();
-        if let Err(e) = written {
+        if let Err(e) = marketlake_lake::textfile::write_textfile(&file, &text) {
             tracing::warn!(error = %e, file = %file.display(), "could not write consumer lag");
         }
     }
