@@ -297,6 +297,14 @@ impl IntervalState {
             return;
         };
         window.live = window.live.saturating_sub(1);
+        // Handles of removed trades wait for the next firing to be dropped; a window edited
+        // again and again before it fires (corrections of old trades) drops them here instead,
+        // so it never holds more than about twice its trades.
+        if window.members.len() > 2 * window.live + 16 {
+            window
+                .members
+                .retain(|&member| held.get(member, self.position).is_some());
+        }
         if window.live == 0 && window.emitted_revision.is_none() {
             // Never shown to anyone: nothing to retract.
             self.windows.remove(&key);
@@ -701,12 +709,25 @@ impl BarAggregator {
                 symbol = SharedStr::from(w.symbol);
             }
             let key = (w.window_start_ns, symbol.clone());
+            if interval.windows.contains_key(&key) {
+                return Err(CurateError::State(format!(
+                    "the {} s bar of {} at {} is in the state twice",
+                    w.interval_secs, &*symbol, w.window_start_ns
+                )));
+            }
             let mut window = Window {
                 members: Vec::with_capacity(w.fills.len()),
                 live: 0,
                 emitted_revision: w.emitted_revision,
             };
             for Fill { order, px } in w.fills {
+                // A trade is found again by its event time's window: it must be in that one.
+                if interval.start_of(order.event_time_ns) != w.window_start_ns {
+                    return Err(CurateError::State(format!(
+                        "trade {} at {} is held by the {} s bar at {}, not its own",
+                        &*order.trade_key, order.event_time_ns, w.interval_secs, w.window_start_ns
+                    )));
+                }
                 if held.find(&order.trade_key, interval.position).is_some() {
                     return Err(CurateError::State(format!(
                         "trade {} is held twice by the {} s bars",

@@ -199,7 +199,7 @@ fn metrics_text(report: &CurateReport, sizes: &StateSizes, cycle: i64) -> String
     metric(
         "marketlake_curate_duplicates_total",
         "counter",
-        "Replayed records skipped by raw position since start.",
+        "Replayed trades skipped by raw position since start.",
         &[("", report.duplicates)],
     );
     metric(
@@ -221,7 +221,7 @@ fn metrics_text(report: &CurateReport, sizes: &StateSizes, cycle: i64) -> String
     metric(
         "marketlake_curate_held_trades",
         "gauge",
-        "Trades held in memory: by the open bar windows (once for every interval) and by the news windows' history. Curation's memory grows with these.",
+        "Trades held in memory by the open bar windows (each once, however many intervals hold it) and by the news windows' history. Curation's memory grows with these.",
         &[
             ("{state=\"bars\"}", count(sizes.bar_trades)),
             ("{state=\"news_history\"}", count(sizes.history_trades)),
@@ -344,9 +344,7 @@ impl Curate {
         // Encoding and fdatasync block (briefly: the entry is this cycle's input): keep them off
         // the async workers' hot path.
         tokio::task::block_in_place(|| self.store.append(&entry, &self.curator))?;
-        self.commit_outbox(entry.cycle(), entry.outbox()).await?;
-        self.write_metrics(false);
-        Ok(())
+        self.commit_outbox(entry.cycle(), entry.outbox()).await
     }
 
     /// Counters and state sizes as Prometheus text, at most every 5 s unless `force`. The held
@@ -367,7 +365,9 @@ impl Curate {
             &self.curator.state().sizes(),
             self.curator.cycle(),
         );
-        if let Err(e) = marketlake_lake::textfile::write_textfile(&file, &text) {
+        if let Err(e) =
+            tokio::task::block_in_place(|| marketlake_lake::textfile::write_textfile(&file, &text))
+        {
             tracing::warn!(path = %file.display(), error = %e, "could not write curation metrics");
         }
     }
@@ -579,6 +579,8 @@ pub async fn run(job: CurateJob, shutdown: CancellationToken) -> PResult<CurateR
         if last_cycle.elapsed() >= interval {
             last_cycle = Instant::now();
             curate.cycle(false).await?;
+            // Also while idle: the gauges then say the state is idle, not what it was.
+            curate.write_metrics(false);
         }
         if curate.job.until_caught_up && last_drain_check.elapsed() >= Duration::from_millis(250) {
             last_drain_check = Instant::now();

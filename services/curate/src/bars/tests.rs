@@ -805,3 +805,62 @@ fn a_resent_trade_late_for_one_interval_replaces_it_only_where_on_time() {
     assert_eq!(outputs[0], outputs[1], "restored state behaves the same");
     assert!(!bars.is_empty());
 }
+
+/// A window edited again and again before it fires (each correction replacing the last) keeps
+/// a bounded list of handles, not one per edit.
+#[test]
+fn repeated_corrections_before_a_window_fires_keep_its_handles_bounded() {
+    let mut agg = BarAggregator::new(config(&[60, 3_600], 0, 10)).unwrap();
+    agg.process_trade(&trade("IBM", "k0", T0 + 5 * SEC, px("1"), qty("1"), 0));
+    for i in 1..2_000 {
+        let correction = edit(
+            TradeAction::Correct,
+            &format!("k{i}"),
+            &format!("k{}", i - 1),
+            T0 + 5 * SEC,
+            px("1") + i,
+            qty("1"),
+            i,
+        );
+        assert_eq!(agg.process_trade(&correction), Disposition::Applied);
+    }
+    assert_eq!(agg.held_trades(), 1);
+    for interval in &agg.intervals {
+        for window in interval.windows.values() {
+            assert_eq!(window.live, 1);
+            assert!(window.members.len() <= 2 + 16, "{}", window.members.len());
+        }
+    }
+    agg.flush_all();
+    let out = agg.drain(0);
+    let last = out.bars.iter().find(|b| b.interval_secs == 60).unwrap();
+    assert_eq!((last.trade_count, last.close), (1, Some(px("1") + 1_999)));
+}
+
+/// A damaged snapshot is refused rather than restored into a state that could not find its
+/// trades again: a trade outside its window, a window listed twice.
+#[test]
+fn restore_refuses_a_trade_outside_its_window_and_a_window_listed_twice() {
+    let mut agg = BarAggregator::new(config(&[60], 0, 10)).unwrap();
+    agg.process_trade(&trade("IBM", "a", T0 + 5 * SEC, px("1"), qty("1"), 1));
+    agg.process_trade(&trade("IBM", "b", T0 + 65 * SEC, px("1"), qty("1"), 2));
+    let good = serde_json::to_value(agg.snapshot()).unwrap();
+    let restore = |state: serde_json::Value| {
+        let mut fresh = BarAggregator::new(config(&[60], 0, 10)).unwrap();
+        fresh
+            .restore(serde_json::from_value(state).unwrap())
+            .map_err(|e| e.to_string())
+    };
+    assert!(restore(good.clone()).is_ok());
+
+    let mut moved = good.clone();
+    moved["windows"][0]["fills"][0]["event_time_ns"] = (T0 + 70 * SEC).into();
+    let err = restore(moved).unwrap_err();
+    assert!(err.contains("not its own"), "{err}");
+
+    let mut twice = good.clone();
+    let first = twice["windows"][0].clone();
+    twice["windows"][1] = first;
+    let err = restore(twice).unwrap_err();
+    assert!(err.contains("twice"), "{err}");
+}

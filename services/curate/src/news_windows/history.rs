@@ -42,9 +42,14 @@ impl TradeHistory {
     pub fn remove(&mut self, trade_key: &str, event_time_ns: i64) -> Option<Px> {
         let second = second_of(event_time_ns);
         let trades = self.seconds.get_mut(&second)?;
-        let at = trades.iter().position(|held| {
-            held.order.event_time_ns == event_time_ns && &*held.order.trade_key == trade_key
-        })?;
+        // Only the trades at exactly this event time are candidates (usually one).
+        let first = trades.partition_point(|held| held.order.event_time_ns < event_time_ns);
+        let at = first
+            + trades
+                .get(first..)?
+                .iter()
+                .take_while(|held| held.order.event_time_ns == event_time_ns)
+                .position(|held| &*held.order.trade_key == trade_key)?;
         let removed = trades.remove(at);
         if trades.is_empty() {
             self.seconds.remove(&second);
