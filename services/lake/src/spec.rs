@@ -4,6 +4,13 @@
 //! never rewritten; corrections are new rows), log and deleted-file retention of years (time
 //! travel keeps working for the whole retention period), and a checkpoint every
 //! `checkpoint_interval` commits so opening a long-lived table stays fast.
+//!
+//! The interval is short (20) because a streaming writer reads the log on every commit (the
+//! reload, the exactly-once offset check, the commit's own snapshot): each of those replays
+//! every JSON commit since the last checkpoint, so with 100 a table committing every second got
+//! slower minute by minute (L2 freshness at 40,000 records/s fell from 1.6 s to 19.6 s p99 over
+//! two minutes; with 20 it stayed under 1.9 s). The price is checkpoint files: one row per
+//! active file, about 2 KB each.
 
 use std::path::PathBuf;
 
@@ -36,7 +43,7 @@ impl Default for LakeConfig {
     fn default() -> Self {
         LakeConfig {
             root: PathBuf::from("lake"),
-            checkpoint_interval: 100,
+            checkpoint_interval: 20,
             // Seven years: the usual record-keeping horizon for trading records.
             log_retention_days: 2_557,
             deleted_file_retention_days: 2_557,
