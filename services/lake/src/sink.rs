@@ -15,6 +15,16 @@
 //! 3. on error, reload and look: our offsets stored means it landed; the old offsets mean retry
 //!    (bounded, with backoff); anything else is a conflict. Files written for a commit that did
 //!    not land are deleted so nothing ever reads them.
+//!
+//! **Stored offsets are cached.** delta-rs answers "the `txn` version of this app id" by
+//! replaying the log since the last checkpoint, every time; a commit asks once or twice per
+//! partition, so at one commit a second that replay was a growing share of every commit. The
+//! sink keeps the versions it has read as of one table version and, on every reload, reads
+//! just the commits added since (its own and other writers'), where the newest `txn` of an app
+//! id is its stored offset. Anything it cannot read that way (a missing commit file, a line it
+//! cannot parse, a jump of many versions) empties the cache and falls back to delta-rs.
+//! (Tables here never set `delta.setTransactionRetentionDuration`, under which delta-rs would
+//! forget old `txn`s; the cache does not apply it.)
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -99,6 +109,44 @@ pub struct ExactlyOnceSink {
     /// write without a dictionary (see [`crate::file_format`]): the values of keys, times and
     /// offsets rarely repeat, and a dictionary of them costs the writer and every narrow reader.
     properties: std::sync::OnceLock<WriterProperties>,
+    /// Stored offsets read so far (see the module documentation).
+    stored: std::sync::Mutex<StoredOffsets>,
+}
+
+/// `txn` versions by app id, valid as of table version `at`.
+#[derive(Debug, Default)]
+struct StoredOffsets {
+    at: Option<i64>,
+    by_app: HashMap<String, Option<i64>>,
+}
+
+/// More new commits than this at one reload: ask delta-rs again instead of reading them all.
+const MAX_COMMITS_READ: i64 = 1_000;
+
+/// The `txn` actions of one commit file (one JSON action per line); `None` if a line is not
+/// JSON (the caller then stops trusting its cache).
+fn commit_transactions(commit: &[u8]) -> Option<Vec<(String, i64)>> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        txn: Option<Txn>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Txn {
+        #[serde(rename = "appId")]
+        app_id: String,
+        version: i64,
+    }
+    let mut found = Vec::new();
+    for line in commit.split(|&b| b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let line: Line = serde_json::from_slice(line).ok()?;
+        if let Some(txn) = line.txn {
+            found.push((txn.app_id, txn.version));
+        }
+    }
+    Some(found)
 }
 
 impl ExactlyOnceSink {
@@ -112,6 +160,7 @@ impl ExactlyOnceSink {
             target_file_size: config.target_file_size_mb.saturating_mul(1024 * 1024),
             commits: 0,
             properties: std::sync::OnceLock::new(),
+            stored: std::sync::Mutex::new(StoredOffsets::default()),
         })
     }
 
@@ -140,18 +189,82 @@ impl ExactlyOnceSink {
     /// Reload the table to its latest version.
     pub async fn refresh(&mut self) -> Result<()> {
         let name = self.table_name();
-        self.table.update_state().await.map_err(delta_error(&name))
+        self.table
+            .update_state()
+            .await
+            .map_err(delta_error(&name))?;
+        self.catch_up_stored().await;
+        Ok(())
+    }
+
+    /// Bring the stored-offset cache to the loaded version by reading the commits added since.
+    async fn catch_up_stored(&mut self) {
+        let now = self.version();
+        let at = match self.stored.get_mut() {
+            Ok(cache) => cache.at,
+            Err(poisoned) => poisoned.into_inner().at,
+        };
+        let mut learned = Vec::new();
+        let caught_up = match (at, now) {
+            (Some(at), Some(now)) if at <= now && now - at <= MAX_COMMITS_READ => {
+                let mut complete = true;
+                for version in at + 1..=now {
+                    let Ok(version) = u64::try_from(version) else {
+                        complete = false;
+                        break;
+                    };
+                    let read = self.table.log_store().read_commit_entry(version).await;
+                    match read.ok().flatten().as_deref().and_then(commit_transactions) {
+                        Some(found) => learned.extend(found),
+                        None => {
+                            complete = false;
+                            break;
+                        }
+                    }
+                }
+                complete
+            }
+            _ => false,
+        };
+        let cache = match self.stored.get_mut() {
+            Ok(cache) => cache,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if caught_up {
+            // In commit order, so the newest `txn` of an app id wins.
+            for (app_id, version) in learned {
+                cache.by_app.insert(app_id, Some(version));
+            }
+        } else {
+            // Part of the new commits unread: what they changed is unknown.
+            cache.by_app.clear();
+        }
+        cache.at = now;
     }
 
     /// The last offset stored for a partition in the loaded version.
     pub async fn stored_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
         let name = self.table_name();
         let app_id = self.app_id(topic, partition);
+        let now = self.version();
+        if let Ok(cache) = self.stored.lock() {
+            if cache.at.is_some() && cache.at == now {
+                if let Some(&stored) = cache.by_app.get(&app_id) {
+                    return Ok(stored);
+                }
+            }
+        }
         let snapshot = self.table.snapshot().map_err(delta_error(&name))?;
-        snapshot
-            .transaction_version(self.table.log_store().as_ref(), app_id)
+        let stored = snapshot
+            .transaction_version(self.table.log_store().as_ref(), app_id.as_str())
             .await
-            .map_err(delta_error(&name))
+            .map_err(delta_error(&name))?;
+        if let Ok(mut cache) = self.stored.lock() {
+            if cache.at.is_some() && cache.at == now {
+                cache.by_app.insert(app_id, stored);
+            }
+        }
+        Ok(stored)
     }
 
     /// Reload, then read the stored offsets of several partitions.
@@ -365,10 +478,7 @@ impl ExactlyOnceSink {
                 Ok(finalized) => {
                     self.commits += 1;
                     let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
-                    self.table
-                        .update_state()
-                        .await
-                        .map_err(delta_error(&name))?;
+                    self.refresh().await?;
                     return Ok(CommitOutcome::Committed { version });
                 }
                 Err(e) => {
@@ -427,6 +537,89 @@ mod tests {
 
     /// A batch of one date goes to delta-rs pre-partitioned, one of several dates through its
     /// own split; either way every row lands in its own date's partition.
+    /// The cache of stored offsets follows other writers' commits (it reads every commit added
+    /// since it last looked), so a stale writer is still refused.
+    #[tokio::test]
+    async fn stored_offsets_follow_commits_of_other_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LakeConfig {
+            root: dir.path().to_path_buf(),
+            ..LakeConfig::default()
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("trade_date", DataType::Utf8, false),
+        ]));
+        let spec = TableSpec {
+            name: L2_QUARANTINE,
+            schema: schema.clone(),
+            partition_columns: vec!["trade_date".into()],
+            description: "test",
+        };
+        let advance = |from: Option<i64>, to: i64, partition: i32| OffsetAdvance {
+            topic: "t".into(),
+            partition,
+            from,
+            to,
+        };
+        let batch = || dated_batch(&schema, &[(1, "2026-01-05")]);
+        let mut a = ExactlyOnceSink::open(&config, spec.clone(), "s")
+            .await
+            .unwrap();
+        let mut b = ExactlyOnceSink::open(&config, spec, "s").await.unwrap();
+        // Both have read (and cached) partition 0 as empty.
+        a.refresh().await.unwrap();
+        b.refresh().await.unwrap();
+        assert_eq!(a.stored_offset("t", 0).await.unwrap(), None);
+        assert_eq!(b.stored_offset("t", 0).await.unwrap(), None);
+        for (from, to) in [(None, 5), (Some(5), 9)] {
+            let outcome = a.commit(batch(), &[advance(from, to, 0)]).await.unwrap();
+            assert!(matches!(outcome, CommitOutcome::Committed { .. }));
+        }
+        assert_eq!(a.stored_offset("t", 0).await.unwrap(), Some(9));
+        // B built a buffer on "nothing stored": refused, and it now sees A's offset.
+        let outcome = b.commit(batch(), &[advance(None, 3, 0)]).await.unwrap();
+        assert!(
+            matches!(
+                outcome,
+                CommitOutcome::Conflict {
+                    stored: Some(9),
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
+        assert_eq!(b.stored_offset("t", 0).await.unwrap(), Some(9));
+        assert_eq!(b.stored_offset("t", 1).await.unwrap(), None);
+        // A commit of B on another partition, then A sees both.
+        let outcome = b.commit(batch(), &[advance(None, 4, 1)]).await.unwrap();
+        assert!(matches!(outcome, CommitOutcome::Committed { .. }));
+        a.refresh().await.unwrap();
+        assert_eq!(a.stored_offset("t", 1).await.unwrap(), Some(4));
+        assert_eq!(a.stored_offset("t", 0).await.unwrap(), Some(9));
+        // The cache agrees with delta-rs's own answer.
+        let fresh = ExactlyOnceSink::open(&config, a.spec.clone(), "s")
+            .await
+            .unwrap();
+        assert_eq!(fresh.stored_offset("t", 0).await.unwrap(), Some(9));
+        assert_eq!(fresh.stored_offset("t", 1).await.unwrap(), Some(4));
+    }
+
+    #[test]
+    fn commit_transactions_reads_txn_lines_and_refuses_garbage() {
+        let commit = br#"{"commitInfo":{"timestamp":1}}
+{"txn":{"appId":"s:t:0","version":7,"lastUpdated":1}}
+{"add":{"path":"a.parquet","size":1}}
+{"txn":{"appId":"s:t:1","version":3}}
+"#;
+        assert_eq!(
+            commit_transactions(commit),
+            Some(vec![("s:t:0".to_string(), 7), ("s:t:1".to_string(), 3)])
+        );
+        assert_eq!(commit_transactions(b"{\"txn\":"), None);
+        assert_eq!(commit_transactions(b"\n\n"), Some(vec![]));
+    }
+
     #[tokio::test]
     async fn one_date_and_mixed_date_batches_land_in_their_partitions() {
         let dir = tempfile::tempdir().unwrap();
