@@ -27,6 +27,7 @@
 //! forget old `txn`s; the cache does not apply it.)
 
 use std::collections::HashMap;
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use deltalake::arrow::array::{Array, StringArray};
@@ -120,8 +121,9 @@ struct StoredOffsets {
     by_app: HashMap<String, Option<i64>>,
 }
 
-/// More new commits than this at one reload: ask delta-rs again instead of reading them all.
-const MAX_COMMITS_READ: i64 = 1_000;
+/// More new commits than this at one reload (a sink that sat idle while others wrote): ask
+/// delta-rs again, which replays at most a checkpoint interval, instead of reading each one.
+const MAX_COMMITS_READ: i64 = 64;
 
 /// The `txn` actions of one commit file (one JSON action per line); `None` if a line is not
 /// JSON (the caller then stops trusting its cache).
@@ -200,10 +202,11 @@ impl ExactlyOnceSink {
     /// Bring the stored-offset cache to the loaded version by reading the commits added since.
     async fn catch_up_stored(&mut self) {
         let now = self.version();
-        let at = match self.stored.get_mut() {
-            Ok(cache) => cache.at,
-            Err(poisoned) => poisoned.into_inner().at,
-        };
+        let at = self
+            .stored
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .at;
         let mut learned = Vec::new();
         let caught_up = match (at, now) {
             (Some(at), Some(now)) if at <= now && now - at <= MAX_COMMITS_READ => {
@@ -226,10 +229,10 @@ impl ExactlyOnceSink {
             }
             _ => false,
         };
-        let cache = match self.stored.get_mut() {
-            Ok(cache) => cache,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let cache = self
+            .stored
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
         if caught_up {
             // In commit order, so the newest `txn` of an app id wins.
             for (app_id, version) in learned {
@@ -247,7 +250,9 @@ impl ExactlyOnceSink {
         let name = self.table_name();
         let app_id = self.app_id(topic, partition);
         let now = self.version();
-        if let Ok(cache) = self.stored.lock() {
+        {
+            // Nothing panics while it is held, and the map is valid whatever a panic left.
+            let cache = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
             if cache.at.is_some() && cache.at == now {
                 if let Some(&stored) = cache.by_app.get(&app_id) {
                     return Ok(stored);
@@ -259,10 +264,9 @@ impl ExactlyOnceSink {
             .transaction_version(self.table.log_store().as_ref(), app_id.as_str())
             .await
             .map_err(delta_error(&name))?;
-        if let Ok(mut cache) = self.stored.lock() {
-            if cache.at.is_some() && cache.at == now {
-                cache.by_app.insert(app_id, stored);
-            }
+        let mut cache = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.at.is_some() && cache.at == now {
+            cache.by_app.insert(app_id, stored);
         }
         Ok(stored)
     }
@@ -535,15 +539,10 @@ mod tests {
             .unwrap()
     }
 
-    /// A batch of one date goes to delta-rs pre-partitioned, one of several dates through its
-    /// own split; either way every row lands in its own date's partition.
-    /// The cache of stored offsets follows other writers' commits (it reads every commit added
-    /// since it last looked), so a stale writer is still refused.
-    #[tokio::test]
-    async fn stored_offsets_follow_commits_of_other_writers() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A table of `(n, trade_date)` partitioned by date, under `root`.
+    fn dated_table(root: &std::path::Path) -> (LakeConfig, Arc<Schema>, TableSpec) {
         let config = LakeConfig {
-            root: dir.path().to_path_buf(),
+            root: root.to_path_buf(),
             ..LakeConfig::default()
         };
         let schema = Arc::new(Schema::new(vec![
@@ -556,6 +555,15 @@ mod tests {
             partition_columns: vec!["trade_date".into()],
             description: "test",
         };
+        (config, schema, spec)
+    }
+
+    /// The cache of stored offsets follows other writers' commits (it reads every commit added
+    /// since it last looked), so a stale writer is still refused.
+    #[tokio::test]
+    async fn stored_offsets_follow_commits_of_other_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, schema, spec) = dated_table(dir.path());
         let advance = |from: Option<i64>, to: i64, partition: i32| OffsetAdvance {
             topic: "t".into(),
             partition,
@@ -620,23 +628,12 @@ mod tests {
         assert_eq!(commit_transactions(b"\n\n"), Some(vec![]));
     }
 
+    /// A batch of one date goes to delta-rs pre-partitioned, one of several dates through its
+    /// own split; either way every row lands in its own date's partition.
     #[tokio::test]
     async fn one_date_and_mixed_date_batches_land_in_their_partitions() {
         let dir = tempfile::tempdir().unwrap();
-        let config = LakeConfig {
-            root: dir.path().to_path_buf(),
-            ..LakeConfig::default()
-        };
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("n", DataType::Int64, false),
-            Field::new("trade_date", DataType::Utf8, false),
-        ]));
-        let spec = TableSpec {
-            name: L2_QUARANTINE,
-            schema: schema.clone(),
-            partition_columns: vec!["trade_date".into()],
-            description: "test",
-        };
+        let (config, schema, spec) = dated_table(dir.path());
         let one_date = dated_batch(&schema, &[(1, "2026-01-05"), (2, "2026-01-05")]);
         let mixed = dated_batch(
             &schema,
