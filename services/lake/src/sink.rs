@@ -112,6 +112,8 @@ pub struct ExactlyOnceSink {
     properties: std::sync::OnceLock<WriterProperties>,
     /// Stored offsets read so far (see the module documentation).
     stored: std::sync::Mutex<StoredOffsets>,
+    /// Stored offsets asked of delta-rs (cache misses), for tests.
+    offset_scans: std::sync::atomic::AtomicU64,
 }
 
 /// `txn` versions by app id, valid as of table version `at`.
@@ -163,6 +165,7 @@ impl ExactlyOnceSink {
             commits: 0,
             properties: std::sync::OnceLock::new(),
             stored: std::sync::Mutex::new(StoredOffsets::default()),
+            offset_scans: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -260,6 +263,8 @@ impl ExactlyOnceSink {
             }
         }
         let snapshot = self.table.snapshot().map_err(delta_error(&name))?;
+        self.offset_scans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let stored = snapshot
             .transaction_version(self.table.log_store().as_ref(), app_id.as_str())
             .await
@@ -585,6 +590,13 @@ mod tests {
             assert!(matches!(outcome, CommitOutcome::Committed { .. }));
         }
         assert_eq!(a.stored_offset("t", 0).await.unwrap(), Some(9));
+        let scans =
+            |sink: &ExactlyOnceSink| sink.offset_scans.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            scans(&a),
+            1,
+            "after the first lookup, A's own commits answer from the cache"
+        );
         // B built a buffer on "nothing stored": refused, and it now sees A's offset.
         let outcome = b.commit(batch(), &[advance(None, 3, 0)]).await.unwrap();
         assert!(
@@ -598,6 +610,7 @@ mod tests {
             "{outcome:?}"
         );
         assert_eq!(b.stored_offset("t", 0).await.unwrap(), Some(9));
+        assert_eq!(scans(&b), 1, "B learned A's offsets from A's commits");
         assert_eq!(b.stored_offset("t", 1).await.unwrap(), None);
         // A commit of B on another partition, then A sees both.
         let outcome = b.commit(batch(), &[advance(None, 4, 1)]).await.unwrap();
