@@ -159,7 +159,7 @@ type WindowKey = (i64, SharedStr);
 #[derive(Debug, Clone, Default)]
 struct Window {
     /// Handles to the window's trades in [`HeldTrades`], in arrival order; handles of trades
-    /// since removed stay until the window next fires (they are skipped, then dropped).
+    /// since removed are skipped, and dropped once they are as many as the live ones.
     members: Vec<Member>,
     /// Trades this window holds now.
     live: usize,
@@ -168,10 +168,8 @@ struct Window {
 }
 
 impl Window {
-    /// The window's trades in [`FillOrder`], dropping the handles of removed ones.
-    fn fills<'a>(&mut self, held: &'a HeldTrades, position: usize) -> Vec<(&'a FillOrder, &'a Px)> {
-        self.members
-            .retain(|&member| held.get(member, position).is_some());
+    /// The window's trades in [`FillOrder`] (handles of removed ones skipped).
+    fn fills<'a>(&self, held: &'a HeldTrades, position: usize) -> Vec<(&'a FillOrder, &'a Px)> {
         let mut fills: Vec<(&FillOrder, &Px)> = self
             .members
             .iter()
@@ -232,16 +230,13 @@ impl IntervalState {
         let start = self.start_of(trade.event_time_ns);
         let original = match trade.action {
             TradeAction::New => None,
-            TradeAction::Correct | TradeAction::Cancel => {
-                match trade
+            TradeAction::Correct | TradeAction::Cancel => Some(
+                trade
                     .supersedes
                     .as_deref()
                     .and_then(|key| held.find(key, self.position))
-                {
-                    Some(member) => Some(member),
-                    None => return Err(LateReason::OriginalNotOpen),
-                }
-            }
+                    .ok_or(LateReason::OriginalNotOpen)?,
+            ),
         };
         let inserts = trade.action != TradeAction::Cancel;
         if inserts && self.is_final(start, final_through_ns) {
@@ -297,9 +292,8 @@ impl IntervalState {
             return;
         };
         window.live = window.live.saturating_sub(1);
-        // Handles of removed trades wait for the next firing to be dropped; a window edited
-        // again and again before it fires (corrections of old trades) drops them here instead,
-        // so it never holds more than about twice its trades.
+        // Handles of removed trades are dropped once they outnumber the live ones, so a window
+        // edited again and again (corrections of old trades) holds about twice its trades.
         if window.members.len() > 2 * window.live + 16 {
             window
                 .members
@@ -375,17 +369,14 @@ impl IntervalState {
 
     /// The window's trades as a snapshot stores them, in [`FillOrder`].
     fn snapshot_fills(&self, window: &Window, held: &HeldTrades) -> Vec<Fill> {
-        let mut fills: Vec<Fill> = window
-            .members
-            .iter()
-            .filter_map(|&member| held.get(member, self.position))
-            .map(|(order, px, _)| Fill {
+        window
+            .fills(held, self.position)
+            .into_iter()
+            .map(|(order, px)| Fill {
                 order: order.clone(),
                 px: *px,
             })
-            .collect();
-        fills.sort_by(|a, b| a.order.cmp(&b.order));
-        fills
+            .collect()
     }
 }
 

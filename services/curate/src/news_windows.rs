@@ -369,18 +369,14 @@ impl NewsTradeWindows {
     }
 
     fn evict(&mut self) {
-        let mut emptied = Vec::new();
-        for (symbol, trades) in &mut self.history {
-            trades.evict_before(self.horizon_ns, |order| {
-                self.index.remove(&order.trade_key);
+        let index = &mut self.index;
+        let horizon_ns = self.horizon_ns;
+        self.history.retain(|_, trades| {
+            trades.evict_before(horizon_ns, |order| {
+                index.remove(&order.trade_key);
             });
-            if trades.is_empty() {
-                emptied.push(symbol.clone());
-            }
-        }
-        for symbol in emptied {
-            self.history.remove(&symbol);
-        }
+            !trades.is_empty()
+        });
     }
 
     fn compute(&self, window: &PendingWindow, watermark: i64) -> NewsTradeWindowRow {

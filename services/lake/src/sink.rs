@@ -123,6 +123,13 @@ struct StoredOffsets {
     by_app: HashMap<String, Option<i64>>,
 }
 
+impl StoredOffsets {
+    /// The cache describes table version `version`.
+    fn holds(&self, version: Option<i64>) -> bool {
+        self.at.is_some() && self.at == version
+    }
+}
+
 /// More new commits than this at one reload (a sink that sat idle while others wrote): ask
 /// delta-rs again, which replays at most a checkpoint interval, instead of reading each one.
 const MAX_COMMITS_READ: i64 = 64;
@@ -210,42 +217,44 @@ impl ExactlyOnceSink {
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .at;
-        let mut learned = Vec::new();
-        let caught_up = match (at, now) {
+        let learned = match (at, now) {
             (Some(at), Some(now)) if at <= now && now - at <= MAX_COMMITS_READ => {
-                let mut complete = true;
-                for version in at + 1..=now {
-                    let Ok(version) = u64::try_from(version) else {
-                        complete = false;
-                        break;
-                    };
-                    let read = self.table.log_store().read_commit_entry(version).await;
-                    match read.ok().flatten().as_deref().and_then(commit_transactions) {
-                        Some(found) => learned.extend(found),
-                        None => {
-                            complete = false;
-                            break;
-                        }
-                    }
-                }
-                complete
+                self.transactions_between(at, now).await
             }
-            _ => false,
+            _ => None,
         };
         let cache = self
             .stored
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner);
-        if caught_up {
+        match learned {
             // In commit order, so the newest `txn` of an app id wins.
-            for (app_id, version) in learned {
-                cache.by_app.insert(app_id, Some(version));
-            }
-        } else {
+            Some(learned) => cache.by_app.extend(
+                learned
+                    .into_iter()
+                    .map(|(app, version)| (app, Some(version))),
+            ),
             // Part of the new commits unread: what they changed is unknown.
-            cache.by_app.clear();
+            None => cache.by_app.clear(),
         }
         cache.at = now;
+    }
+
+    /// The `txn` actions of commits `after + 1 ..= upto`, in commit order; `None` if any of them
+    /// cannot be read.
+    async fn transactions_between(&self, after: i64, upto: i64) -> Option<Vec<(String, i64)>> {
+        let mut found = Vec::new();
+        for version in after + 1..=upto {
+            let version = u64::try_from(version).ok()?;
+            let commit = self
+                .table
+                .log_store()
+                .read_commit_entry(version)
+                .await
+                .ok()??;
+            found.extend(commit_transactions(&commit)?);
+        }
+        Some(found)
     }
 
     /// The last offset stored for a partition in the loaded version.
@@ -256,7 +265,7 @@ impl ExactlyOnceSink {
         {
             // Nothing panics while it is held, and the map is valid whatever a panic left.
             let cache = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
-            if cache.at.is_some() && cache.at == now {
+            if cache.holds(now) {
                 if let Some(&stored) = cache.by_app.get(&app_id) {
                     return Ok(stored);
                 }
@@ -270,7 +279,7 @@ impl ExactlyOnceSink {
             .await
             .map_err(delta_error(&name))?;
         let mut cache = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.at.is_some() && cache.at == now {
+        if cache.holds(now) {
             cache.by_app.insert(app_id, stored);
         }
         Ok(stored)

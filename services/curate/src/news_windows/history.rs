@@ -85,14 +85,14 @@ impl TradeHistory {
 
     /// The trades in `[start_ns, end_ns)`, in [`FillOrder`].
     pub fn range(&self, start_ns: i64, end_ns: i64) -> impl Iterator<Item = (&FillOrder, &Px)> {
-        let seconds = if start_ns < end_ns {
-            self.seconds
-                .range(second_of(start_ns)..=second_of(end_ns.saturating_sub(1)))
-        } else {
-            // An empty range of seconds (the map's own empty range for `start > end`).
-            self.seconds.range(1..1)
-        };
-        seconds
+        // No seconds at all for an empty range (`range` refuses `start > end`).
+        (start_ns < end_ns)
+            .then(|| {
+                self.seconds
+                    .range(second_of(start_ns)..=second_of(end_ns.saturating_sub(1)))
+            })
+            .into_iter()
+            .flatten()
             .flat_map(|(_, trades)| trades.iter())
             .filter(move |held| (start_ns..end_ns).contains(&held.order.event_time_ns))
             .map(|held| (&held.order, &held.px))
