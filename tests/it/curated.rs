@@ -440,6 +440,176 @@ async fn enriched_rows_are_published_before_their_l2_commit() -> Result<()> {
     Ok(())
 }
 
+/// Another writer stores offsets in `l2.trades` while enrichment holds rows built on older
+/// ones (a member that lost its partitions without knowing): enrichment's commit is refused,
+/// it drops what it buffered and restarts every partition from what the tables hold. At the
+/// end `l2.trades` has each fill once, except the ones the other writer claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_refused_for_another_writers_offsets_drops_and_rereads_what_built_on_it(
+) -> Result<()> {
+    let _heavy = HEAVY.lock().await;
+    const FIRST: i64 = 2_000;
+    /// Also the batch size: each pass over the topic commits once, at its end.
+    const ALL: i64 = 3_000;
+    /// The other writer claims the busiest raw.trades partition up to this offset.
+    const CLAIMED_UP_TO: i64 = 99;
+    let lake = Lake::new(LakeOptions {
+        // Commits only when every record is buffered.
+        extra_toml: format!("[enrich]\ncommit_interval_ms = 600000\noffsets_commit_secs = 3600\nmax_batch_records = {ALL}\nreference_files = []\n"),
+        ..LakeOptions::default()
+    })?;
+    let kafka = lake.kafka_config(3);
+    create_topics(&kafka).await?;
+    let producer = RawProducer::new(&kafka)?;
+    for i in 0..FIRST {
+        producer.publish(fill_record(i)).await?;
+    }
+    producer.flush_deliveries().await?;
+
+    let mut enrich = lake.spawn(&["enrich"], "enrich.log")?;
+    let watched = async {
+        let started = Instant::now();
+        // Enrichment has read the stored offsets (none) and buffered the first fills once they
+        // are on the enriched topic.
+        let mut reader = loop {
+            match VerifiedConsumer::assign(
+                &kafka,
+                "test-enriched-reader",
+                &[TOPIC_ENRICHED_TRADES],
+                |_| None,
+            )
+            .await
+            {
+                Ok(reader) => break reader,
+                Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                    bail!("{TOPIC_ENRICHED_TRADES} not readable 30 s after enrich started: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
+        let mut published = BTreeSet::new();
+        let mut per_partition: BTreeMap<i32, usize> = BTreeMap::new();
+        while (published.len() as i64) < FIRST {
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!(
+                    "only {} of {FIRST} fills published after 60 s",
+                    published.len()
+                );
+            }
+            if let Polled::Record(records) =
+                reader.poll_batch(Duration::from_millis(200), 1_000).await?
+            {
+                for record in records {
+                    let row: TradeRow = serde_json::from_slice(&record.payload)?;
+                    if published.insert(row.trade_key) {
+                        *per_partition.entry(row.lineage.raw_partition).or_default() += 1;
+                    }
+                }
+            }
+        }
+        // Fills go to partitions by symbol: the busiest has at least a third of them.
+        let claimed_partition = per_partition
+            .iter()
+            .max_by_key(|(_, count)| **count)
+            .map(|(partition, _)| *partition)
+            .context("no partition")?;
+        // The other writer stores that partition's offsets up to CLAIMED_UP_TO.
+        let spec = marketlake_enrich::pipeline::l2_specs()
+            .into_iter()
+            .find(|spec| spec.name == L2_TRADES)
+            .context("l2.trades spec")?;
+        let mut other = marketlake_lake::ExactlyOnceSink::open(
+            &lake.lake_config(),
+            spec,
+            marketlake_enrich::pipeline::SINK_NAME,
+        )
+        .await?;
+        let claimed = other
+            .commit(
+                marketlake_schemas::l2::trades_batch(&[], marketlake_schemas::now_utc_ns())?,
+                &[marketlake_lake::OffsetAdvance {
+                    topic: TOPIC_RAW_TRADES.into(),
+                    partition: claimed_partition,
+                    from: None,
+                    to: CLAIMED_UP_TO,
+                }],
+            )
+            .await?;
+        if !matches!(claimed, marketlake_lake::CommitOutcome::Committed { .. }) {
+            bail!("the other writer's commit was refused: {claimed:?}");
+        }
+        // More fills push enrichment past its batch size: its commit is refused.
+        for i in FIRST..ALL {
+            producer.publish(fill_record(i)).await?;
+        }
+        producer.flush_deliveries().await?;
+        let log_deadline = Instant::now() + Duration::from_secs(60);
+        while !lake.log("enrich.log").contains("re-seeking") {
+            if Instant::now() > log_deadline {
+                bail!("enrichment never reported the refused commit");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The second pass over the topic commits once all of it is buffered again.
+        let rows_deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let rows: usize = table_batches(&lake, L2_TRADES)
+                .await?
+                .iter()
+                .map(|b| b.num_rows())
+                .sum();
+            if rows > 0 {
+                break;
+            }
+            if Instant::now() > rows_deadline {
+                bail!("nothing committed to l2.trades 60 s after the re-seek");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(claimed_partition)
+    }
+    .await;
+    let claimed_partition = match watched {
+        Ok(partition) => partition,
+        Err(e) => {
+            sigkill(&mut enrich);
+            bail!("{e}\n--- enrich.log\n{}", lake.log("enrich.log"));
+        }
+    };
+    sigint(&enrich);
+    let stopped = wait_output(enrich, Duration::from_secs(60))?;
+    if !stopped.status.success() {
+        bail!("enrich did not stop cleanly:\n{}", lake.log("enrich.log"));
+    }
+    let mut seen = BTreeSet::new();
+    let mut rows = 0_usize;
+    for batch in table_batches(&lake, L2_TRADES).await? {
+        let partitions = batch
+            .column_by_name("raw_partition")
+            .and_then(|c| c.as_any().downcast_ref::<Int32Array>())
+            .context("raw_partition column")?;
+        let offsets = i64_column(&batch, "raw_offset")?;
+        for row in 0..batch.num_rows() {
+            let at = (partitions.value(row), offsets.value(row));
+            assert!(
+                !(at.0 == claimed_partition && at.1 <= CLAIMED_UP_TO),
+                "raw.trades[{claimed_partition}] offset {} is in l2.trades though the other writer claimed it",
+                at.1
+            );
+            assert!(seen.insert(at), "raw record {at:?} in l2.trades twice");
+            rows += 1;
+        }
+    }
+    // raw.trades holds exactly ALL records; all but the claimed ones are in, once.
+    assert_eq!(
+        i64::try_from(rows)?,
+        ALL - (CLAIMED_UP_TO + 1),
+        "l2.trades rows\n--- enrich.log\n{}",
+        lake.log("enrich.log")
+    );
+    Ok(())
+}
+
 /// Back-fills (`--until-caught-up`) while another member of the service's group holds some of
 /// the partitions: enrichment waits for them instead of ending on the part it was given, and
 /// curation, whose windows span every partition, reads them all without a group. Both used to
