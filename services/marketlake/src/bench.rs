@@ -120,6 +120,96 @@ pub(crate) fn write_fix_file(path: &Path, records: u64) -> anyhow::Result<u64> {
 
 pub(crate) struct PrivateBroker(Child);
 
+impl PrivateBroker {
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat` (`"self"` for this
+/// process); NaN where that cannot be read.
+pub(crate) fn process_cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    // Clock ticks are 1/100 s on every Linux this runs on (USER_HZ).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Machine-wide CPU time from the first line of `/proc/stat`, in clock ticks:
+/// `(idle + iowait, steal, total)`.
+fn machine_ticks() -> Option<(f64, f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let values: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let at = |i: usize| values.get(i).copied().unwrap_or(0.0);
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let total: f64 = (0..8).map(at).sum();
+    Some((at(3) + at(4), at(7), total))
+}
+
+/// What the machine was doing while a figure was measured: the cores this process and the
+/// broker used, and the share of the machine left idle or taken by the hypervisor (steal). A
+/// latency figure from a machine with no idle time left says "saturated", not "slow code".
+pub(crate) struct CpuConditions {
+    started: Instant,
+    this: f64,
+    broker: f64,
+    broker_pid: Option<u32>,
+    machine: Option<(f64, f64, f64)>,
+}
+
+impl CpuConditions {
+    pub(crate) fn start(broker_pid: Option<u32>) -> Self {
+        CpuConditions {
+            started: Instant::now(),
+            this: process_cpu_seconds("self"),
+            broker: broker_pid.map_or(f64::NAN, |pid| process_cpu_seconds(&pid.to_string())),
+            broker_pid,
+            machine: machine_ticks(),
+        }
+    }
+
+    /// One line: cores used by this process and the broker since `start`, machine idle and
+    /// steal shares.
+    pub(crate) fn summary(&self) -> String {
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-9);
+        let this = (process_cpu_seconds("self") - self.this) / seconds;
+        let broker = self.broker_pid.map_or(f64::NAN, |pid| {
+            (process_cpu_seconds(&pid.to_string()) - self.broker) / seconds
+        });
+        let (idle, steal) = match (self.machine, machine_ticks()) {
+            (Some((idle0, steal0, total0)), Some((idle1, steal1, total1))) if total1 > total0 => {
+                let total = total1 - total0;
+                (
+                    100.0 * (idle1 - idle0) / total,
+                    100.0 * (steal1 - steal0) / total,
+                )
+            }
+            _ => (f64::NAN, f64::NAN),
+        };
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        format!(
+            "this process {this:.2} cores, broker {broker:.2} cores; machine ({cores} cores) idle {idle:.0} %, steal {steal:.0} %"
+        )
+    }
+}
+
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
         let _ = self.0.kill();

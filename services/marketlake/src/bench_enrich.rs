@@ -21,7 +21,8 @@ use marketlake_schemas::names::{
 use tokio_util::sync::CancellationToken;
 
 use crate::bench::{
-    send_paced, start_dropcopy, start_private_broker, write_fix_file, DROPCOPY_SOURCE,
+    process_cpu_seconds, send_paced, start_dropcopy, start_private_broker, write_fix_file,
+    CpuConditions, DROPCOPY_SOURCE,
 };
 use crate::config::Config;
 
@@ -40,24 +41,9 @@ pub struct EnrichBenchArgs {
     seconds: u64,
 }
 
-/// CPU seconds this process has used (user + system), from /proc.
+/// CPU seconds this process has used (user + system).
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return f64::NAN;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
+    process_cpu_seconds("self")
 }
 
 fn quantile(values: &[i64], q: f64) -> f64 {
@@ -66,7 +52,7 @@ fn quantile(values: &[i64], q: f64) -> f64 {
 
 pub async fn run(config: Config, args: EnrichBenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (_broker, brokers) = start_private_broker(dir.path())?;
+    let (broker, brokers) = start_private_broker(dir.path())?;
     let kafka = KafkaConfig {
         brokers,
         partitions: args.partitions,
@@ -233,6 +219,7 @@ pub async fn run(config: Config, args: EnrichBenchArgs) -> anyhow::Result<()> {
                 *rate,
                 args.seconds,
                 dir.path(),
+                Some(broker.pid()),
             )
             .await?;
         }
@@ -288,6 +275,7 @@ async fn freshness(
     rate: u64,
     seconds: u64,
     dir: &std::path::Path,
+    broker_pid: Option<u32>,
 ) -> anyhow::Result<()> {
     let source_id = DROPCOPY_SOURCE;
     let stop = CancellationToken::new();
@@ -322,8 +310,10 @@ async fn freshness(
         stop.clone(),
     ));
     tokio::time::sleep(Duration::from_secs(4)).await;
+    let conditions = CpuConditions::start(broker_pid);
     let (sent, sending) =
         send_paced(&listen, rate, seconds, 20_000_000 + rate * 1_000, true).await?;
+    let conditions = conditions.summary();
     tokio::time::sleep(Duration::from_secs(6)).await;
     stop.cancel();
     let ingest = ingest.await??;
@@ -340,7 +330,7 @@ async fn freshness(
         .map(|(end, visible)| (visible - end - bound_ns) / 1_000)
         .collect();
     println!(
-        "\nfreshness at {rate} records/s for {:.1}s ({sent} sent; {} in L1, {} in l2.trades):\n  receipt → visible in l1.trades_raw: p50 {:.0} ms, p99 {:.0} ms\n  receipt → visible in l2.trades:    p50 {:.0} ms, p99 {:.0} ms\n  1-minute..1-hour bars fired: {}; fired (watermark passed, drained) → visible: p50 {:.0} ms, p99 {:.0} ms\n  window end + {}s allowance → bar visible (wall clock): p50 {:.0} ms, p99 {:.0} ms",
+        "\nfreshness at {rate} records/s for {:.1}s ({sent} sent; {} in L1, {} in l2.trades):\n  while sending: {conditions}\n  receipt → visible in l1.trades_raw: p50 {:.0} ms, p99 {:.0} ms\n  receipt → visible in l2.trades:    p50 {:.0} ms, p99 {:.0} ms\n  1-minute..1-hour bars fired: {}; fired (watermark passed, drained) → visible: p50 {:.0} ms, p99 {:.0} ms\n  window end + {}s allowance → bar visible (wall clock): p50 {:.0} ms, p99 {:.0} ms",
         sending.as_secs_f64(),
         ingest.records,
         enrich.trades,
