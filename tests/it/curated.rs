@@ -513,6 +513,15 @@ async fn a_commit_refused_for_another_writers_offsets_drops_and_rereads_what_bui
             .max_by_key(|(_, count)| **count)
             .map(|(partition, _)| *partition)
             .context("no partition")?;
+        // Nothing is committed yet (else the claim below would be refused, not enrichment).
+        let committed: usize = table_batches(&lake, L2_TRADES)
+            .await?
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        if committed > 0 {
+            bail!("enrichment committed {committed} rows before the other writer's claim");
+        }
         // The other writer stores that partition's offsets up to CLAIMED_UP_TO.
         let spec = marketlake_enrich::pipeline::l2_specs()
             .into_iter()

@@ -748,7 +748,7 @@ impl VerifiedConsumer {
             .iter()
             .filter(|(_, t)| {
                 let wait = if let Some(probe) = t.probe {
-                    // A seek is answered within a fetch round trip (fetch.wait.max.ms = 100);
+                    // A seek is answered within a fetch round trip (fetch.wait.max.ms = 50);
                     // waits at the start of the log back off for slow brokers.
                     PROBE_STEP_WAIT * (1u32 << probe.repeats.min(5))
                 } else {

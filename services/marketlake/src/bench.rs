@@ -203,7 +203,16 @@ impl CpuConditions {
             }
             _ => (f64::NAN, f64::NAN),
         };
-        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        // The CPUs `/proc/stat` covers (a CPU quota or affinity would make
+        // `available_parallelism` count fewer than the idle share is taken over).
+        let cores = std::fs::read_to_string("/proc/stat").map_or(0, |stat| {
+            stat.lines()
+                .filter(|line| {
+                    line.strip_prefix("cpu")
+                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                })
+                .count()
+        });
         format!(
             "this process {this:.2} cores, broker {broker:.2} cores; machine ({cores} cores) idle {idle:.0} %, steal {steal:.0} %"
         )
