@@ -242,11 +242,14 @@ impl Output {
     }
 
     fn see(&mut self, key: &PartitionKey, offset: i64) {
+        // Called for every record and table: look up before cloning the key (its topic name
+        // is a `String`), which only the first record of a partition in a batch needs.
+        if let Some(span) = self.spans.get_mut(key) {
+            span.1 = offset;
+            return;
+        }
         let stored = self.stored.get(key).copied().flatten();
-        self.spans
-            .entry(key.clone())
-            .and_modify(|span| span.1 = offset)
-            .or_insert((stored, offset));
+        self.spans.insert(key.clone(), (stored, offset));
     }
 
     fn advances(&self) -> Vec<OffsetAdvance> {
