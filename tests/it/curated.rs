@@ -352,6 +352,70 @@ async fn hold_partitions(
 /// Real-time consumers of `enriched.trades` get a row when it is enriched, not when the L2
 /// commit after it lands: with commits ten minutes apart, every fill is on the topic while
 /// `l2.trades` is still empty, and stopping enrichment then commits every one of them.
+/// End an enrichment process watched by a test: killed if the watch failed (the error carries
+/// its log), else stopped with SIGINT, which must end it cleanly within 60 s.
+fn stop_enrich<T>(lake: &Lake, mut enrich: std::process::Child, watched: Result<T>) -> Result<T> {
+    let value = match watched {
+        Ok(value) => value,
+        Err(e) => {
+            sigkill(&mut enrich);
+            bail!("{e}\n--- enrich.log\n{}", lake.log("enrich.log"));
+        }
+    };
+    sigint(&enrich);
+    let stopped = wait_output(enrich, Duration::from_secs(60))?;
+    if !stopped.status.success() {
+        bail!("enrich did not stop cleanly:\n{}", lake.log("enrich.log"));
+    }
+    Ok(value)
+}
+
+/// Wait until enrichment (started just before) has published `fills` distinct fills on
+/// `enriched.trades`: each fill's trade key → its raw partition. Enrichment creates the topic
+/// when it starts, so opening the reader is retried for 30 s; the fills get 60 s.
+async fn wait_for_enriched_fills(
+    kafka: &marketlake_kafka::KafkaConfig,
+    fills: i64,
+) -> Result<BTreeMap<String, i32>> {
+    let started = Instant::now();
+    let mut reader = loop {
+        match VerifiedConsumer::assign(
+            kafka,
+            "test-enriched-reader",
+            &[TOPIC_ENRICHED_TRADES],
+            |_| None,
+        )
+        .await
+        {
+            Ok(reader) => break reader,
+            Err(e) if started.elapsed() > Duration::from_secs(30) => {
+                bail!("{TOPIC_ENRICHED_TRADES} not readable 30 s after enrich started: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let mut published = BTreeMap::new();
+    while (published.len() as i64) < fills {
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "only {} of {fills} fills on {TOPIC_ENRICHED_TRADES} after 60 s",
+                published.len()
+            );
+        }
+        if let Polled::Record(records) =
+            reader.poll_batch(Duration::from_millis(200), 1_000).await?
+        {
+            for record in records {
+                let row: TradeRow = serde_json::from_slice(&record.payload)?;
+                published
+                    .entry(row.trade_key)
+                    .or_insert(row.lineage.raw_partition);
+            }
+        }
+    }
+    Ok(published)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enriched_rows_are_published_before_their_l2_commit() -> Result<()> {
     let _heavy = HEAVY.lock().await;
@@ -368,44 +432,10 @@ async fn enriched_rows_are_published_before_their_l2_commit() -> Result<()> {
     }
     producer.flush_deliveries().await?;
 
-    let mut enrich = lake.spawn(&["enrich"], "enrich.log")?;
+    let enrich = lake.spawn(&["enrich"], "enrich.log")?;
     // Every early return below kills enrichment first (a child is not killed on drop).
     let watched = async {
-        let started = Instant::now();
-        // Enrichment creates the enriched topics when it starts.
-        let mut reader = loop {
-            match VerifiedConsumer::assign(
-                &kafka,
-                "test-enriched-reader",
-                &[TOPIC_ENRICHED_TRADES],
-                |_| None,
-            )
-            .await
-            {
-                Ok(reader) => break reader,
-                Err(e) if started.elapsed() > Duration::from_secs(30) => {
-                    bail!("{TOPIC_ENRICHED_TRADES} not readable 30 s after enrich started: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        };
-        let mut published = BTreeSet::new();
-        while (published.len() as i64) < SOME_FILLS {
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!(
-                    "only {} of {SOME_FILLS} fills on {TOPIC_ENRICHED_TRADES} after 60 s",
-                    published.len()
-                );
-            }
-            if let Polled::Record(records) =
-                reader.poll_batch(Duration::from_millis(200), 1_000).await?
-            {
-                for record in records {
-                    let row: TradeRow = serde_json::from_slice(&record.payload)?;
-                    published.insert(row.trade_key);
-                }
-            }
-        }
+        wait_for_enriched_fills(&kafka, SOME_FILLS).await?;
         // Read strictly: enrichment created the table before consuming, so an error here is a
         // failure, not an empty table.
         let table = load_table(&lake.lake_config(), L2_TRADES, None).await?;
@@ -413,18 +443,7 @@ async fn enriched_rows_are_published_before_their_l2_commit() -> Result<()> {
         Ok(rows)
     }
     .await;
-    let committed_meanwhile = match watched {
-        Ok(rows) => rows,
-        Err(e) => {
-            sigkill(&mut enrich);
-            bail!("{e}\n--- enrich.log\n{}", lake.log("enrich.log"));
-        }
-    };
-    sigint(&enrich);
-    let stopped = wait_output(enrich, Duration::from_secs(60))?;
-    if !stopped.status.success() {
-        bail!("enrich did not stop cleanly:\n{}", lake.log("enrich.log"));
-    }
+    let committed_meanwhile = stop_enrich(&lake, enrich, watched)?;
     assert_eq!(
         committed_meanwhile, 0,
         "l2.trades already held rows: publishing was not shown to precede the commit"
@@ -466,46 +485,13 @@ async fn a_commit_refused_for_another_writers_offsets_drops_and_rereads_what_bui
     }
     producer.flush_deliveries().await?;
 
-    let mut enrich = lake.spawn(&["enrich"], "enrich.log")?;
+    let enrich = lake.spawn(&["enrich"], "enrich.log")?;
     let watched = async {
-        let started = Instant::now();
         // Enrichment has read the stored offsets (none) and buffered the first fills once they
         // are on the enriched topic.
-        let mut reader = loop {
-            match VerifiedConsumer::assign(
-                &kafka,
-                "test-enriched-reader",
-                &[TOPIC_ENRICHED_TRADES],
-                |_| None,
-            )
-            .await
-            {
-                Ok(reader) => break reader,
-                Err(e) if started.elapsed() > Duration::from_secs(30) => {
-                    bail!("{TOPIC_ENRICHED_TRADES} not readable 30 s after enrich started: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        };
-        let mut published = BTreeSet::new();
         let mut per_partition: BTreeMap<i32, usize> = BTreeMap::new();
-        while (published.len() as i64) < FIRST {
-            if started.elapsed() > Duration::from_secs(60) {
-                bail!(
-                    "only {} of {FIRST} fills published after 60 s",
-                    published.len()
-                );
-            }
-            if let Polled::Record(records) =
-                reader.poll_batch(Duration::from_millis(200), 1_000).await?
-            {
-                for record in records {
-                    let row: TradeRow = serde_json::from_slice(&record.payload)?;
-                    if published.insert(row.trade_key) {
-                        *per_partition.entry(row.lineage.raw_partition).or_default() += 1;
-                    }
-                }
-            }
+        for partition in wait_for_enriched_fills(&kafka, FIRST).await?.values() {
+            *per_partition.entry(*partition).or_default() += 1;
         }
         // Fills go to partitions by symbol: the busiest has at least a third of them.
         let claimed_partition = per_partition
@@ -578,18 +564,7 @@ async fn a_commit_refused_for_another_writers_offsets_drops_and_rereads_what_bui
         Ok(claimed_partition)
     }
     .await;
-    let claimed_partition = match watched {
-        Ok(partition) => partition,
-        Err(e) => {
-            sigkill(&mut enrich);
-            bail!("{e}\n--- enrich.log\n{}", lake.log("enrich.log"));
-        }
-    };
-    sigint(&enrich);
-    let stopped = wait_output(enrich, Duration::from_secs(60))?;
-    if !stopped.status.success() {
-        bail!("enrich did not stop cleanly:\n{}", lake.log("enrich.log"));
-    }
+    let claimed_partition = stop_enrich(&lake, enrich, watched)?;
     let mut seen = BTreeSet::new();
     let mut rows = 0_usize;
     for batch in table_batches(&lake, L2_TRADES).await? {
