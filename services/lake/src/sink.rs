@@ -240,6 +240,27 @@ impl ExactlyOnceSink {
         cache.at = now;
     }
 
+    /// This sink's commit at `version` stored `advances`: the cache moves onto it directly (it
+    /// was at the version the commit was built on, one before), so the reload after the commit
+    /// reads back only other writers' commits, not the one just written.
+    fn learn_own_commit(&mut self, version: i64, advances: &[OffsetAdvance]) {
+        let app_ids: Vec<String> = advances
+            .iter()
+            .map(|a| self.app_id(&a.topic, a.partition))
+            .collect();
+        let cache = self
+            .stored
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !cache.holds(version.checked_sub(1)) {
+            return;
+        }
+        for (app_id, advance) in app_ids.into_iter().zip(advances) {
+            cache.by_app.insert(app_id, Some(advance.to));
+        }
+        cache.at = Some(version);
+    }
+
     /// The `txn` actions of commits `after + 1 ..= upto`, in commit order; `None` if any of them
     /// cannot be read.
     async fn transactions_between(&self, after: i64, upto: i64) -> Option<Vec<(String, i64)>> {
@@ -496,6 +517,7 @@ impl ExactlyOnceSink {
                 Ok(finalized) => {
                     self.commits += 1;
                     let version = i64::try_from(finalized.version()).unwrap_or(i64::MAX);
+                    self.learn_own_commit(version, advances);
                     self.refresh().await?;
                     return Ok(CommitOutcome::Committed { version });
                 }

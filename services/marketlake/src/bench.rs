@@ -148,9 +148,27 @@ pub(crate) fn process_cpu_seconds(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Machine-wide CPU time from the first line of `/proc/stat`, in clock ticks:
-/// `(idle + iowait, steal, total)`.
-fn machine_ticks() -> Option<(f64, f64, f64)> {
+/// One field of `/proc/<pid>/status` (`"self"` for this process), in the kB it is given in;
+/// `None` where that cannot be read.
+pub(crate) fn proc_status_kb(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Machine-wide CPU time from `/proc/stat`, in clock ticks.
+#[derive(Debug, Clone, Copy)]
+struct MachineTicks {
+    /// idle + iowait.
+    idle: f64,
+    steal: f64,
+    total: f64,
+    /// The CPUs these ticks cover (one `cpuN` line each; a CPU quota or affinity would make
+    /// `available_parallelism` count fewer).
+    cpus: usize,
+}
+
+fn machine_ticks() -> Option<MachineTicks> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
     let values: Vec<f64> = line
@@ -158,9 +176,20 @@ fn machine_ticks() -> Option<(f64, f64, f64)> {
         .filter_map(|v| v.parse().ok())
         .collect();
     let at = |i: usize| values.get(i).copied().unwrap_or(0.0);
+    let cpus = stat
+        .lines()
+        .filter(|line| {
+            line.strip_prefix("cpu")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
     // user nice system idle iowait irq softirq steal (guest time is inside user).
-    let total: f64 = (0..8).map(at).sum();
-    Some((at(3) + at(4), at(7), total))
+    Some(MachineTicks {
+        idle: at(3) + at(4),
+        steal: at(7),
+        total: (0..8).map(at).sum(),
+        cpus,
+    })
 }
 
 /// What the machine was doing while a figure was measured: the cores this process and the
@@ -171,7 +200,7 @@ pub(crate) struct CpuConditions {
     this: f64,
     broker: f64,
     broker_pid: Option<u32>,
-    machine: Option<(f64, f64, f64)>,
+    machine: Option<MachineTicks>,
 }
 
 impl CpuConditions {
@@ -193,26 +222,18 @@ impl CpuConditions {
         let broker = self.broker_pid.map_or(f64::NAN, |pid| {
             (process_cpu_seconds(&pid.to_string()) - self.broker) / seconds
         });
-        let (idle, steal) = match (self.machine, machine_ticks()) {
-            (Some((idle0, steal0, total0)), Some((idle1, steal1, total1))) if total1 > total0 => {
-                let total = total1 - total0;
+        let end = machine_ticks();
+        let (idle, steal) = match (self.machine, end) {
+            (Some(start), Some(end)) if end.total > start.total => {
+                let total = end.total - start.total;
                 (
-                    100.0 * (idle1 - idle0) / total,
-                    100.0 * (steal1 - steal0) / total,
+                    100.0 * (end.idle - start.idle) / total,
+                    100.0 * (end.steal - start.steal) / total,
                 )
             }
             _ => (f64::NAN, f64::NAN),
         };
-        // The CPUs `/proc/stat` covers (a CPU quota or affinity would make
-        // `available_parallelism` count fewer than the idle share is taken over).
-        let cores = std::fs::read_to_string("/proc/stat").map_or(0, |stat| {
-            stat.lines()
-                .filter(|line| {
-                    line.strip_prefix("cpu")
-                        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-                })
-                .count()
-        });
+        let cores = end.map_or(0, |end| end.cpus);
         format!(
             "this process {this:.2} cores, broker {broker:.2} cores; machine ({cores} cores) idle {idle:.0} %, steal {steal:.0} %"
         )

@@ -218,15 +218,7 @@ fn news(i: u64, symbols: u64, corpus: &Corpus, rng: &mut rand::rngs::StdRng) -> 
 
 /// One field of `/proc/<pid>/status`, MB.
 fn proc_status_mb(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        })
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    crate::bench::proc_status_kb(&pid.to_string(), field).map_or(f64::NAN, |kb| kb as f64 / 1024.0)
 }
 
 /// Resident memory of `pid` now, and its peak since the last reset, MB.

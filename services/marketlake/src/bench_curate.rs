@@ -102,8 +102,5 @@ pub fn run(args: CurateStateBenchArgs) -> anyhow::Result<()> {
 /// This process's resident memory (Linux `/proc/self/status`), `None` elsewhere. Growth over
 /// the stream is the state's footprint as the allocator sees it (the input is built before).
 fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1_024)
+    crate::bench::proc_status_kb("self", "VmRSS:").map(|kb| kb * 1_024)
 }
