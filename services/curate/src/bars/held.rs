@@ -44,10 +44,54 @@ struct Entry {
     next_same_key: u32,
 }
 
+/// Entries per chunk of the slab, a power of two so that a slot splits with a shift.
+const CHUNK_BITS: u32 = 12;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+/// The slab's entries in fixed-size chunks. One `Vec` of millions of entries copied all of them
+/// at each doubling (while the old and the new copy were both resident) and then sat up to half
+/// empty; chunks grow without moving what is held and leave at most one chunk unfilled.
+#[derive(Debug, Clone, Default)]
+struct Chunks {
+    chunks: Vec<Vec<Entry>>,
+    len: usize,
+}
+
+impl Chunks {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, slot: u32) -> Option<&Entry> {
+        let slot = slot as usize;
+        self.chunks.get(slot >> CHUNK_BITS)?.get(slot & (CHUNK - 1))
+    }
+
+    fn get_mut(&mut self, slot: u32) -> Option<&mut Entry> {
+        let slot = slot as usize;
+        self.chunks
+            .get_mut(slot >> CHUNK_BITS)?
+            .get_mut(slot & (CHUNK - 1))
+    }
+
+    /// Append `entry`; its slot is the length before.
+    fn push(&mut self, entry: Entry) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(entry),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(entry);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+}
+
 /// The slab of held trades and the key index into it.
 #[derive(Debug, Clone, Default)]
 pub(super) struct HeldTrades {
-    entries: Vec<Entry>,
+    entries: Chunks,
     free: Vec<u32>,
     /// Trade key → the newest held version (the head of its chain).
     by_key: HashMap<SharedStr, u32>,
@@ -62,7 +106,7 @@ impl HeldTrades {
     /// The version of `trade_key` that interval `interval` holds.
     pub fn find(&self, trade_key: &str, interval: usize) -> Option<Member> {
         let mut slot = *self.by_key.get(trade_key)?;
-        while let Some(entry) = self.entries.get(slot as usize) {
+        while let Some(entry) = self.entries.get(slot) {
             if entry.intervals & bit(interval) != 0 {
                 return Some(Member {
                     slot,
@@ -78,14 +122,21 @@ impl HeldTrades {
     pub fn add(&mut self, order: FillOrder, px: Px, symbol: SharedStr) -> Member {
         let key = order.trade_key.clone();
         let next_same_key = self.by_key.get(&*key).copied().unwrap_or(NONE);
-        let (slot, generation) = match self.free.pop() {
-            Some(slot) => {
-                let entry = &mut self.entries[slot as usize];
+        // A free slot is always an entry of the slab (only `release` frees one).
+        let reused = self
+            .free
+            .last()
+            .copied()
+            .and_then(|slot| Some((slot, self.entries.get_mut(slot)?)));
+        let (slot, generation) = match reused {
+            Some((slot, entry)) => {
                 entry.order = order;
                 entry.px = px;
                 entry.symbol = symbol;
                 entry.next_same_key = next_same_key;
-                (slot, entry.generation)
+                let generation = entry.generation;
+                self.free.pop();
+                (slot, generation)
             }
             None => {
                 // A slab of 4 G trades is far beyond any memory this runs in.
@@ -114,7 +165,7 @@ impl HeldTrades {
 
     /// The trade behind `member`, if interval `interval` still holds it.
     pub fn get(&self, member: Member, interval: usize) -> Option<(&FillOrder, &Px, &SharedStr)> {
-        let entry = self.entries.get(member.slot as usize)?;
+        let entry = self.entries.get(member.slot)?;
         (entry.generation == member.generation && entry.intervals & bit(interval) != 0).then_some((
             &entry.order,
             &entry.px,
@@ -153,7 +204,7 @@ impl HeldTrades {
             return;
         }
         let mut at = *head;
-        while let Some(entry) = self.entries.get_mut(at as usize) {
+        while let Some(entry) = self.entries.get_mut(at) {
             if entry.next_same_key == slot {
                 entry.next_same_key = next;
                 return;
@@ -164,7 +215,7 @@ impl HeldTrades {
 
     fn live_entry_mut(&mut self, member: Member) -> Option<&mut Entry> {
         self.entries
-            .get_mut(member.slot as usize)
+            .get_mut(member.slot)
             .filter(|e| e.generation == member.generation)
     }
 }
@@ -244,5 +295,31 @@ mod tests {
         assert!(held.get(a, 0).is_none(), "the stale handle reads nothing");
         held.release(a, 0);
         assert_eq!(held.get(b, 0).map(|(o, _, _)| &*o.trade_key), Some("b"));
+    }
+
+    #[test]
+    fn trades_past_the_first_chunk_are_found_and_their_slots_reused() {
+        let mut held = HeldTrades::default();
+        let count = i64::try_from(CHUNK * 2 + 5).unwrap();
+        let members: Vec<Member> = (0..count)
+            .map(|t| {
+                let m = held.add(order(&format!("t{t}"), t), px(t), "IBM".into());
+                held.hold(m, 0);
+                m
+            })
+            .collect();
+        assert_eq!(held.entries.chunks.len(), 3);
+        for (t, m) in (0..count).zip(&members) {
+            assert_eq!(held.find(&format!("t{t}"), 0), Some(*m));
+            assert_eq!(held.get(*m, 0).map(|(_, p, _)| p.price), Some(t));
+        }
+        // A slot in the second chunk, freed and taken again: same place, a new generation.
+        let freed = members[CHUNK + 1];
+        held.release(freed, 0);
+        let again = held.add(order("new", count), px(-1), "IBM".into());
+        assert_eq!(held.entries.len(), CHUNK * 2 + 5, "no new slot");
+        assert!(held.get(freed, 0).is_none());
+        held.hold(again, 0);
+        assert_eq!(held.get(again, 0).map(|(_, p, _)| p.price), Some(-1));
     }
 }
