@@ -48,9 +48,12 @@ struct Entry {
 const CHUNK_BITS: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
-/// The slab's entries in fixed-size chunks. One `Vec` of millions of entries copied all of them
-/// at each doubling (while the old and the new copy were both resident) and then sat up to half
-/// empty; chunks grow without moving what is held and leave at most one chunk unfilled.
+/// The slab's entries in fixed-size chunks. One `Vec` per symbol (tens of thousands of entries
+/// in an hour's bars, millions in a burst) copied all of them at each doubling, while the old
+/// and the new copy were both resident, and then sat up to half empty; chunks grow without
+/// moving what is held and leave at most one chunk unfilled. The first chunk grows from empty,
+/// as a `Vec` does, so a symbol with few trades does not reserve a whole chunk (there is one
+/// slab per symbol, and a master lists thousands).
 #[derive(Debug, Clone, Default)]
 struct Chunks {
     chunks: Vec<Vec<Entry>>,
@@ -79,7 +82,11 @@ impl Chunks {
         match self.chunks.last_mut() {
             Some(chunk) if chunk.len() < CHUNK => chunk.push(entry),
             _ => {
-                let mut chunk = Vec::with_capacity(CHUNK);
+                let mut chunk = if self.chunks.is_empty() {
+                    Vec::new()
+                } else {
+                    Vec::with_capacity(CHUNK)
+                };
                 chunk.push(entry);
                 self.chunks.push(chunk);
             }
@@ -125,18 +132,15 @@ impl HeldTrades {
         // A free slot is always an entry of the slab (only `release` frees one).
         let reused = self
             .free
-            .last()
-            .copied()
-            .and_then(|slot| Some((slot, self.entries.get_mut(slot)?)));
+            .pop()
+            .and_then(|slot| self.entries.get_mut(slot).map(|entry| (slot, entry)));
         let (slot, generation) = match reused {
             Some((slot, entry)) => {
                 entry.order = order;
                 entry.px = px;
                 entry.symbol = symbol;
                 entry.next_same_key = next_same_key;
-                let generation = entry.generation;
-                self.free.pop();
-                (slot, generation)
+                (slot, entry.generation)
             }
             None => {
                 // A slab of 4 G trades is far beyond any memory this runs in.
@@ -318,8 +322,17 @@ mod tests {
         held.release(freed, 0);
         let again = held.add(order("new", count), px(-1), "IBM".into());
         assert_eq!(held.entries.len(), CHUNK * 2 + 5, "no new slot");
-        assert!(held.get(freed, 0).is_none());
+        assert_eq!(
+            again,
+            Member {
+                slot: freed.slot,
+                generation: freed.generation + 1
+            }
+        );
         held.hold(again, 0);
+        assert!(held.get(freed, 0).is_none(), "the old handle reads nothing");
         assert_eq!(held.get(again, 0).map(|(_, p, _)| p.price), Some(-1));
+        assert_eq!(held.find("new", 0), Some(again));
+        assert_eq!(held.find(&format!("t{}", CHUNK + 1), 0), None);
     }
 }

@@ -35,14 +35,9 @@ impl TradeHistory {
         // order): its trades move to a buffer of exactly their size, giving back the spare room
         // the doubling `Vec` kept (a third of its trades on average), which would otherwise be
         // held for the whole history. Moved rather than `shrink_to_fit`, which mimalloc answers
-        // in place (no memory back) while the spare room is under half. A late trade still goes
-        // in; the second grows again.
-        if self
-            .seconds
-            .last_key_value()
-            .is_some_and(|(&last, _)| last < second)
-        {
-            if let Some(mut last) = self.seconds.last_entry() {
+        // in place (no memory back) while the spare room is under half.
+        if let Some(mut last) = self.seconds.last_entry() {
+            if *last.key() < second {
                 let trades = last.get_mut();
                 if trades.len() < trades.capacity() {
                     let mut exact = Vec::with_capacity(trades.len());
@@ -51,7 +46,16 @@ impl TradeHistory {
                 }
             }
         }
+        let is_last = self
+            .seconds
+            .last_key_value()
+            .is_none_or(|(&last, _)| last <= second);
         let trades = self.seconds.entry(second).or_default();
+        // A late trade into a second already cut to size grows it by an eighth, not by doubling
+        // (which would leave it half empty for the rest of the history).
+        if !is_last && trades.len() == trades.capacity() {
+            trades.reserve_exact(trades.len() / 8 + 1);
+        }
         // Trades come nearly in order: most go at the end, and a busy second holds thousands
         // (a binary search over them was the largest cost of curation in a one-second burst).
         if trades.last().is_none_or(|last| last.order < order) {
@@ -144,6 +148,37 @@ mod tests {
 
     fn keys<'a>(fills: impl Iterator<Item = (&'a FillOrder, &'a Px)>) -> Vec<String> {
         fills.map(|(o, _)| o.trade_key.to_string()).collect()
+    }
+
+    #[test]
+    fn a_closed_second_is_cut_to_size_and_a_late_trade_grows_it_by_an_eighth() {
+        let mut h = TradeHistory::default();
+        let s = NS_PER_SEC;
+        let px = Px {
+            price: 1,
+            quantity: 1,
+        };
+        for i in 0..9 {
+            h.insert(order(&format!("a{i}"), s + 10 * i), px);
+        }
+        assert!(h.seconds[&1].capacity() > 9, "a growing second has room");
+        h.insert(order("b", 2 * s), px);
+        assert_eq!(
+            h.seconds[&1].capacity(),
+            9,
+            "cut when the next second opened"
+        );
+        h.insert(order("late", s + 15), px);
+        let first = &h.seconds[&1];
+        assert_eq!(first.len(), 10);
+        assert!(
+            first.capacity() <= 11,
+            "grew by an eighth: {}",
+            first.capacity()
+        );
+        let keys: Vec<String> = h.iter().map(|f| f.order.trade_key.to_string()).collect();
+        assert_eq!(keys[..3], ["a0", "a1", "late"]);
+        assert_eq!(keys.last().map(String::as_str), Some("b"));
     }
 
     #[test]
