@@ -49,7 +49,8 @@ pub struct EnrichSettings {
     pub group: String,
     /// Commit when this many raw records are buffered...
     pub max_batch_records: usize,
-    /// ...or this many while enrichment keeps up (see [`batch_limit`])...
+    /// ...or this many while enrichment keeps up: the oldest buffered record was published (its
+    /// Kafka timestamp) less than `commit_interval_ms` ago (at most `max_batch_records`)...
     pub fresh_batch_records: usize,
     /// ...or when the oldest buffered record has waited this long.
     pub commit_interval_ms: u64,
@@ -302,24 +303,37 @@ impl Buffers {
         self.oldest = None;
         self.oldest_published_ms = None;
     }
-}
 
-/// How many buffered raw records make a commit due. While enrichment keeps up — the oldest
-/// buffered record was published (its Kafka timestamp) less than `commit_interval_ms` ago —
-/// that is `fresh_batch_records`: at high rates a record then waits less in the buffer, and a
-/// smaller commit is done sooner (at 40,000 records/s, 20,000 halved L2 p99). A process that is
-/// behind, or back-filling old records, batches up to `max_batch_records`: committing more
-/// often would only slow its catching up (at 80,000 records/s on two cores, 20,000 fell further
-/// behind). Records without a timestamp count as behind. Clock skew between the connector and
-/// this process only moves where the line falls; nothing but batch size depends on it.
-fn batch_limit(settings: &EnrichSettings, oldest_published_ms: Option<i64>, now_ms: i64) -> usize {
-    let interval_ms = i64::try_from(settings.commit_interval_ms).unwrap_or(i64::MAX);
-    let keeping_up =
-        oldest_published_ms.is_some_and(|published| now_ms.saturating_sub(published) < interval_ms);
-    if keeping_up {
-        settings.fresh_batch_records.min(settings.max_batch_records)
-    } else {
-        settings.max_batch_records
+    /// A buffered record was published at `published_ms` (its Kafka timestamp, if it has one).
+    fn note_published(&mut self, published_ms: Option<i64>) {
+        self.oldest_published_ms = match (self.oldest_published_ms, published_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// How many buffered raw records make a commit due at `now_ns`. While enrichment keeps up —
+    /// the oldest buffered record was published less than `commit_interval_ms` ago — that is
+    /// `fresh_batch_records`: at high rates a record then waits less in the buffer, and a
+    /// smaller commit is done sooner (at 40,000 records/s L2 p99 about halved). A process that is
+    /// behind, or back-filling old records, batches up to `max_batch_records`: committing more
+    /// often would not help it catch up (at 80,000 records/s on two cores a flat 20,000 bound
+    /// looked worse, in 2 runs). A buffer with no timestamped record counts as behind. Clock
+    /// skew between the connector and this process only moves where the line falls; nothing
+    /// but batch size depends on it.
+    fn commit_size(&self, settings: &EnrichSettings, now_ns: i64) -> usize {
+        let now_ms = now_ns / 1_000_000;
+        let interval_ms = i64::try_from(settings.commit_interval_ms).unwrap_or(i64::MAX);
+        let keeping_up = self
+            .oldest_published_ms
+            .is_some_and(|published| now_ms.saturating_sub(published) < interval_ms);
+        let size = if keeping_up {
+            settings.fresh_batch_records.min(settings.max_batch_records)
+        } else {
+            settings.max_batch_records
+        };
+        // Both are validated to be at least 1; an empty buffer must never be due by size.
+        size.max(1)
     }
 }
 
@@ -436,19 +450,11 @@ impl Enrich {
         }
         buffers.records += 1;
         buffers.oldest.get_or_insert_with(Instant::now);
-        buffers.oldest_published_ms = match (buffers.oldest_published_ms, published_ms) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        buffers.note_published(published_ms);
     }
 
     fn due(&self) -> bool {
-        let limit = batch_limit(
-            &self.job.enrich,
-            self.buffers.oldest_published_ms,
-            now_utc_ns() / 1_000_000,
-        );
-        self.buffers.records >= limit
+        self.buffers.records >= self.buffers.commit_size(&self.job.enrich, now_utc_ns())
             || self.buffers.oldest.is_some_and(|t| {
                 t.elapsed() >= Duration::from_millis(self.job.enrich.commit_interval_ms)
             })
@@ -903,30 +909,62 @@ pub async fn run(job: EnrichJob, shutdown: CancellationToken) -> Result<EnrichRe
 mod tests {
     use super::*;
 
+    const MS: i64 = 1_000_000;
+
+    fn published(times_ms: &[Option<i64>]) -> Buffers {
+        let mut buffers = Buffers::default();
+        for &t in times_ms {
+            buffers.note_published(t);
+        }
+        buffers
+    }
+
     #[test]
     fn a_buffer_of_recent_records_commits_at_the_fresh_bound_and_a_lagging_one_at_the_max() {
-        let settings = EnrichSettings::default();
+        let settings = EnrichSettings {
+            max_batch_records: 50_000,
+            fresh_batch_records: 5_000,
+            commit_interval_ms: 1_000,
+            ..EnrichSettings::default()
+        };
         let now_ms = 1_700_000_000_000;
-        let fresh = Some(now_ms - 400);
-        let behind = Some(now_ms - 5_000);
-        assert_eq!(batch_limit(&settings, fresh, now_ms), 20_000);
-        assert_eq!(batch_limit(&settings, behind, now_ms), 100_000);
+        let now_ns = now_ms * MS;
+        let size = |times: &[Option<i64>]| published(times).commit_size(&settings, now_ns);
+        assert_eq!(size(&[Some(now_ms - 400)]), 5_000);
+        assert_eq!(size(&[Some(now_ms - 5_000)]), 50_000);
         assert_eq!(
-            batch_limit(&settings, None, now_ms),
-            100_000,
-            "no timestamp"
+            size(&[Some(now_ms - 1_000)]),
+            50_000,
+            "one interval old: behind"
         );
-        // Exactly one interval old is no longer keeping up.
         assert_eq!(
-            batch_limit(&settings, Some(now_ms - 1_000), now_ms),
-            100_000
+            size(&[Some(now_ms + 3_000)]),
+            5_000,
+            "skewed into the future"
         );
+        // The oldest decides, whatever the order; records without a timestamp are ignored
+        // beside timestamped ones, and a buffer of only those counts as behind.
+        assert_eq!(
+            size(&[Some(now_ms - 100), None, Some(now_ms - 4_000), Some(now_ms)]),
+            50_000
+        );
+        assert_eq!(size(&[None, Some(now_ms - 100), None]), 5_000);
+        assert_eq!(size(&[None, None]), 50_000);
+        assert_eq!(size(&[]), 50_000);
+        // Cleared, the buffer forgets its oldest record.
+        let mut buffers = published(&[Some(now_ms - 4_000)]);
+        buffers.clear();
+        buffers.note_published(Some(now_ms - 10));
+        assert_eq!(buffers.commit_size(&settings, now_ns), 5_000);
         // The fresh bound never exceeds the hard one.
         let small = EnrichSettings {
             max_batch_records: 3_000,
-            ..EnrichSettings::default()
+            ..settings.clone()
         };
-        assert_eq!(batch_limit(&small, fresh, now_ms), 3_000);
+        assert_eq!(
+            published(&[Some(now_ms)]).commit_size(&small, now_ns),
+            3_000
+        );
     }
 
     #[test]
