@@ -148,6 +148,24 @@ pub async fn table_batches(
     }
 }
 
+/// Rows in `table` (0 when it does not exist yet).
+async fn table_rows(lake: &Lake, table: TableName) -> Result<usize> {
+    Ok(table_batches(lake, table)
+        .await?
+        .iter()
+        .map(|b| b.num_rows())
+        .sum())
+}
+
+/// Publish fills `range` to `raw.trades` and wait until the broker has acknowledged them all.
+async fn publish_fills(producer: &RawProducer, range: std::ops::Range<i64>) -> Result<()> {
+    for i in range {
+        producer.publish(fill_record(i)).await?;
+    }
+    producer.flush_deliveries().await?;
+    Ok(())
+}
+
 fn decimal(batch: &marketlake_lake::RecordBatch, name: &str, row: usize) -> Result<Option<i128>> {
     let column = batch
         .column_by_name(name)
@@ -239,11 +257,11 @@ async fn sigkill_enrich_and_curate_twenty_times_matches_the_batch_result() -> Re
         }
         let mut enrich = lake.spawn(&["enrich"], &format!("enrich-{round}.log"))?;
         let mut curate = lake.spawn(&["curate"], &format!("curate-{round}.log"))?;
-        let range = round as i64 * per_round..(round as i64 + 1) * per_round;
-        for i in range {
-            producer.publish(fill_record(i)).await?;
-        }
-        producer.flush_deliveries().await?;
+        publish_fills(
+            &producer,
+            round as i64 * per_round..(round as i64 + 1) * per_round,
+        )
+        .await?;
         let enrich_alive = Duration::from_millis(rng.gen_range(400..2_500));
         let curate_extra = Duration::from_millis(rng.gen_range(800..3_500));
         tokio::time::sleep(enrich_alive).await;
@@ -278,11 +296,7 @@ async fn sigkill_enrich_and_curate_twenty_times_matches_the_batch_result() -> Re
     );
 
     assert_bars_match_batch(&lake, FILLS).await?;
-    let late: usize = table_batches(&lake, L3_LATE_RECORDS)
-        .await?
-        .iter()
-        .map(|b| b.num_rows())
-        .sum();
+    let late = table_rows(&lake, L3_LATE_RECORDS).await?;
     assert_eq!(
         late, 0,
         "fills arrive in order per symbol: none may be late"
@@ -427,10 +441,7 @@ async fn enriched_rows_are_published_before_their_l2_commit() -> Result<()> {
     let kafka = lake.kafka_config(3);
     create_topics(&kafka).await?;
     let producer = RawProducer::new(&kafka)?;
-    for i in 0..SOME_FILLS {
-        producer.publish(fill_record(i)).await?;
-    }
-    producer.flush_deliveries().await?;
+    publish_fills(&producer, 0..SOME_FILLS).await?;
 
     let enrich = lake.spawn(&["enrich"], "enrich.log")?;
     // Every early return below kills enrichment first (a child is not killed on drop).
@@ -480,10 +491,7 @@ async fn a_commit_refused_for_another_writers_offsets_drops_and_rereads_what_bui
     let kafka = lake.kafka_config(3);
     create_topics(&kafka).await?;
     let producer = RawProducer::new(&kafka)?;
-    for i in 0..FIRST {
-        producer.publish(fill_record(i)).await?;
-    }
-    producer.flush_deliveries().await?;
+    publish_fills(&producer, 0..FIRST).await?;
 
     let enrich = lake.spawn(&["enrich"], "enrich.log")?;
     let watched = async {
@@ -500,11 +508,7 @@ async fn a_commit_refused_for_another_writers_offsets_drops_and_rereads_what_bui
             .map(|(partition, _)| *partition)
             .context("no partition")?;
         // Nothing is committed yet (else the claim below would be refused, not enrichment).
-        let committed: usize = table_batches(&lake, L2_TRADES)
-            .await?
-            .iter()
-            .map(|b| b.num_rows())
-            .sum();
+        let committed = table_rows(&lake, L2_TRADES).await?;
         if committed > 0 {
             bail!("enrichment committed {committed} rows before the other writer's claim");
         }
@@ -534,10 +538,7 @@ async fn a_commit_refused_for_another_writers_offsets_drops_and_rereads_what_bui
             bail!("the other writer's commit was refused: {claimed:?}");
         }
         // More fills push enrichment past its batch size: its commit is refused.
-        for i in FIRST..ALL {
-            producer.publish(fill_record(i)).await?;
-        }
-        producer.flush_deliveries().await?;
+        publish_fills(&producer, FIRST..ALL).await?;
         let log_deadline = Instant::now() + Duration::from_secs(60);
         while !lake.log("enrich.log").contains("re-seeking") {
             if Instant::now() > log_deadline {
@@ -548,11 +549,7 @@ async fn a_commit_refused_for_another_writers_offsets_drops_and_rereads_what_bui
         // The second pass over the topic commits once all of it is buffered again.
         let rows_deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let rows: usize = table_batches(&lake, L2_TRADES)
-                .await?
-                .iter()
-                .map(|b| b.num_rows())
-                .sum();
+            let rows = table_rows(&lake, L2_TRADES).await?;
             if rows > 0 {
                 break;
             }
@@ -609,10 +606,7 @@ async fn back_fills_finish_every_partition_while_another_member_holds_some() -> 
     })?;
     create_topics(&lake.kafka_config(3)).await?;
     let producer = RawProducer::new(&lake.kafka_config(3))?;
-    for i in 0..SOME_FILLS {
-        producer.publish(fill_record(i)).await?;
-    }
-    producer.flush_deliveries().await?;
+    publish_fills(&producer, 0..SOME_FILLS).await?;
 
     let holder = hold_partitions(
         &lake,

@@ -282,9 +282,10 @@ pub struct VerifiedConsumer {
 /// compared with a plain client fetching the same way). Large fetches and a deep local queue: a
 /// sink consumes in bursts (it pauses while it builds a batch), and small fetches left it waiting
 /// on round trips — measured on tansu 0.6: 1 MB partition fetches held ingest to ~80k records/s,
-/// 16 MB ~115k. Round trips are slow there because tansu 0.6.0 holds every fetch for the rest of
-/// `fetch.wait.max.ms` after each pass, one that found records too: the wait is a floor on each hop's latency
-/// (and a shorter one costs the broker more idle fetches), the fetch size a ceiling on its rate.
+/// 16 MB ~115k. Round trips are slow there because tansu 0.6.0 holds every fetch for the rest
+/// of `fetch.wait.max.ms` after each pass, one that found records too: the wait is a floor on
+/// each hop's latency (and a shorter one costs the broker more idle fetches), the fetch size a
+/// ceiling on its rate.
 pub(crate) fn fetch_settings(client: &mut rdkafka::ClientConfig) {
     client
         .set("fetch.wait.max.ms", "50")

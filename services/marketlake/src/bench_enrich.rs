@@ -41,11 +41,6 @@ pub struct EnrichBenchArgs {
     seconds: u64,
 }
 
-/// CPU seconds this process has used (user + system).
-fn cpu_seconds() -> f64 {
-    process_cpu_seconds("self")
-}
-
 fn quantile(values: &[i64], q: f64) -> f64 {
     marketlake_schemas::quantile_ms(values, q).unwrap_or(f64::NAN)
 }
@@ -122,7 +117,7 @@ pub async fn run(config: Config, args: EnrichBenchArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    let cpu = cpu_seconds();
+    let cpu = process_cpu_seconds("self");
     let ingest = marketlake_ingest::run(
         IngestJob {
             kafka: kafka.clone(),
@@ -134,8 +129,8 @@ pub async fn run(config: Config, args: EnrichBenchArgs) -> anyhow::Result<()> {
         CancellationToken::new(),
     )
     .await?;
-    let ingest_cpu = cpu_seconds() - cpu;
-    let cpu = cpu_seconds();
+    let ingest_cpu = process_cpu_seconds("self") - cpu;
+    let cpu = process_cpu_seconds("self");
     let enrich = marketlake_enrich::pipeline::run(
         EnrichJob {
             kafka: kafka.clone(),
@@ -146,8 +141,8 @@ pub async fn run(config: Config, args: EnrichBenchArgs) -> anyhow::Result<()> {
         CancellationToken::new(),
     )
     .await?;
-    let enrich_cpu = cpu_seconds() - cpu;
-    let cpu = cpu_seconds();
+    let enrich_cpu = process_cpu_seconds("self") - cpu;
+    let cpu = process_cpu_seconds("self");
     let curate = marketlake_curate::pipeline::run(
         CurateJob {
             kafka: kafka.clone(),
@@ -158,7 +153,7 @@ pub async fn run(config: Config, args: EnrichBenchArgs) -> anyhow::Result<()> {
         CancellationToken::new(),
     )
     .await?;
-    let curate_cpu = cpu_seconds() - cpu;
+    let curate_cpu = process_cpu_seconds("self") - cpu;
     let ingest_rate = ingest.records as f64 / ingest.elapsed.as_secs_f64().max(1e-9);
     let enrich_rate = enrich.raw_records as f64 / enrich.elapsed.as_secs_f64().max(1e-9);
     // Curation's work ends when it has caught up; at exit it then waits for a background state

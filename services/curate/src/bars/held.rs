@@ -56,13 +56,13 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 /// slab per symbol, and a master lists thousands).
 #[derive(Debug, Clone, Default)]
 struct Chunks {
+    /// Every chunk but the last is full.
     chunks: Vec<Vec<Entry>>,
-    len: usize,
 }
 
 impl Chunks {
     fn len(&self) -> usize {
-        self.len
+        self.chunks.len().saturating_sub(1) * CHUNK + self.chunks.last().map_or(0, Vec::len)
     }
 
     fn get(&self, slot: u32) -> Option<&Entry> {
@@ -91,7 +91,6 @@ impl Chunks {
                 self.chunks.push(chunk);
             }
         }
-        self.len += 1;
     }
 }
 

@@ -36,7 +36,9 @@ impl TradeHistory {
         // the doubling `Vec` kept (a third of its trades on average), which would otherwise be
         // held for the whole history. Moved rather than `shrink_to_fit`, which mimalloc answers
         // in place (no memory back) while the spare room is under half.
+        let mut late = false;
         if let Some(mut last) = self.seconds.last_entry() {
+            late = *last.key() > second;
             if *last.key() < second {
                 let trades = last.get_mut();
                 if trades.len() < trades.capacity() {
@@ -46,14 +48,10 @@ impl TradeHistory {
                 }
             }
         }
-        let is_last = self
-            .seconds
-            .last_key_value()
-            .is_none_or(|(&last, _)| last <= second);
         let trades = self.seconds.entry(second).or_default();
         // A late trade into a second already cut to size grows it by an eighth, not by doubling
         // (which would leave it half empty for the rest of the history).
-        if !is_last && trades.len() == trades.capacity() {
+        if late && trades.len() == trades.capacity() {
             trades.reserve_exact(trades.len() / 8 + 1);
         }
         // Trades come nearly in order: most go at the end, and a busy second holds thousands
